@@ -1,0 +1,79 @@
+"""Causal 1-D convolutions that carry their own left context between calls.
+
+A call takes the new input and the context left by the previous call, and returns the output
+and the next context. Offline use is the same call with a zero context, so offline and
+streaming share every line. Inputs are always a whole number of strides long, because the
+model is only ever fed whole frames.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StreamingConv1d(nn.Module):
+    """Conv1d, causal with zero left padding; the context is the last `k_eff - stride` inputs."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.context_size = (kernel_size - 1) * dilation + 1 - stride
+
+    def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(batch_size, self.in_channels, self.context_size, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (output, next context) for input `x` [B, C, T] after `context`."""
+        if self.context_size:
+            x = torch.cat([context, x], dim=-1)
+            context = x[..., x.shape[-1] - self.context_size:].clone()
+        y = F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return y, context
+
+
+class StreamingConvTranspose1d(nn.Module):
+    """ConvTranspose1d, causal: the `kernel - stride` overlapping tail is carried to the next call."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.stride = stride
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels // groups, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.context_size = kernel_size - stride
+
+    def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(batch_size, self.out_channels, self.context_size, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, partial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (the `T * stride` finished outputs, the unfinished tail without bias)."""
+        y = F.conv_transpose1d(x, self.weight, None, self.stride, 0, 0, self.groups)
+        n_out = x.shape[-1] * self.stride
+        if self.context_size:
+            y[..., :self.context_size] += partial
+            partial = y[..., n_out:].clone()
+            y = y[..., :n_out]
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y, partial
+
+
+class ConvSlots:
+    """Hands out state slots to conv layers in construction order, so a state is a flat list."""
+
+    def __init__(self) -> None:
+        self.layers: list[StreamingConv1d | StreamingConvTranspose1d] = []
+
+    def register(self, layer: StreamingConv1d | StreamingConvTranspose1d):
+        layer.slot = len(self.layers)
+        self.layers.append(layer)
+        return layer

@@ -1,0 +1,17 @@
+"""Exceptions the codec raises, each with a message a user can act on."""
+
+
+class MimiError(Exception):
+    """Base class: anything the library reports to a user as one line."""
+
+
+class WeightsError(MimiError):
+    """Weights could not be found, downloaded or matched to the architecture."""
+
+
+class DeviceError(MimiError):
+    """The requested device or dtype is not available here."""
+
+
+class StreamError(MimiError):
+    """A streaming call that does not fit the state it was given."""

@@ -1,0 +1,35 @@
+"""`load_codec`: the one entry point from a weights spec to a ready model."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from .config import MimiConfig
+from .device import resolve_device, resolve_dtype
+from .model import MimiCodec
+from .weights import SYNTHETIC_WARNING, convert_state_dict, resolve_weights, synthetic_tensors
+
+log = logging.getLogger("mimi_cli")
+
+
+def load_codec(weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
+               dtype: str | torch.dtype = "float32", config: MimiConfig | None = None) -> MimiCodec:
+    """A MimiCodec in eval mode with weights from a Hub repo id, a local file or directory,
+    or `synthetic[:SEED]` (default: $MIMI_WEIGHTS, else kyutai/mimi)."""
+    config = config or MimiConfig()
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    tensors, info = resolve_weights(weights)
+    if isinstance(tensors, int):
+        log.warning(SYNTHETIC_WARNING.format(seed=tensors))
+        tensors = synthetic_tensors(config, tensors)
+    state_dict = convert_state_dict(tensors, config)
+    with torch.device("meta"):
+        model = MimiCodec(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    for rvq in (model.quantizer.semantic, model.quantizer.acoustic):
+        rvq.codebooks = rvq.codebooks.float()  # the token decision stays in float32
+    model.weights_info = {**info, "layout": info.get("layout", "")}
+    return model

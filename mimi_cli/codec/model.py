@@ -1,0 +1,194 @@
+"""The Mimi codec: offline and streaming encode/decode over one core step each.
+
+`encode_frames` and `decode_frames` are the only paths through the network. Streaming calls
+them as frames complete; offline calls them chunk by chunk through the same state, so a long
+file runs in bounded memory and offline equals streaming by construction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MimiConfig
+from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
+from .errors import StreamError
+from .quantizer import SplitResidualVQ
+from .seanet import SeanetDecoder, SeanetEncoder
+from .state import DecoderState, EncoderState
+from .transformer import Transformer
+
+# Offline work is cut into chunks of about this many frames summed over the batch (~20 s of
+# audio): large enough to keep the convolutions efficient, small enough to bound memory.
+CHUNK_BUDGET_FRAMES = 256
+
+
+class MimiCodec(nn.Module):
+    """Mimi: 24 kHz mono audio <-> up to 32 codebooks of tokens at 12.5 frames/s."""
+
+    def __init__(self, config: MimiConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MimiConfig()
+        enc_slots, dec_slots = ConvSlots(), ConvSlots()
+        self.encoder = SeanetEncoder(config, enc_slots)
+        self.encoder_transformer = Transformer(config)
+        s = config.downsample_stride
+        self.downsample = enc_slots.register(
+            StreamingConv1d(config.dimension, config.dimension, 2 * s, stride=s, bias=False))
+        self.quantizer = SplitResidualVQ(config)
+        # Depthwise (one filter per channel), as in the released model.
+        self.upsample = dec_slots.register(StreamingConvTranspose1d(
+            config.dimension, config.dimension, 2 * s, s, groups=config.dimension, bias=False))
+        self.decoder_transformer = Transformer(config)
+        self.decoder = SeanetDecoder(config, dec_slots)
+        self._encoder_convs = enc_slots.layers
+        self._decoder_convs = dec_slots.layers
+        self.weights_info: dict[str, str] = {}  # where the weights came from (set by the loader)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def frame_samples(self) -> int:
+        return self.config.frame_samples
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.semantic.input_proj.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.quantizer.semantic.input_proj.dtype
+
+    def _check_codebooks(self, num_codebooks: int) -> None:
+        if not 1 <= num_codebooks <= self.config.num_codebooks:
+            raise ValueError(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
+
+    # -- states -----------------------------------------------------------------------------
+    def init_encoder_state(self, batch_size: int = 1) -> EncoderState:
+        """A fresh state for `batch_size` streams of audio to encode."""
+        dev, dt = self.device, self.dtype
+        return EncoderState(
+            contexts=[c.init_context(batch_size, dev, dt) for c in self._encoder_convs],
+            transformer=self.encoder_transformer.init_state(batch_size, dev, dt),
+            pending=torch.zeros(batch_size, 0, device=dev, dtype=dt))
+
+    def init_decoder_state(self, batch_size: int = 1) -> DecoderState:
+        """A fresh state for `batch_size` streams of codes to decode."""
+        dev, dt = self.device, self.dtype
+        return DecoderState(
+            contexts=[c.init_context(batch_size, dev, dt) for c in self._decoder_convs],
+            transformer=self.decoder_transformer.init_state(batch_size, dev, dt))
+
+    # -- the core steps ---------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+        """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`."""
+        at_start = state.transformer.offsets == 0  # streams whose first frame this is
+        x = self.encoder(pcm.to(self.dtype), state.contexts)
+        x = self.encoder_transformer(x, state.transformer)
+        # The reference pads the downsampling conv by replicating a stream's first latent.
+        slot = self.downsample.slot
+        context = torch.where(at_start[:, None, None], x[..., :1], state.contexts[slot])
+        x, state.contexts[slot] = self.downsample(x, context)
+        return self.quantizer.encode(x, num_codebooks)
+
+    @torch.no_grad()
+    def decode_frames(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
+        """Audio [B, 1, n * 1920] of codes [B, K, n]; advances `state`."""
+        x = self.quantizer.decode(codes.to(self.device, torch.long))
+        x, state.contexts[self.upsample.slot] = self.upsample(x, state.contexts[self.upsample.slot])
+        x = self.decoder_transformer(x, state.transformer)
+        return self.decoder(x, state.contexts)
+
+    # -- streaming --------------------------------------------------------------------------
+    def encode_step(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int = 8) -> torch.Tensor:
+        """Codes [B, K, n] of the frames that `pcm` [B, T] or [B, 1, T] completes (n may be 0).
+
+        Any number of samples is accepted; those that do not yet fill a frame wait in `state`.
+        """
+        self._check_codebooks(num_codebooks)
+        pcm = _as_batch_of_mono(pcm, state.batch_size).to(self.device, self.dtype)
+        buffered = torch.cat([state.pending, pcm], dim=-1)
+        whole = buffered.shape[-1] // self.frame_samples * self.frame_samples
+        state.pending = buffered[:, whole:].clone()
+        if whole == 0:
+            return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
+        return self.encode_frames(state, buffered[:, None, :whole], num_codebooks)
+
+    def encode_flush(self, state: EncoderState, num_codebooks: int = 8) -> torch.Tensor:
+        """Codes of the last, partial frame (padded with silence), or none if no samples wait."""
+        self._check_codebooks(num_codebooks)
+        n = state.pending.shape[-1]
+        if n == 0:
+            return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
+        return self.encode_step(state, state.pending.new_zeros(state.batch_size, self.frame_samples - n),
+                                num_codebooks)
+
+    def decode_step(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
+        """Audio [B, 1, n * 1920] for codes [B, K, n]: every frame's audio as soon as it arrives."""
+        self._check_codes(codes)
+        if codes.shape[0] != state.batch_size:
+            raise StreamError(f"codes for {codes.shape[0]} streams, state for {state.batch_size}")
+        return self.decode_frames(state, codes)
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        if codes.dim() != 3:
+            raise ValueError(f"codes must be [batch, codebooks, frames], got shape {tuple(codes.shape)}")
+        self._check_codebooks(codes.shape[1])
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
+            raise ValueError(f"codes must be in 0..{self.config.codebook_size - 1}")
+
+    # -- offline ----------------------------------------------------------------------------
+    def encode(self, audio: torch.Tensor, num_codebooks: int = 8,
+               chunk_frames: int | None = None) -> torch.Tensor:
+        """Codes [B, K, ceil(T / 1920)] of audio [B, 1, T] (or [B, T]); the tail is zero-padded.
+
+        Items of a right-padded batch get exactly the codes they get alone (the model is
+        causal); trim each to ceil(length / 1920) frames.
+        """
+        self._check_codebooks(num_codebooks)
+        audio = _as_batch_of_mono(audio, audio.shape[0])
+        B, T = audio.shape
+        n_frames = math.ceil(T / self.frame_samples)
+        chunk = chunk_frames or max(1, CHUNK_BUDGET_FRAMES // B)
+        state = self.init_encoder_state(B)
+        out = []
+        for first in range(0, n_frames, chunk):
+            piece = audio[:, first * self.frame_samples:(first + chunk) * self.frame_samples]
+            piece = piece.to(self.device, self.dtype)
+            if piece.shape[-1] % self.frame_samples:
+                piece = F.pad(piece, (0, self.frame_samples - piece.shape[-1] % self.frame_samples))
+            out.append(self.encode_frames(state, piece[:, None], num_codebooks))
+        if not out:
+            return torch.zeros(B, num_codebooks, 0, dtype=torch.long, device=self.device)
+        return torch.cat(out, dim=-1)
+
+    def decode(self, codes: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
+        """Audio [B, 1, frames * 1920] of codes [B, K, frames], decoded in bounded memory."""
+        self._check_codes(codes)
+        B, _, n_frames = codes.shape
+        chunk = chunk_frames or max(1, CHUNK_BUDGET_FRAMES // B)
+        state = self.init_decoder_state(B)
+        out = [self.decode_frames(state, codes[..., i:i + chunk]) for i in range(0, n_frames, chunk)]
+        if not out:
+            return torch.zeros(B, 1, 0, dtype=self.dtype, device=self.device)
+        return torch.cat(out, dim=-1)
+
+
+def _as_batch_of_mono(pcm: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """[B, T] from [B, T] or [B, 1, T], with a clear error for anything else."""
+    if pcm.dim() == 3 and pcm.shape[1] == 1:
+        pcm = pcm[:, 0]
+    if pcm.dim() != 2 or pcm.shape[0] != batch_size:
+        raise StreamError(f"expected audio of shape [{batch_size}, samples] or [{batch_size}, 1, samples],"
+                          f" got {tuple(pcm.shape)}")
+    return pcm

@@ -1,0 +1,64 @@
+"""Split residual vector quantizer: one semantic codebook, then up to 31 acoustic ones.
+
+Both halves read the same latent: the semantic RVQ quantizes it with its first codebook, the
+acoustic RVQ quantizes it again, residually, with the rest. Decoding sums both projections.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MimiConfig
+
+
+class ResidualVQ(nn.Module):
+    """Projection to codebook space, residual nearest-neighbour search, projection back."""
+
+    def __init__(self, num_codebooks: int, config: MimiConfig) -> None:
+        super().__init__()
+        self.input_proj = nn.Parameter(torch.empty(config.codebook_dim, config.dimension))
+        self.output_proj = nn.Parameter(torch.empty(config.dimension, config.codebook_dim))
+        # embedding_sum / cluster_usage, computed once when weights are loaded. Kept in float32
+        # whatever the model dtype: the nearest-neighbour search decides the tokens.
+        self.register_buffer(
+            "codebooks", torch.zeros(num_codebooks, config.codebook_size, config.codebook_dim))
+
+    def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+        """latent [B, D, T] -> codes [B, num_codebooks, T] (int64)."""
+        B, _, T = latent.shape
+        residual = F.linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
+        codes = []
+        for codebook in self.codebooks[:num_codebooks]:
+            # torch.cdist, as the reference does, so that ties break the same way.
+            index = torch.cdist(residual[None], codebook[None])[0].argmin(dim=-1)
+            residual = residual - codebook[index]
+            codes.append(index)
+        return torch.stack(codes, dim=1).view(B, T, -1).transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] -> latent [B, D, T] in the model dtype."""
+        summed = sum(F.embedding(c, cb) for c, cb in zip(codes.unbind(1), self.codebooks))
+        return F.linear(summed.to(self.output_proj.dtype), self.output_proj).transpose(1, 2)
+
+
+class SplitResidualVQ(nn.Module):
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        self.num_semantic = config.num_semantic
+        self.semantic = ResidualVQ(config.num_semantic, config)
+        self.acoustic = ResidualVQ(config.num_codebooks - config.num_semantic, config)
+
+    def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+        """latent [B, D, T] -> codes [B, num_codebooks, T]."""
+        codes = self.semantic.encode(latent, min(num_codebooks, self.num_semantic))
+        if num_codebooks > self.num_semantic:
+            codes = torch.cat([codes, self.acoustic.encode(latent, num_codebooks - self.num_semantic)], 1)
+        return codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] -> latent [B, D, T]; fewer codebooks than encoded is a coarser decode."""
+        latent = self.semantic.decode(codes[:, :self.num_semantic])
+        if codes.shape[1] > self.num_semantic:
+            latent = latent + self.acoustic.decode(codes[:, self.num_semantic:])
+        return latent

@@ -1,0 +1,145 @@
+"""Causal transformer with rotary positions and a bounded, per-stream KV cache.
+
+Each stream has its own position counter, so one stream can restart at position 0 while its
+neighbours go on. Keys live in a ring of `context` slots shared by the batch (all streams step
+together); each slot remembers its position per stream, and attention masks by position:
+a query at position p sees keys at p - context + 1 .. p, exactly the offline window.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MimiConfig
+
+# Offline chunks attend in query blocks of this many steps, so memory stays linear in length.
+QUERY_BLOCK = 256
+
+
+@dataclass
+class KVCache:
+    """One layer's keys and values for the last `context` steps of every stream."""
+
+    keys: torch.Tensor  # [B, H, context, head_dim], rotary already applied
+    values: torch.Tensor  # [B, H, context, head_dim]
+
+
+@dataclass
+class TransformerState:
+    """Positions and caches of one transformer for a batch of streams."""
+
+    caches: list[KVCache]
+    positions: torch.Tensor  # [B, context] position held by each ring slot, -1 when empty
+    offsets: torch.Tensor  # [B] position of the next step of each stream
+    write_index: int = 0  # next ring slot to write (the same for all streams)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [B, 1, T, head_dim/2] for integer positions [B, T], computed as moshi does (fp32)."""
+    ds = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
+    angles = freqs * positions.float()[:, None, :, None]
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates interleaved (real, imaginary) pairs of `x` [B, H, T, head_dim]."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm self-attention and GELU feed-forward, each behind a learnt layer scale."""
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        d = config.dimension
+        self.num_heads = config.num_heads
+        self.norm_attn = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.attn_in = nn.Linear(d, 3 * d, bias=False)  # fused q, k, v
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.scale_attn = nn.Parameter(torch.ones(d))
+        self.norm_ff = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.ff_in = nn.Linear(d, config.dim_feedforward, bias=False)
+        self.ff_out = nn.Linear(config.dim_feedforward, d, bias=False)
+        self.scale_ff = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor, cache: KVCache, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; writes this call's keys into `cache` at ring `slots`."""
+        B, T, D = x.shape
+        qkv = self.attn_in(self.norm_attn(x)).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(qkv[0], *rope), apply_rope(qkv[1], *rope)
+        v = qkv[2]
+        keys = torch.cat([cache.keys, k], dim=2)
+        values = torch.cat([cache.values, v], dim=2)
+        attn = _windowed_attention(q, keys, values, mask)
+        cache.keys.index_copy_(2, slots, k[:, :, T - slots.numel():])
+        cache.values.index_copy_(2, slots, v[:, :, T - slots.numel():])
+        x = x + self.scale_attn * self.attn_out(attn.transpose(1, 2).reshape(B, T, D))
+        return x + self.scale_ff * self.ff_out(F.gelu(self.ff_in(self.norm_ff(x))))
+
+
+def _windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """Attention of q [B, H, T, d] over [cache slots | T new keys], in query blocks for long T."""
+    T = q.shape[2]
+    if T <= QUERY_BLOCK:
+        return F.scaled_dot_product_attention(q, keys, values, mask)
+    context = keys.shape[2] - T
+    outs = []
+    for start in range(0, T, QUERY_BLOCK):
+        stop = min(start + QUERY_BLOCK, T)
+        # The ring slots plus the new keys this block can reach; the mask removes the rest.
+        first_new = max(0, start - context)
+        idx = torch.cat([torch.arange(context), torch.arange(context + first_new, context + stop)])
+        idx = idx.to(q.device)
+        outs.append(F.scaled_dot_product_attention(
+            q[:, :, start:stop], keys[:, :, idx], values[:, :, idx], mask[:, :, start:stop][..., idx]))
+    return torch.cat(outs, dim=2)
+
+
+class Transformer(nn.Module):
+    """A stack of layers over [B, D, T] latents (conv layout in and out)."""
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.num_layers))
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> TransformerState:
+        c = self.config
+        shape = (batch_size, c.num_heads, c.context, c.dimension // c.num_heads)
+        caches = [KVCache(torch.zeros(shape, device=device, dtype=dtype),
+                          torch.zeros(shape, device=device, dtype=dtype)) for _ in self.layers]
+        return TransformerState(
+            caches=caches,
+            positions=torch.full((batch_size, c.context), -1, device=device, dtype=torch.long),
+            offsets=torch.zeros(batch_size, device=device, dtype=torch.long),
+        )
+
+    def forward(self, x: torch.Tensor, state: TransformerState) -> torch.Tensor:
+        """Runs T new steps of every stream; x [B, D, T] -> [B, D, T]."""
+        c = self.config
+        x = x.transpose(1, 2)
+        B, T, _ = x.shape
+        steps = torch.arange(T, device=x.device)
+        new_positions = state.offsets[:, None] + steps  # [B, T]
+        key_positions = torch.cat([state.positions, new_positions], dim=1)  # [B, context + T]
+        delta = new_positions[:, :, None] - key_positions[:, None, :]
+        mask = ((key_positions[:, None, :] >= 0) & (delta >= 0) & (delta < c.context))[:, None]
+        rope = rope_angles(new_positions, c.dimension // c.num_heads, c.max_period)
+        kept = min(T, c.context)  # only the last `context` new steps outlive this call
+        slots = (state.write_index + torch.arange(T - kept, T, device=x.device)) % c.context
+        for layer, cache in zip(self.layers, state.caches):
+            x = layer(x, cache, rope, mask, slots)
+        state.positions.index_copy_(1, slots, new_positions[:, T - kept:])
+        state.offsets += T
+        state.write_index = (state.write_index + T) % c.context
+        return x.transpose(1, 2)
