@@ -56,7 +56,7 @@ class StreamingConvTranspose1d(nn.Module):
 
     def forward(self, x: torch.Tensor, partial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (the `T * stride` finished outputs, the unfinished tail without bias)."""
-        y = F.conv_transpose1d(x, self.weight, None, self.stride, 0, 0, self.groups)
+        y = self._transposed(x)
         n_out = x.shape[-1] * self.stride
         if self.context_size:
             y[..., :self.context_size] += partial
@@ -65,6 +65,23 @@ class StreamingConvTranspose1d(nn.Module):
         if self.bias is not None:
             y = y + self.bias[:, None]
         return y, partial
+
+    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_transpose1d without bias, [B, C_in, T] -> [B, C_out, (T - 1) * stride + kernel]."""
+        c_in, c_out, kernel = self.weight.shape
+        if self.groups != 1 or kernel % self.stride:
+            return F.conv_transpose1d(x, self.weight, None, self.stride, 0, 0, self.groups)
+        # With kernel = m * stride, each input step writes m whole blocks of `stride` outputs: one
+        # matmul makes them all, then m shifted adds overlap them. PyTorch's CPU transposed conv
+        # is several times slower than this for Mimi's decoder.
+        B, _, T = x.shape
+        m, s = kernel // self.stride, self.stride
+        blocks = torch.matmul(x.transpose(1, 2), self.weight.reshape(c_in, c_out * kernel))
+        blocks = blocks.view(B, T, c_out, m, s)
+        y = blocks.new_zeros(B, T + m - 1, c_out, s)
+        for i in range(m):
+            y[:, i:i + T] += blocks[:, :, :, i]
+        return y.permute(0, 2, 1, 3).reshape(B, c_out, (T + m - 1) * s)
 
 
 class ConvSlots:

@@ -20,9 +20,9 @@ from .seanet import SeanetDecoder, SeanetEncoder
 from .state import DecoderState, EncoderState
 from .transformer import Transformer
 
-# Offline work is cut into chunks of about this many frames summed over the batch (~20 s of
+# Offline work is cut into chunks of about this many frames summed over the batch (~5 s of
 # audio): large enough to keep the convolutions efficient, small enough to bound memory.
-CHUNK_BUDGET_FRAMES = 256
+CHUNK_BUDGET_FRAMES = 64
 
 
 class MimiCodec(nn.Module):
