@@ -1,0 +1,241 @@
+"""The `mimi` command: a thin Typer shell over the library (flags, messages, exit codes).
+
+Exit codes: 0 success; 1 some inputs failed (the rest was done); 2 usage errors (bad flags,
+missing device, unreadable weights, an output that cannot be added to); 130 interrupted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Kyutai's Mimi codec: audio to tokens (12.5 frames/s, up to 32 codebooks) and back.")
+log = logging.getLogger("mimi_cli")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+WEIGHTS_HELP = ("Hub repo id (org/name[@revision]), local .safetensors file or directory (kyutai/mimi or moshi "
+                "layout), or synthetic[:SEED] for offline trials (tokens are NOT Mimi's). [env: MIMI_WEIGHTS]")
+Weights = typer.Option("kyutai/mimi", "--weights", envvar="MIMI_WEIGHTS", help=WEIGHTS_HELP, show_default=True)
+NumCodebooks = typer.Option(8, "-q", "--num-codebooks", min=1, max=32,
+                            help="RVQ depth: codebooks per frame (1 semantic + acoustic; Moshi uses 8).")
+DeviceOpt = typer.Option(Device.auto, "--device", help="auto picks cuda, then mps, then cpu.")
+DTypeOpt = typer.Option(DType.float32, "--dtype", help="Model precision (float32 is exact to the reference).")
+Quiet = typer.Option(False, "--quiet", help="No progress bars or summaries (warnings and errors still shown).")
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mimi: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def command(fn: Callable) -> Callable:
+    """Turns library errors into one line on stderr and the documented exit codes."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .codec import MimiError
+        from .formats.audio import AudioError
+        from .formats.shards import DatasetError
+
+        _setup_logging(kwargs.get("quiet", False))
+        try:
+            return fn(*args, **kwargs)
+        except _Fail as e:
+            typer.echo(f"mimi: error: {e}", err=True)
+            raise typer.Exit(e.code) from None
+        except (MimiError, DatasetError, AudioError, ValueError) as e:
+            typer.echo(f"mimi: error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("mimi: interrupted; complete output was kept", err=True)
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): end quietly, without Python's epilogue.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
+    return wrapper
+
+
+def _load(weights: str, device: Device, dtype: DType):
+    from .codec import load_codec
+
+    return load_codec(weights, device=device.value, dtype=dtype.value)
+
+
+def _progress(quiet: bool, unit: str):
+    if quiet:
+        return None
+    from functools import partial
+
+    from tqdm import tqdm
+
+    return partial(tqdm, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+@app.command()
+@command
+def encode(
+    inputs: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
+                                       help="Audio files, directories (recursive), globs or @list.txt, then the "
+                                            "OUTPUT: a .parquet file, or a directory of shards."),
+    weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    channels: str = typer.Option("mix", "--channels", help="mix: average channels to mono; each: one row per channel."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet, or npy (one .npy per input + a manifest; "
+                                                         "OUTPUT must be a directory)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+    shard_index: int = typer.Option(0, "--shard-index", min=0, help="This job's index, for N array jobs."),
+    num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the inputs into N disjoint jobs."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Files of similar length encoded together."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (an existing Ray cluster)."),
+    quiet: bool = Quiet,
+) -> None:
+    """Encode audio files into a token dataset (one row of codes [K, frames] per file).
+
+    Resumes by default: inputs already in OUTPUT (same id, size and mtime) are skipped. Bad inputs
+    are listed in an errors file beside the output; the exit code is then 1.
+    """
+    from .dataset import EncodeOptions, encode_dataset
+
+    if len(inputs) < 2:
+        raise _Fail("give at least one INPUT and the OUTPUT (a .parquet file or a directory)", 2)
+    if channels not in ("mix", "each"):
+        raise _Fail(f"--channels {channels}: use mix or each", 2)
+    if fmt not in ("parquet", "npy"):
+        raise _Fail(f"--format {fmt}: use parquet or npy", 2)
+    if shard_index >= num_shards:
+        raise _Fail(f"--shard-index {shard_index} must be below --num-shards {num_shards}", 2)
+    if engine != "local":
+        raise _Fail(f"--engine {engine}: only the local engine is available in this build", 2)
+    *sources, output = inputs
+    options = EncodeOptions(num_codebooks=num_codebooks, channels=channels, format=fmt, overwrite=overwrite,
+                            shard_index=shard_index, num_shards=num_shards, max_batch=batch_size)
+    codec = _load(weights, device, dtype)
+    summary = encode_dataset(codec, sources, Path(output), options, progress=_progress(quiet, "file"))
+    if not quiet:
+        xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
+        typer.echo(f"mimi: encoded {summary.files} files ({summary.rows} rows, {summary.audio_seconds / 3600:.2f} h "
+                   f"of audio, {xrt:.1f}x real time) into {output}; {summary.skipped} already there; "
+                   f"{len(summary.failed)} failed", err=True)
+    if summary.failed:
+        typer.echo(f"mimi: {len(summary.failed)} inputs failed, listed in {summary.errors_path} "
+                   f"(first: {summary.failed[0].id}: {summary.failed[0].error})", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def decode(
+    tokens: Path = typer.Argument(..., help="A token dataset: .parquet file, shard directory or npy directory."),
+    outdir: Path = typer.Argument(..., help="Directory for the audio files (named after each row's id)."),
+    weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    num_codebooks: int = typer.Option(None, "-q", "--num-codebooks", min=1, max=32,
+                                      help="Decode with only the first K codebooks (default: all stored)."),
+    audio_format: str = typer.Option("wav", "--audio-format", help="wav (float) or flac (16-bit)."),
+    sample_rate: int = typer.Option(24000, "--sample-rate", min=1000, help="Resample the output to this rate."),
+    ids: list[str] = typer.Option(None, "--id", help="Decode only this row id (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace audio files that already exist."),
+    quiet: bool = Quiet,
+) -> None:
+    """Decode a token dataset back to audio, one file per row, trimmed to its original length."""
+    from .dataset import DecodeOptions, decode_dataset
+
+    if audio_format not in ("wav", "flac"):
+        raise _Fail(f"--audio-format {audio_format}: use wav or flac", 2)
+    from .formats.shards import read_metadata
+
+    read_metadata(tokens)  # a bad TOKENS path fails before the model loads
+    codec = _load(weights, device, dtype)
+    options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format,
+                            ids=ids or None, overwrite=overwrite)
+    summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
+    if not quiet:
+        typer.echo(f"mimi: decoded {summary.rows} rows ({summary.audio_seconds / 3600:.2f} h) into {outdir}; "
+                   f"{summary.skipped} already there; {len(summary.failed)} failed", err=True)
+    if summary.failed:
+        typer.echo(f"mimi: {len(summary.failed)} rows failed, listed in {summary.errors_path} "
+                   f"(first: {summary.failed[0].id}: {summary.failed[0].error})", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def info(
+    tokens: Path = typer.Argument(..., help="A token dataset: .parquet file or shard directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    quiet: bool = Quiet,
+) -> None:
+    """What a token dataset holds: rows, hours, codebooks, model, shards, errors."""
+    from .dataset import dataset_info
+
+    d = dataset_info(tokens)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    m = d["metadata"]
+    model = m.get("model", {})
+    typer.echo("\n".join([
+        f"dataset      {d['path']}",
+        f"rows         {d['rows']} ({d['files']} files), {d['hours']:.3f} h of audio, {d['frames']} frames",
+        f"codebooks    {m['num_codebooks']} of {m['codebook_size']} entries, {m['frame_rate']} frames/s, "
+        f"{m['sample_rate']} Hz, channels: {m['channels']}",
+        f"model        {model.get('source', '?')}"
+        + (f" @ {model['revision']}" if model.get("revision") else "")
+        + (f" (sha256 {model['sha256'][:12]})" if model.get("sha256") else ""),
+        f"shards       {d['shards']} ({d['bytes'] / 2**20:.1f} MiB)",
+        f"errors       {d['errors']} inputs failed",
+        f"written by   {m.get('tool', '?')} {m.get('tool_version', '?')}",
+    ]))
+    if "synthetic" in str(model.get("source", "")):
+        typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mimi-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """Kyutai's Mimi codec: audio to tokens (12.5 frames/s, up to 32 codebooks) and back."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""Corpus jobs as a library: encode audio files into a token dataset, decode one back to audio.
+
+`encode_dataset` is what `mimi encode` runs. Its heart, `encode_items`, turns a batch of audio
+items into rows; the Ray engine calls the same function, so both engines give the same rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
+from .formats.audio import AudioError, probe, read_audio, resample, write_audio
+from .formats.shards import (
+    DatasetError,
+    Row,
+    ShardWriter,
+    iter_rows,
+    read_metadata,
+    read_table,
+    shard_files,
+    write_parquet_atomic,
+)
+from .formats.sources import Problem, Source, collect_sources, select_shard
+
+
+@dataclass
+class EncodeOptions:
+    num_codebooks: int = 8
+    channels: str = "mix"  # "mix": one mono row per file; "each": one row per channel
+    format: str = "parquet"  # or "npy" (directory output only)
+    overwrite: bool = False
+    shard_index: int = 0
+    num_shards: int = 1
+    batch_seconds: float = 240.0  # padded audio per model batch
+    max_batch: int = 16
+    workers: int = 2  # background readers (decode + resample)
+
+
+@dataclass
+class AudioItem:
+    """One row's worth of audio, ready for the model: mono float32 at 24 kHz."""
+
+    id: str
+    channel: int
+    pcm: np.ndarray
+    source_sample_rate: int
+    source_channels: int
+    source_bytes: int
+    source_mtime_ns: int
+
+
+@dataclass
+class Summary:
+    output: Path
+    rows: int = 0
+    files: int = 0
+    skipped: int = 0
+    failed: list[Problem] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    errors_path: Path | None = None
+
+
+def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
+    info = codec.weights_info
+    return {"tool": "mimi-cli", "tool_version": __version__,
+            "model": {k: info[k] for k in ("source", "repo", "revision", "file", "sha256") if k in info},
+            "num_codebooks": num_codebooks, "frame_rate": FRAME_RATE, "sample_rate": SAMPLE_RATE,
+            "codebook_size": codec.config.codebook_size, "channels": channels}
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]
+    return a.get("source") == b.get("source")
+
+
+# -- reading --------------------------------------------------------------------------------------
+def load_items(source: Source, channels: str) -> list[AudioItem]:
+    """The audio of one file as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
+    try:
+        stat = source.path.stat()
+    except OSError as e:
+        raise AudioError(f"cannot read: {e.strerror or e}") from None
+    if stat.st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    audio, rate = read_audio(source.path)
+    pcm = resample(audio, rate, SAMPLE_RATE)
+    common = dict(source_sample_rate=rate, source_channels=audio.shape[0], source_bytes=stat.st_size,
+                  source_mtime_ns=stat.st_mtime_ns)
+    if channels == "each":
+        return [AudioItem(source.id, c, pcm[c], **common) for c in range(pcm.shape[0])]
+    return [AudioItem(source.id, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], **common)]
+
+
+def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -> list[Row]:
+    """Rows for a batch of items: right-padded into one batch (exact: the model is causal)."""
+    if not items:
+        return []
+    longest = max(len(it.pcm) for it in items)
+    batch = torch.zeros(len(items), 1, longest)
+    for i, it in enumerate(items):
+        batch[i, 0, :len(it.pcm)] = torch.from_numpy(it.pcm)
+    codes = codec.encode(batch, num_codebooks).cpu().numpy().astype(np.int16)
+    return [Row(it.id, it.channel, codes[i, :, :math.ceil(len(it.pcm) / FRAME_SAMPLES)], len(it.pcm),
+                it.source_sample_rate, it.source_channels, it.source_bytes, it.source_mtime_ns)
+            for i, it in enumerate(items)]
+
+
+def plan_batches(sources: list[tuple[Source, float]], batch_seconds: float, max_batch: int) -> list[list[Source]]:
+    """Groups (source, duration) by similar length so that padding wastes little."""
+    batches: list[list[Source]] = []
+    current: list[Source] = []
+    longest = 0.0
+    for source, duration in sorted(sources, key=lambda sd: sd[1]):
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * max(longest, duration) > batch_seconds):
+            batches.append(current)
+            current, longest = [], 0.0
+        current.append(source)
+        longest = max(longest, duration)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# -- the output ----------------------------------------------------------------------------------
+class DatasetOutput:
+    """Where rows go: a single .parquet file (staged in shards beside it) or a shard directory."""
+
+    def __init__(self, path: Path, options: EncodeOptions, metadata: dict) -> None:
+        self.path, self.options, self.metadata = path, options, metadata
+        self.single_file = path.suffix == ".parquet"
+        if self.single_file and options.format == "npy":
+            raise DatasetError("--format npy writes one file per input: give a directory as OUTPUT, not a .parquet")
+        if self.single_file:
+            self.directory = path.with_name(f".{path.name}.parts")
+            self.errors_path = path.with_name(f"{path.stem}.errors.jsonl")
+        else:
+            self.directory = path
+            suffix = f"-{options.shard_index:05d}" if options.num_shards > 1 else ""
+            self.errors_path = path / f"errors{suffix}.jsonl"
+        if options.overwrite:
+            self._remove_existing()
+        self.existing = self._existing_rows()
+        prefix = "manifest" if options.format == "npy" else "part"
+        if options.num_shards > 1:
+            prefix += f"-{options.shard_index:05d}"
+        self.writer = ShardWriter(self.directory, metadata, prefix,
+                                  npy_root=self.directory if options.format == "npy" else None)
+
+    def _remove_existing(self) -> None:
+        if self.single_file:
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.directory, ignore_errors=True)
+        elif self.path.is_dir():
+            for p in [*self.path.glob("*.parquet"), *self.path.glob("errors*.jsonl")]:
+                p.unlink()
+        self.errors_path.unlink(missing_ok=True)
+
+    def _datasets(self) -> list[Path]:
+        found = [self.path] if self.single_file and self.path.is_file() else []
+        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
+            found.append(self.directory)
+        return found
+
+    def _existing_rows(self) -> dict[str, tuple[int, int]]:
+        """id -> (bytes, mtime) of what is already encoded; refuses a different model or K."""
+        existing: dict[str, tuple[int, int]] = {}
+        for ds in self._datasets():
+            meta = read_metadata(ds)
+            if not _same_model(meta.get("model", {}), self.metadata["model"]):
+                other = meta.get("model", {}).get("source")
+                raise DatasetError(f"{self.path} holds tokens of another model ({other}); "
+                                   "use another OUTPUT, or --overwrite to start over")
+            for key in ("num_codebooks", "channels"):
+                if meta.get(key) != self.metadata[key]:
+                    raise DatasetError(f"{self.path} holds tokens with {key}={meta.get(key)}, this run asks for "
+                                       f"{self.metadata[key]}; use another OUTPUT, or --overwrite to start over")
+            table = read_table(ds, columns=["id", "source_bytes", "source_mtime_ns"])
+            for i, b, m in zip(*(table.column(c).to_pylist() for c in ("id", "source_bytes", "source_mtime_ns"))):
+                existing[i] = (b, m)
+        return existing
+
+    def finish(self) -> None:
+        """Writes the last shard; a single-file output is then assembled and its staging removed."""
+        self.writer.flush()
+        if not self.single_file:
+            return
+        import pyarrow as pa
+
+        parts = []
+        if self.path.is_file():
+            parts.append(read_table(self.path))
+        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
+            parts.append(read_table(self.directory))
+        if parts:
+            table = pa.concat_tables(parts).replace_schema_metadata(
+                {b"mimi_cli": json.dumps(self.metadata)})
+            write_parquet_atomic(self.path, table)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- encode ----------------------------------------------------------------------------------------
+def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: EncodeOptions | None = None,
+                   progress: Callable[..., object] | None = None) -> Summary:
+    """Encodes every audio file named by `inputs` into the dataset at `output`; resumes by default.
+
+    Per-file failures are recorded (Summary.failed and an errors file) and the run goes on.
+    On KeyboardInterrupt the rows encoded so far are written as complete shards, then it re-raises.
+    """
+    o = options or EncodeOptions()
+    start = time.perf_counter()
+    metadata = model_metadata(codec, o.num_codebooks, o.channels)
+    out = DatasetOutput(output, o, metadata)
+    summary = Summary(output=output, errors_path=out.errors_path)
+    sources, problems = collect_sources(inputs)
+    summary.failed.extend(problems)
+    if o.num_shards > 1:
+        sources = select_shard(sources, o.shard_index, o.num_shards)
+
+    todo: list[tuple[Source, float]] = []
+    changed: list[str] = []
+    for s in sources:
+        if s.id in out.existing:
+            st = s.path.stat()
+            if out.existing[s.id] == (st.st_size, st.st_mtime_ns):
+                summary.skipped += 1
+                continue
+            changed.append(s.id)
+            continue
+        try:
+            todo.append((s, probe(s.path).duration_s))
+        except AudioError as e:
+            summary.failed.append(Problem(s.id, str(s.path), str(e)))
+    if changed:
+        raise DatasetError(f"{len(changed)} inputs changed since they were encoded into {output} (first: "
+                           f"{', '.join(changed[:3])}); use --overwrite to encode everything again")
+
+    bar = progress(total=len(todo)) if progress else None
+    batches = plan_batches(todo, o.batch_seconds, o.max_batch)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, o.workers)) as pool:
+            for loaded in _prefetch(pool, batches, o.channels):
+                items: list[AudioItem] = []
+                for source, result in loaded:
+                    if isinstance(result, Exception):
+                        summary.failed.append(Problem(source.id, str(source.path), str(result)))
+                    else:
+                        items.extend(result)
+                for row in encode_items(codec, items, o.num_codebooks):
+                    out.writer.add(row)
+                    summary.rows += 1
+                    summary.audio_seconds += row.num_samples / SAMPLE_RATE
+                summary.files += len({it.id for it in items})
+                if bar is not None:
+                    bar.update(len(loaded))
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
+                                        f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
+    finally:
+        out.writer.flush()  # whatever is complete is kept, also on Ctrl-C
+        if bar is not None:
+            bar.close()
+        _write_errors(out.errors_path, summary.failed)
+    out.finish()
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: str,
+              ahead: int = 2) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
+    """Yields each batch's loaded audio while the next `ahead` batches are read in the background."""
+    def load(source: Source):
+        try:
+            return load_items(source, channels)
+        except AudioError as e:
+            return e
+
+    futures = [[(s, pool.submit(load, s)) for s in b] for b in batches[:ahead]]
+    for i in range(len(batches)):
+        if i + ahead < len(batches):
+            futures.append([(s, pool.submit(load, s)) for s in batches[i + ahead]])
+        yield [(s, f.result()) for s, f in futures[i]]
+        futures[i] = []
+
+
+def _write_errors(path: Path, failed: list[Problem]) -> None:
+    if not failed:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        for p in failed:
+            f.write(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n")
+    os.replace(tmp, path)
+
+
+# -- decode ----------------------------------------------------------------------------------------
+@dataclass
+class DecodeOptions:
+    num_codebooks: int | None = None  # None: all stored
+    sample_rate: int = SAMPLE_RATE
+    audio_format: str = "wav"
+    ids: list[str] | None = None
+    overwrite: bool = False
+    max_batch: int = 8
+
+
+def audio_name(item_id: str, channel: int, audio_format: str) -> str:
+    stem = item_id.rsplit(".", 1)[0] if "." in item_id.rsplit("/", 1)[-1] else item_id
+    return f"{stem}.ch{channel}.{audio_format}" if channel >= 0 else f"{stem}.{audio_format}"
+
+
+def decode_dataset(codec: MimiCodec, tokens: Path, outdir: Path, options: DecodeOptions | None = None,
+                   progress: Callable[..., object] | None = None) -> Summary:
+    """Writes one audio file per row of the token dataset, trimmed to the row's num_samples."""
+    o = options or DecodeOptions()
+    start = time.perf_counter()
+    meta = read_metadata(tokens)
+    stored = meta["num_codebooks"]
+    k = o.num_codebooks or stored
+    if k > stored:
+        raise DatasetError(f"-q {k}: the dataset stores only {stored} codebooks")
+    wanted = set(o.ids) if o.ids else None
+    total = read_table(tokens, columns=["id"]).num_rows
+    summary = Summary(output=outdir, errors_path=outdir / "errors.jsonl")
+    bar = progress(total=total if wanted is None else len(wanted)) if progress else None
+    seen: set[str] = set()
+    batch: list[dict] = []
+
+    def run(rows: list[dict]) -> None:
+        codes = np.zeros((len(rows), k, max(r["codes"].shape[1] for r in rows)), dtype=np.int64)
+        for i, r in enumerate(rows):
+            codes[i, :, :r["codes"].shape[1]] = r["codes"][:k]
+        audio = codec.decode(torch.from_numpy(codes)).float().cpu().numpy()[:, 0]
+        for i, r in enumerate(rows):
+            pcm = audio[i, :r["num_samples"]]
+            if o.sample_rate != SAMPLE_RATE:
+                pcm = resample(pcm[None], SAMPLE_RATE, o.sample_rate)[0]
+            write_audio(outdir / audio_name(r["id"], r["channel"], o.audio_format), pcm, o.sample_rate,
+                        o.audio_format)
+            summary.rows += 1
+            summary.audio_seconds += r["num_samples"] / SAMPLE_RATE
+        if bar is not None:
+            bar.update(len(rows))
+
+    try:
+        for row in iter_rows(tokens, wanted):
+            seen.add(row["id"])
+            target = outdir / audio_name(row["id"], row["channel"], o.audio_format)
+            if target.exists() and not o.overwrite:
+                summary.skipped += 1
+                if bar is not None:
+                    bar.update(1)
+                continue
+            if row["codes"].shape[0] < k or (row["codes"] < 0).any() or (row["codes"] >= 2048).any():
+                summary.failed.append(Problem(row["id"], str(tokens), "codes out of range or too few codebooks"))
+                continue
+            batch.append(row)
+            if len(batch) >= o.max_batch:
+                run(batch)
+                batch = []
+        if batch:
+            run(batch)
+    finally:
+        if bar is not None:
+            bar.close()
+    if wanted:
+        summary.failed.extend(Problem(i, str(tokens), "no row with this id") for i in sorted(wanted - seen))
+    _write_errors(summary.errors_path, summary.failed)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def dataset_info(tokens: Path) -> dict:
+    """What a token dataset holds: rows, hours, K, model, shards, recorded errors."""
+    meta = read_metadata(tokens)
+    table = read_table(tokens, columns=["id", "num_frames", "num_samples", "channel"])
+    shards = shard_files(tokens)
+    base = tokens if tokens.is_dir() else tokens.parent
+    pattern = "errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
+    errors = sum(sum(1 for _ in open(p)) for p in base.glob(pattern))
+    samples = table.column("num_samples").to_numpy()
+    return {"path": str(tokens), "rows": table.num_rows, "files": len(set(table.column("id").to_pylist())),
+            "hours": float(samples.sum()) / SAMPLE_RATE / 3600,
+            "frames": int(table.column("num_frames").to_numpy().sum()),
+            "shards": len(shards), "bytes": sum(p.stat().st_size for p in shards), "errors": errors,
+            "metadata": meta}

@@ -1,0 +1,1 @@
+"""Bytes and files: audio in, token shards and stream framing out. Never the model."""

@@ -1,0 +1,77 @@
+"""Reading audio files into 24 kHz float32, and writing decoded audio back."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                    ".caf", ".w64", ".rf64", ".au", ".snd"}
+
+
+class AudioError(Exception):
+    """An input that cannot be used as audio; the message says why."""
+
+
+@dataclass
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    num_frames: int  # samples per channel at the source rate
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def probe(path: str | os.PathLike) -> AudioInfo:
+    """Rate, channels and length from the header alone (cheap: used to batch by length)."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise AudioError("empty file (0 bytes)")
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(_reason(e)) from None
+    return AudioInfo(info.samplerate, info.channels, info.frames)
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "Format not recognised" in text or "unknown format" in text.lower():
+        return "not an audio file soundfile can read (format not recognised)"
+    return text
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Samples [channels, frames] float32 and the sample rate, with a clear AudioError if unusable."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        raise AudioError(_reason(e)) from None
+    if data.shape[0] == 0:
+        raise AudioError("no audio samples (zero-length file)")
+    if not np.isfinite(data).all():
+        raise AudioError("the file holds NaN or infinite samples")
+    return np.ascontiguousarray(data.T), rate
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[channels, n] at from_rate -> [channels, m] at to_rate (soxr, high quality)."""
+    if from_rate == to_rate:
+        return audio
+    out = soxr.resample(audio.T, from_rate, to_rate, quality="HQ")
+    return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[0]).T)
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str = "wav") -> None:
+    """Writes mono float audio atomically (temporary name, then rename): never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    subtype = "PCM_16" if fmt == "flac" else "FLOAT"
+    sf.write(str(tmp), np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate,
+             format=fmt.upper(), subtype=subtype)
+    os.replace(tmp, path)
