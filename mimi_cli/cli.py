@@ -66,6 +66,7 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from .codec import MimiError
         from .formats.audio import AudioError
+        from .formats.pcm import StreamFormatError
         from .formats.shards import DatasetError
 
         _setup_logging(kwargs.get("quiet", False))
@@ -74,6 +75,9 @@ def command(fn: Callable) -> Callable:
         except _Fail as e:
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(e.code) from None
+        except StreamFormatError as e:  # the input stream itself is bad: what was complete is written
+            typer.echo(f"mimi: error: {e}", err=True)
+            raise typer.Exit(1) from None
         except (MimiError, DatasetError, AudioError, ValueError) as e:
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(2) from None
@@ -219,6 +223,87 @@ def info(
     ]))
     if "synthetic" in str(model.get("source", "")):
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
+
+
+def _open_in(path: str):
+    if path == "-":
+        return sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError as e:
+        raise _Fail(f"cannot read {path}: {e.strerror}", 2) from None
+
+
+def _open_out(path: str):
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise _Fail(f"cannot write {path}: {e.strerror}", 2) from None
+
+
+@app.command("stream-encode")
+@command
+def stream_encode(
+    source: str = typer.Argument("-", metavar="[IN]", help="WAV (RIFF/RF64, streaming sizes too) or raw PCM; "
+                                                           "- is stdin."),
+    target: str = typer.Argument("-", metavar="[OUT]", help="Token stream; - is stdout."),
+    weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    output_format: str = typer.Option(None, "--output-format",
+                                      help="binary (default when stdout is not a terminal), jsonl (default on a "
+                                           "terminal) or text (one line of ints a frame)."),
+    raw: bool = typer.Option(False, "--raw", help="Headerless PCM input (e.g. arecord -t raw)."),
+    rate: int = typer.Option(None, "--rate", min=1, help="Sample rate of raw input."),
+    channels: int = typer.Option(1, "--channels", min=1, help="Channels of raw input (mixed to mono)."),
+    sample_format: str = typer.Option("s16le", "--sample-format", help="Raw input: s16le, s24le, s32le or f32le."),
+    quiet: bool = Quiet,
+) -> None:
+    """Audio in, Mimi tokens out, live: each 80 ms frame's codes are written the moment they exist.
+
+    arecord -f S16_LE -r 16000 | mimi stream-encode | mimi stream-decode | aplay
+    """
+    from .formats.pcm import SAMPLE_FORMATS, PcmFormat
+    from .streaming import encode_stream
+
+    fmt = output_format or ("binary" if target != "-" or not sys.stdout.isatty() else "jsonl")
+    if fmt not in ("binary", "jsonl", "text"):
+        raise _Fail(f"--output-format {fmt}: use binary, jsonl or text", 2)
+    raw_fmt = None
+    if raw:
+        if rate is None:
+            raise _Fail("--raw needs --rate (the input's sample rate)", 2)
+        if sample_format not in SAMPLE_FORMATS:
+            raise _Fail(f"--sample-format {sample_format}: use s16le, s24le, s32le or f32le", 2)
+        raw_fmt = PcmFormat(rate, channels, sample_format)
+    codec = _load(weights, device, dtype)
+    stats = encode_stream(codec, _open_in(source), _open_out(target), num_codebooks, fmt, raw_fmt)
+    if not quiet:
+        typer.echo(f"mimi: {stats.frames} frames ({stats.frames / codec.frame_rate:.1f} s of audio)", err=True)
+
+
+@app.command("stream-decode")
+@command
+def stream_decode(
+    source: str = typer.Argument("-", metavar="[IN]", help="Token stream (binary, jsonl or text: detected); "
+                                                           "- is stdin."),
+    target: str = typer.Argument("-", metavar="[OUT]", help="Audio; - is stdout."),
+    weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    rate: int = typer.Option(24000, "--rate", min=1000, help="Output sample rate (streaming resample)."),
+    raw: bool = typer.Option(False, "--raw", help="Headerless PCM output instead of WAV."),
+    sample_format: str = typer.Option("s16le", "--sample-format", help="s16le, s24le, s32le or f32le."),
+    quiet: bool = Quiet,
+) -> None:
+    """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
+    from .formats.pcm import SAMPLE_FORMATS
+    from .streaming import decode_stream
+
+    if sample_format not in SAMPLE_FORMATS or sample_format in ("u8", "f64le"):
+        raise _Fail(f"--sample-format {sample_format}: use s16le, s24le, s32le or f32le", 2)
+    codec = _load(weights, device, dtype)
+    stats = decode_stream(codec, _open_in(source), _open_out(target), rate, sample_format, wav=not raw)
+    if not quiet:
+        typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 
 
 def _version(value: bool) -> None:

@@ -51,6 +51,6 @@ def run(monkeypatch, tiny_codec):
     monkeypatch.setattr(cli, "_load", lambda weights, device, dtype: tiny_codec)
     runner = CliRunner()
 
-    def invoke(*args: str):
-        return runner.invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
+    def invoke(*args: str, input: bytes | None = None):
+        return runner.invoke(cli.app, [str(a) for a in args], input=input, catch_exceptions=False)
     return invoke

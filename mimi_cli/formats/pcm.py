@@ -1,0 +1,145 @@
+"""PCM byte streams: WAV headers (incl. streaming placeholders), raw sample formats, WAV writing.
+
+Readers take bytes as they arrive and hold back the bytes of an incomplete sample frame, so a
+pipe can deliver any number of bytes per read.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+SAMPLE_FORMATS = {"u8": (1, "u"), "s16le": (2, "i"), "s24le": (3, "i"), "s32le": (4, "i"),
+                  "f32le": (4, "f"), "f64le": (8, "f")}
+# Streaming writers that cannot seek back put 0 or a huge size in the header (arecord: 0x80000000,
+# sox: 0x7FFFF000 and up, ffmpeg: 0xFFFFFFFF); such a data chunk runs to the end of the stream.
+UNKNOWN_SIZE_FROM = 0x7FFF0000
+
+
+def _unknown(size: int) -> bool:
+    return size == 0 or size >= UNKNOWN_SIZE_FROM
+_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+
+
+class StreamFormatError(Exception):
+    """Bytes that are not the stream they claim to be (bad header, wrong magic, truncation)."""
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    rate: int
+    channels: int
+    sample_format: str  # a key of SAMPLE_FORMATS
+
+    @property
+    def frame_bytes(self) -> int:
+        return SAMPLE_FORMATS[self.sample_format][0] * self.channels
+
+
+def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise StreamFormatError(f"the stream ended inside the {what} ({len(data)} of {n} bytes)")
+        data += chunk
+    return data
+
+
+def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
+    """Parses RIFF/RF64 WAVE headers up to the data chunk: (format, data bytes or None = to EOF)."""
+    head = stream.read(12)
+    while 0 < len(head) < 12:
+        more = stream.read(12 - len(head))
+        if not more:
+            break
+        head += more
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        shown = head[:4].decode("latin-1") if head else "nothing"
+        raise StreamFormatError(f"not a WAV stream (starts with {shown!r}); for raw PCM pass "
+                                "--raw --rate R --channels C --sample-format s16le|s24le|s32le|f32le")
+    rf64_data_size = None
+    fmt: PcmFormat | None = None
+    while True:
+        chunk_id, size = struct.unpack("<4sI", _read_exact(stream, 8, "WAV header"))
+        if chunk_id == b"ds64":
+            body = _read_exact(stream, size + (size & 1), "ds64 chunk")
+            rf64_data_size = struct.unpack("<Q", body[8:16])[0]
+        elif chunk_id == b"fmt ":
+            body = _read_exact(stream, size + (size & 1), "fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 40:  # WAVE_FORMAT_EXTENSIBLE: the real tag is in the GUID
+                if body[26:40] != _PCM_GUID_TAIL:
+                    raise StreamFormatError("unsupported WAVE_FORMAT_EXTENSIBLE sub-format")
+                tag = struct.unpack("<H", body[24:26])[0]
+            kinds = {(1, 8): "u8", (1, 16): "s16le", (1, 24): "s24le", (1, 32): "s32le", (3, 32): "f32le",
+                     (3, 64): "f64le"}
+            if (tag, bits) not in kinds:
+                raise StreamFormatError(f"unsupported WAV encoding (format tag {tag}, {bits}-bit): "
+                                        "PCM 8/16/24/32-bit or float 32/64-bit only")
+            if channels < 1 or rate < 1:
+                raise StreamFormatError(f"bad WAV header: {channels} channels at {rate} Hz")
+            fmt = PcmFormat(rate, channels, kinds[(tag, bits)])
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise StreamFormatError("bad WAV header: data before fmt")
+            if head[:4] == b"RF64" and size == 0xFFFFFFFF and rf64_data_size not in (None, 0):
+                return fmt, rf64_data_size
+            return fmt, None if _unknown(size) else size
+        else:  # LIST, fact, PEAK, ...: skip
+            if size > 1 << 24:
+                raise StreamFormatError(f"bad WAV header: a {chunk_id!r} chunk of {size} bytes")
+            _read_exact(stream, size + (size & 1), f"{chunk_id.decode('latin-1')} chunk")
+
+
+class PcmDecoder:
+    """Bytes of interleaved PCM -> float32 mono in [-1, 1], any number of bytes per call."""
+
+    def __init__(self, fmt: PcmFormat) -> None:
+        self.fmt = fmt
+        self.rest = b""
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        data = self.rest + data
+        whole = len(data) // self.fmt.frame_bytes * self.fmt.frame_bytes
+        self.rest = data[whole:]
+        width, kind = SAMPLE_FORMATS[self.fmt.sample_format]
+        raw = np.frombuffer(data[:whole], dtype=np.uint8)
+        if kind == "f":
+            x = raw.view("<f4" if width == 4 else "<f8").astype(np.float32)
+        elif kind == "u":
+            x = (raw.astype(np.float32) - 128.0) / 128.0
+        elif width == 3:
+            b = raw.reshape(-1, 3).astype(np.int32)
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+            x = (np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)).astype(np.float32)
+        else:
+            x = (raw.view(f"<i{width}").astype(np.float32) / float(1 << (8 * width - 1))).astype(np.float32)
+        x = x.reshape(-1, self.fmt.channels)
+        return x.mean(axis=1) if self.fmt.channels > 1 else x[:, 0]
+
+
+def encode_pcm(audio: np.ndarray, sample_format: str) -> bytes:
+    """float mono -> interleaved little-endian PCM bytes, clipped for integer formats."""
+    width, kind = SAMPLE_FORMATS[sample_format]
+    if kind == "f":
+        return audio.astype("<f4" if width == 4 else "<f8").tobytes()
+    x = np.clip(audio, -1.0, 1.0)
+    if kind == "u":
+        return np.round(x * 127.0 + 128.0).astype(np.uint8).tobytes()
+    scale = float((1 << (8 * width - 1)) - 1)
+    v = np.round(x * scale).astype(np.int32)
+    if width == 3:
+        return np.stack([v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF], axis=1).astype(np.uint8).tobytes()
+    return v.astype(f"<i{width}").tobytes()
+
+
+def streaming_wav_header(rate: int, sample_format: str, channels: int = 1) -> bytes:
+    """A WAV header with 'unknown length' sizes (0xFFFFFFFF), as streaming writers use."""
+    width, kind = SAMPLE_FORMATS[sample_format]
+    tag = 3 if kind == "f" else 1
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * width * channels, width * channels, 8 * width)
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))

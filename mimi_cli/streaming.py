@@ -1,0 +1,134 @@
+"""Live pipes as a library: PCM bytes -> token frames (`encode_stream`) and back (`decode_stream`).
+
+Both read whatever bytes the pipe has (never waiting for more than it needs), run each frame
+through the codec's streaming state the moment it is complete, and flush every frame out.
+Memory is constant in stream length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import soxr
+import torch
+
+from .codec import SAMPLE_RATE, MimiCodec
+from .formats.pcm import PcmDecoder, PcmFormat, encode_pcm, read_wav_header, streaming_wav_header
+from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
+
+READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
+
+
+class StreamEncoder:
+    """One audio stream in (bytes of a PCM format), frames of codes out."""
+
+    def __init__(self, codec: MimiCodec, fmt: PcmFormat, num_codebooks: int) -> None:
+        self.codec, self.k = codec, num_codebooks
+        self.pcm = PcmDecoder(fmt)
+        self.resampler = (soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                          if fmt.rate != SAMPLE_RATE else None)
+        self.state = codec.init_encoder_state(1)
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        if audio.size == 0 and self.state.pending.shape[-1] + audio.size < self.codec.frame_samples:
+            return np.zeros((self.k, 0), np.int64)
+        codes = self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(audio))[None], self.k)
+        return codes[0].cpu().numpy()
+
+    def feed(self, data: bytes) -> np.ndarray:
+        """Codes [K, n] of the frames these bytes complete."""
+        audio = self.pcm(data)
+        if self.resampler is not None:
+            audio = self.resampler.resample_chunk(audio)
+        return self._encode(audio)
+
+    def finish(self) -> np.ndarray:
+        """Codes of what is left: the resampler's tail, then the last frame padded with silence."""
+        tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True) if self.resampler else None
+        codes = [self._encode(tail)] if tail is not None and tail.size else []
+        codes.append(self.codec.encode_flush(self.state, self.k)[0].cpu().numpy())
+        return np.concatenate(codes, axis=1)
+
+
+class StreamDecoder:
+    """Frames of codes in, audio out at `rate` (24 kHz, or resampled as it streams)."""
+
+    def __init__(self, codec: MimiCodec, rate: int = SAMPLE_RATE) -> None:
+        self.codec = codec
+        self.state = codec.init_decoder_state(1)
+        self.resampler = (soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="float32", quality="HQ")
+                          if rate != SAMPLE_RATE else None)
+
+    def feed(self, codes: np.ndarray) -> np.ndarray:
+        """Audio of frames [K, n]: 1920 samples each at 24 kHz."""
+        audio = self.codec.decode_step(self.state, torch.from_numpy(codes)[None])[0, 0].float().cpu().numpy()
+        return self.resampler.resample_chunk(audio) if self.resampler else audio
+
+    def finish(self) -> np.ndarray:
+        if self.resampler is None:
+            return np.zeros(0, np.float32)
+        return self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    samples_out: int = 0
+
+
+def open_pcm(stream: BinaryIO, raw: PcmFormat | None) -> tuple[PcmFormat, int | None]:
+    """The input's PCM format: from its WAV header, or as given for raw PCM."""
+    return (raw, None) if raw is not None else read_wav_header(stream)
+
+
+def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int = 8,
+                  output_format: str = "binary", raw: PcmFormat | None = None,
+                  stats: StreamStats | None = None) -> StreamStats:
+    """Reads audio to end of stream and writes each frame's codes the moment they exist."""
+    stats = stats or StreamStats()
+    fmt, remaining = open_pcm(instream, raw)
+    encoder = StreamEncoder(codec, fmt, num_codebooks)
+    writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
+                                                                codec.config.codebook_size))
+    while remaining is None or remaining > 0:
+        data = instream.read(READ_BYTES if remaining is None else min(READ_BYTES, remaining))
+        if not data:
+            break
+        if remaining is not None:
+            remaining -= len(data)
+        codes = encoder.feed(data)
+        if codes.shape[1]:
+            writer.frames(codes)
+            stats.frames += codes.shape[1]
+    codes = encoder.finish()
+    writer.frames(codes)
+    stats.frames += codes.shape[1]
+    return stats
+
+
+def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int = SAMPLE_RATE,
+                  sample_format: str = "s16le", wav: bool = True, stats: StreamStats | None = None) -> StreamStats:
+    """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a time."""
+    stats = stats or StreamStats()
+    header, frames = read_tokens(instream)
+    if header.num_codebooks > codec.config.num_codebooks:
+        from .formats.pcm import StreamFormatError
+
+        raise StreamFormatError(f"the stream has {header.num_codebooks} codebooks; Mimi has at most "
+                                f"{codec.config.num_codebooks}")
+    decoder = StreamDecoder(codec, rate)
+    if wav:
+        outstream.write(streaming_wav_header(rate, sample_format))
+        outstream.flush()
+    for frame in frames:
+        audio = decoder.feed(frame[:, None])
+        outstream.write(encode_pcm(audio, sample_format))
+        outstream.flush()
+        stats.frames += 1
+        stats.samples_out += audio.size
+    tail = decoder.finish()
+    if tail.size:
+        outstream.write(encode_pcm(tail, sample_format))
+        outstream.flush()
+    return stats
