@@ -74,6 +74,7 @@ class Engine:
     def __init__(self, codec: MimiCodec, num_codebooks: int) -> None:
         self.codec, self.k = codec, num_codebooks
         self.device = codec.device
+        self.codebook_size = codec.config.codebook_size
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         return self.codec.encode(audio, self.k)
@@ -100,7 +101,7 @@ class MoshiEngine(Engine):
             from moshi.models import loaders
         except ImportError as e:
             raise MimiError(f"--compare moshi needs Kyutai's `moshi` package importable ({e})") from None
-        self.k, self.device = num_codebooks, codec.device
+        self.k, self.device, self.codebook_size = num_codebooks, codec.device, 2048
         mimi = loaders.get_mimi(None, device=str(codec.device))
         # Speed does not depend on weight values: the reference gets synthetic weights of its layout.
         mimi.load_state_dict(synthetic_tensors(MimiConfig(), 0), strict=False)
@@ -155,7 +156,7 @@ def _offline(engines: list[Engine], s: BenchSettings) -> list[dict]:
 def _step_times(engine: Engine, batch: int, frames: int, num_codebooks: int) -> tuple[list[float], list[float]]:
     """Seconds per streaming step (one 80 ms frame for each of `batch` streams), encode and decode."""
     frame = (0.1 * torch.randn(batch, 1, FRAME_SAMPLES)).to(engine.device)
-    codes = torch.randint(0, 2048, (batch, num_codebooks, 1), device=engine.device)
+    codes = torch.randint(0, engine.codebook_size, (batch, num_codebooks, 1), device=engine.device)
     warmup = 5
     encode = engine.stream_encoder(batch)
     enc = [_timed(lambda: encode(frame), engine.device) for _ in range(warmup + frames)][warmup:]

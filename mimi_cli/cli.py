@@ -306,6 +306,42 @@ def stream_decode(
         typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 
 
+@app.command()
+@command
+def bench(
+    weights: str = typer.Option(None, "--weights", envvar="MIMI_WEIGHTS",
+                                help="Default: the cached kyutai/mimi weights if present, else synthetic weights "
+                                     "of the same architecture (speed does not depend on weight values)."),
+    num_codebooks: int = NumCodebooks, device: Device = typer.Option(Device.auto, "--device"),
+    dtype: DType = DTypeOpt,
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's choice)."),
+    seconds: float = typer.Option(30.0, "--seconds", min=1.0, help="Length of the offline clip."),
+    streams: str = typer.Option("1,4,16,64", "--streams", help="Batch sizes of live streams to measure."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Offline repeats (the median is reported)."),
+    compare: str = typer.Option(None, "--compare", help="moshi: measure Kyutai's reference too, in the same run."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    quiet: bool = Quiet,
+) -> None:
+    """How fast Mimi runs here, and how many live 80 ms streams this machine carries in real time."""
+    from .bench import BenchSettings, format_report, run_bench
+    from .codec.device import resolve_device
+    from .codec.weights import cached_hub_weights
+
+    resolve_device(device.value)  # a missing device fails before anything is measured
+    try:
+        sizes = tuple(int(n) for n in streams.split(","))
+    except ValueError:
+        raise _Fail(f"--streams {streams}: give batch sizes like 1,4,16,64", 2) from None
+    if weights is None:
+        cached = cached_hub_weights()
+        weights = str(cached) if cached else "synthetic"
+        log.info("weights: %s", f"cached kyutai/mimi ({cached})" if cached else "synthetic (no cached kyutai/mimi)")
+    settings = BenchSettings(seconds=seconds, repeats=repeats, streams=sizes, num_codebooks=num_codebooks)
+    result = run_bench(weights, device.value, dtype.value, threads, settings, compare,
+                       log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mimi-cli {__version__}")

@@ -282,6 +282,17 @@ def _download(spec: str) -> tuple[Path, dict[str, str]]:
     raise WeightsError(f"{repo} has neither {HF_FILENAME} nor {MOSHI_FILENAME} ({last}); {hint}")
 
 
+def cached_hub_weights(repo: str = DEFAULT_WEIGHTS) -> Path | None:
+    """The Hub checkpoint of `repo` if it is already in the local cache (no network), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in (HF_FILENAME, MOSHI_FILENAME):
+        found = try_to_load_from_cache(repo, name)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
 def resolve_weights(spec: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor] | int, dict[str, str]]:
     """Checkpoint tensors (or a synthetic seed) and a description of where they came from."""
     spec = str(spec or os.environ.get("MIMI_WEIGHTS") or DEFAULT_WEIGHTS)

@@ -1,0 +1,76 @@
+"""`mimi bench`: runs end to end on the tiny codec and reports every figure (values never asserted)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mimi_cli import bench
+
+
+@pytest.fixture
+def tiny_bench(monkeypatch, tiny_codec):
+    monkeypatch.setattr(bench, "load_codec", lambda *a, **k: tiny_codec)
+
+
+ARGS = ["bench", "--device", "cpu", "--seconds", "2", "--streams", "1,2", "--repeats", "1", "-q", "4"]
+
+
+def test_bench_table_has_every_field(run, tiny_bench):
+    result = run(*ARGS)
+    assert result.exit_code == 0, result.output
+    for field in ["device   cpu", "threads, torch", "weights  synthetic:3", "loaded in", "offline encode (x real time",
+                  "offline decode", "streaming encode step, ms p50", "streaming encode step, ms p99",
+                  "streaming decode step, ms p50", "N=1", "N=2", "live streams in real time", "peak RSS"]:
+        assert field in result.stdout, field
+
+
+def test_bench_json_has_every_key(run, tiny_bench):
+    result = run(*ARGS, "--json")
+    data = json.loads(result.stdout)
+    for key in ["device", "hardware", "dtype", "threads", "torch", "weights", "synthetic_weights", "load_seconds",
+                "state_bytes_per_stream", "peak_rss_mb", "num_codebooks"]:
+        assert key in data, key
+    figures = data["engines"]["mimi-cli"]
+    for key in ["encode_x_realtime", "decode_x_realtime", "encode_step_ms_p50", "encode_step_ms_p99",
+                "decode_step_ms_p50", "decode_step_ms_p99", "concurrency", "max_realtime_streams"]:
+        assert key in figures, key
+    assert [c["streams"] for c in figures["concurrency"]] == [1, 2]
+    assert set(figures["max_realtime_streams"]) == {"encode", "decode", "encode+decode"}
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_unavailable_device_is_a_clear_error(run, device):
+    result = run("bench", "--device", device)
+    assert result.exit_code == 2 and f"--device {device}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_needs_moshi(run, tiny_bench, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_moshi(name, *args, **kwargs):
+        if name.startswith("moshi"):
+            raise ImportError("No module named 'moshi'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_moshi)
+    result = run(*ARGS, "--compare", "moshi")
+    assert result.exit_code == 2 and "needs Kyutai's `moshi` package" in result.stderr
+
+
+def test_bench_uses_synthetic_weights_when_none_cached(run, monkeypatch, tiny_codec):
+    seen = {}
+
+    def fake_load(weights, **kwargs):
+        seen["weights"] = weights
+        return tiny_codec
+
+    monkeypatch.setattr(bench, "load_codec", fake_load)
+    monkeypatch.setattr("mimi_cli.codec.weights.cached_hub_weights", lambda repo="kyutai/mimi": None)
+    monkeypatch.delenv("MIMI_WEIGHTS", raising=False)
+    result = run(*ARGS)
+    assert result.exit_code == 0 and seen["weights"] == "synthetic"
+    assert "synthetic (no cached kyutai/mimi)" in result.stderr
