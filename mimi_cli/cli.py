@@ -122,7 +122,12 @@ def encode(
     shard_index: int = typer.Option(0, "--shard-index", min=0, help="This job's index, for N array jobs."),
     num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the inputs into N disjoint jobs."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Files of similar length encoded together."),
-    engine: str = typer.Option("local", "--engine", help="local, or ray (an existing Ray cluster)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data on a Ray cluster; "
+                                                         "pip install 'mimi-cli[ray]')."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join (auto: the one this node "
+                                                                "belongs to); default: start a local one."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: model workers (each loads the model once)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray: GPUs per model worker."),
     quiet: bool = Quiet,
 ) -> None:
     """Encode audio files into a token dataset (one row of codes [K, frames] per file).
@@ -140,13 +145,21 @@ def encode(
         raise _Fail(f"--format {fmt}: use parquet or npy", 2)
     if shard_index >= num_shards:
         raise _Fail(f"--shard-index {shard_index} must be below --num-shards {num_shards}", 2)
-    if engine != "local":
-        raise _Fail(f"--engine {engine}: only the local engine is available in this build", 2)
+    if engine not in ("local", "ray"):
+        raise _Fail(f"--engine {engine}: use local or ray", 2)
+    run_engine = None
+    if engine == "ray":
+        from .ray_engine import RayEngine, require_ray
+
+        require_ray()
+        run_engine = RayEngine(weights, device=device.value, dtype=dtype.value, address=ray_address,
+                               workers=workers, gpus_per_worker=gpus_per_worker)
     *sources, output = inputs
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels, format=fmt, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size)
     codec = _load(weights, device, dtype)
-    summary = encode_dataset(codec, sources, Path(output), options, progress=_progress(quiet, "file"))
+    summary = encode_dataset(codec, sources, Path(output), options, progress=_progress(quiet, "file"),
+                             engine=run_engine)
     if not quiet:
         xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
         typer.echo(f"mimi: encoded {summary.files} files ({summary.rows} rows, {summary.audio_seconds / 3600:.2f} h "

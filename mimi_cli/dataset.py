@@ -148,8 +148,9 @@ class DatasetOutput:
             self.errors_path = path.with_name(f"{path.stem}.errors.jsonl")
         else:
             self.directory = path
+            # Beside the directory, not in it: readers of `path/` then see only Parquet shards.
             suffix = f"-{options.shard_index:05d}" if options.num_shards > 1 else ""
-            self.errors_path = path / f"errors{suffix}.jsonl"
+            self.errors_path = path.with_name(f"{path.name}.errors{suffix}.jsonl")
         if options.overwrite:
             self._remove_existing()
         self.existing = self._existing_rows()
@@ -164,7 +165,7 @@ class DatasetOutput:
             self.path.unlink(missing_ok=True)
             shutil.rmtree(self.directory, ignore_errors=True)
         elif self.path.is_dir():
-            for p in [*self.path.glob("*.parquet"), *self.path.glob("errors*.jsonl")]:
+            for p in [*self.path.glob("*.parquet"), *self.path.parent.glob(f"{self.path.name}.errors*.jsonl")]:
                 p.unlink()
         self.errors_path.unlink(missing_ok=True)
 
@@ -212,9 +213,43 @@ class DatasetOutput:
 
 
 # -- encode ----------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """What an engine hands back for one batch of inputs: rows, failures, inputs consumed."""
+
+    rows: list[Row]
+    failed: list[Problem]
+    inputs: int
+
+
+class LocalEngine:
+    """This process: the next batches are read and resampled in threads while the model runs."""
+
+    def __init__(self, codec: MimiCodec) -> None:
+        self.codec = codec
+
+    def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
+        batches = plan_batches(todo, o.batch_seconds, o.max_batch)
+        with ThreadPoolExecutor(max_workers=max(1, o.workers)) as pool:
+            for loaded in _prefetch(pool, batches, o.channels):
+                items: list[AudioItem] = []
+                failed = []
+                for source, result in loaded:
+                    if isinstance(result, Exception):
+                        failed.append(Problem(source.id, str(source.path), str(result)))
+                    else:
+                        items.extend(result)
+                yield Batch(encode_items(self.codec, items, o.num_codebooks), failed, len(loaded))
+
+
 def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: EncodeOptions | None = None,
-                   progress: Callable[..., object] | None = None) -> Summary:
+                   progress: Callable[..., object] | None = None,
+                   engine: Callable[[list[tuple[Source, float]], EncodeOptions], Iterator[Batch]] | None = None
+                   ) -> Summary:
     """Encodes every audio file named by `inputs` into the dataset at `output`; resumes by default.
+
+    `engine` turns (source, duration) pairs into batches of rows: LocalEngine (default) or
+    mimi_cli.ray_engine.RayEngine. Everything else (inputs, resume, shards, errors) is shared.
 
     Per-file failures are recorded (Summary.failed and an errors file) and the run goes on.
     On KeyboardInterrupt the rows encoded so far are written as complete shards, then it re-raises.
@@ -248,26 +283,20 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: E
                            f"{', '.join(changed[:3])}); use --overwrite to encode everything again")
 
     bar = progress(total=len(todo)) if progress else None
-    batches = plan_batches(todo, o.batch_seconds, o.max_batch)
+    engine = engine or LocalEngine(codec)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, o.workers)) as pool:
-            for loaded in _prefetch(pool, batches, o.channels):
-                items: list[AudioItem] = []
-                for source, result in loaded:
-                    if isinstance(result, Exception):
-                        summary.failed.append(Problem(source.id, str(source.path), str(result)))
-                    else:
-                        items.extend(result)
-                for row in encode_items(codec, items, o.num_codebooks):
-                    out.writer.add(row)
-                    summary.rows += 1
-                    summary.audio_seconds += row.num_samples / SAMPLE_RATE
-                summary.files += len({it.id for it in items})
-                if bar is not None:
-                    bar.update(len(loaded))
-                    elapsed = time.perf_counter() - start
-                    bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
-                                        f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
+        for batch in engine(todo, o):
+            summary.failed.extend(batch.failed)
+            for row in batch.rows:
+                out.writer.add(row)
+                summary.rows += 1
+                summary.audio_seconds += row.num_samples / SAMPLE_RATE
+            summary.files += len({r.id for r in batch.rows})
+            if bar is not None:
+                bar.update(batch.inputs)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
+                                    f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     finally:
         out.writer.flush()  # whatever is complete is kept, also on Ctrl-C
         if bar is not None:
@@ -389,9 +418,8 @@ def dataset_info(tokens: Path) -> dict:
     meta = read_metadata(tokens)
     table = read_table(tokens, columns=["id", "num_frames", "num_samples", "channel"])
     shards = shard_files(tokens)
-    base = tokens if tokens.is_dir() else tokens.parent
-    pattern = "errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
-    errors = sum(sum(1 for _ in open(p)) for p in base.glob(pattern))
+    pattern = f"{tokens.name}.errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
+    errors = sum(sum(1 for _ in open(p)) for p in tokens.parent.glob(pattern))
     samples = table.column("num_samples").to_numpy()
     return {"path": str(tokens), "rows": table.num_rows, "files": len(set(table.column("id").to_pylist())),
             "hours": float(samples.sum()) / SAMPLE_RATE / 3600,

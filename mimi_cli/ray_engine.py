@@ -1,0 +1,119 @@
+"""`mimi encode --engine ray`: the same job on a Ray cluster, through Ray Data.
+
+Two stages: reading + resampling (`load_items`, CPU tasks) feeds a pool of model workers
+(`encode_items` in an actor that loads the codec once). Rows stream back to the driver, which
+writes them with the same shard writer as the local engine: same schema, metadata, atomic
+shards, errors file and resume. Nothing here schedules work itself; Ray Data does.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .codec import MimiError
+from .dataset import AudioItem, Batch, EncodeOptions, encode_items, load_items
+from .formats.audio import AudioError
+from .formats.shards import Row
+from .formats.sources import Problem, Source
+
+INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mimi-cli[ray]'"
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MimiError(INSTALL_HINT) from None
+    return ray
+
+
+def _read(record: dict, channels: str) -> list[dict]:
+    """Ray stage 1 (CPU): one source -> its items, or one error record."""
+    source = Source(Path(record["path"]), record["id"])
+    try:
+        items = load_items(source, channels)
+    except AudioError as e:
+        return [{"id": source.id, "path": record["path"], "error": str(e), "channel": -1,
+                 "pcm": np.zeros(0, np.float32), "source_sample_rate": 0, "source_channels": 0, "source_bytes": 0,
+                 "source_mtime_ns": 0}]
+    return [{"id": it.id, "path": record["path"], "error": "", "channel": it.channel, "pcm": it.pcm,
+             "source_sample_rate": it.source_sample_rate, "source_channels": it.source_channels,
+             "source_bytes": it.source_bytes, "source_mtime_ns": it.source_mtime_ns} for it in items]
+
+
+class _EncodeWorker:
+    """Ray stage 2 (model): a codec loaded once per worker, applied to batches of items."""
+
+    def __init__(self, weights: str, device: str, dtype: str, num_codebooks: int, threads: int | None) -> None:
+        import torch
+
+        from .codec import load_codec
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.codec = load_codec(weights, device=device, dtype=dtype)
+        self.k = num_codebooks
+
+    def __call__(self, batch: dict) -> dict:
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        items = [AudioItem(batch["id"][i], int(batch["channel"][i]), np.asarray(batch["pcm"][i], np.float32),
+                           int(batch["source_sample_rate"][i]), int(batch["source_channels"][i]),
+                           int(batch["source_bytes"][i]), int(batch["source_mtime_ns"][i])) for i in ok]
+        rows = {i: r for i, r in zip(ok, encode_items(self.codec, items, self.k))}
+        n = len(batch["id"])
+        return {
+            "id": list(batch["id"]), "path": list(batch["path"]), "error": list(batch["error"]),
+            "channel": [int(c) for c in batch["channel"]],
+            "codes": [rows[i].codes if i in rows else np.zeros((self.k, 0), np.int16) for i in range(n)],
+            "num_samples": [rows[i].num_samples if i in rows else 0 for i in range(n)],
+            **{k: [int(v) for v in batch[k]] for k in ("source_sample_rate", "source_channels", "source_bytes",
+                                                     "source_mtime_ns")},
+        }
+
+
+@dataclass
+class RayEngine:
+    """Runs the encode on Ray; pass it to `encode_dataset(..., engine=RayEngine(...))`."""
+
+    weights: str
+    device: str = "auto"
+    dtype: str = "float32"
+    address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = None
+
+    def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
+        ray = require_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # sorted by length: neighbours batch well
+        ctx.enable_progress_bars = False
+        ordered = sorted(todo, key=lambda sd: sd[1])
+        if not ordered:
+            return
+        ds = ray.data.from_items([{"path": str(s.path), "id": s.id} for s, _ in ordered])
+        ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels})
+        ds = ds.map_batches(
+            _EncodeWorker, batch_size=o.max_batch, batch_format="numpy", concurrency=self.workers,
+            num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
+            fn_constructor_kwargs={"weights": self.weights, "device": self.device, "dtype": self.dtype,
+                                   "num_codebooks": o.num_codebooks, "threads": self.threads_per_worker})
+        for out in ds.iter_batches(batch_size=o.max_batch, batch_format="numpy"):
+            rows, failed = [], []
+            for i in range(len(out["id"])):
+                if out["error"][i]:
+                    failed.append(Problem(str(out["id"][i]), str(out["path"][i]), str(out["error"][i])))
+                    continue
+                codes = np.asarray(out["codes"][i], dtype=np.int16).reshape(o.num_codebooks, -1)
+                rows.append(Row(str(out["id"][i]), int(out["channel"][i]), codes, int(out["num_samples"][i]),
+                                int(out["source_sample_rate"][i]), int(out["source_channels"][i]),
+                                int(out["source_bytes"][i]), int(out["source_mtime_ns"][i])))
+            yield Batch(rows, failed, len({r.id for r in rows} | {p.id for p in failed}))
