@@ -87,6 +87,7 @@ class RayEngine:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     threads_per_worker: int | None = None
+    read_cpus: float = 1.0  # per read task; the model workers must leave CPUs for these, or nothing is read
 
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
         ray = require_ray()
@@ -100,7 +101,7 @@ class RayEngine:
         if not ordered:
             return
         ds = ray.data.from_items([{"path": str(s.path), "id": s.id} for s, _ in ordered])
-        ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels})
+        ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels}, num_cpus=self.read_cpus)
         ds = ds.map_batches(
             _EncodeWorker, batch_size=o.max_batch, batch_format="numpy", concurrency=self.workers,
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
