@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Convolutions with at most this many output steps run as a matmul (see StreamingConv1d._conv).
+MATMUL_MAX_STEPS = 32
+
 
 class StreamingConv1d(nn.Module):
     """Conv1d, causal with zero left padding; the context is the last `k_eff - stride` inputs."""
@@ -34,8 +37,19 @@ class StreamingConv1d(nn.Module):
         if self.context_size:
             x = torch.cat([context, x], dim=-1)
             context = x[..., x.shape[-1] - self.context_size:].clone()
-        y = F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return y, context
+        return self._conv(x), context
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1d without padding. Short outputs (streaming steps, the 25 Hz stages) and 1-channel
+        inputs go through one matmul over unfolded windows: oneDNN's direct convolution is 2-9x
+        slower on those shapes (measured in docs/performance.md)."""
+        out_len = (x.shape[-1] - self.dilation * (self.weight.shape[-1] - 1) - 1) // self.stride + 1
+        if self.groups != 1 or self.dilation != 1 or (out_len > MATMUL_MAX_STEPS and self.in_channels != 1):
+            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        B, c_in, _ = x.shape
+        kernel = self.weight.shape[-1]
+        windows = x.unfold(-1, kernel, self.stride).transpose(1, 2).reshape(B, out_len, c_in * kernel)
+        return F.linear(windows, self.weight.reshape(self.weight.shape[0], -1), self.bias).transpose(1, 2)
 
 
 class StreamingConvTranspose1d(nn.Module):

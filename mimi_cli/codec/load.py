@@ -31,5 +31,6 @@ def load_codec(weights: str | os.PathLike | None = None, device: str | torch.dev
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for rvq in (model.quantizer.semantic, model.quantizer.acoustic):
         rvq.codebooks = rvq.codebooks.float()  # the token decision stays in float32
+    model.prepare_for_inference()
     model.weights_info = {**info, "layout": info.get("layout", "")}
     return model

@@ -72,6 +72,27 @@ class MimiCodec(nn.Module):
         if not 1 <= num_codebooks <= self.config.num_codebooks:
             raise ValueError(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
 
+    def prepare_for_inference(self) -> MimiCodec:
+        """Re-lays weights for fast small-batch steps; values (and state_dict) are unchanged.
+
+        Streaming steps multiply a few rows by each weight, so they are bound by reading weights
+        from memory; BLAS streams an [in, out] weight about twice as fast as [out, in] for 1-2
+        rows (docs/performance.md). Parameters keep their shapes as transposed views.
+        """
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight = nn.Parameter(module.weight.t().contiguous().t(), requires_grad=False)
+                elif isinstance(module, StreamingConv1d) and module.groups == 1:
+                    w = module.weight
+                    flat = w.reshape(w.shape[0], -1).t().contiguous().t()
+                    module.weight = nn.Parameter(flat.view(w.shape), requires_grad=False)
+            for rvq in (self.quantizer.semantic, self.quantizer.acoustic):
+                rvq.input_proj = nn.Parameter(rvq.input_proj.t().contiguous().t(), requires_grad=False)
+                rvq.output_proj = nn.Parameter(rvq.output_proj.t().contiguous().t(), requires_grad=False)
+                rvq.prepare_search()
+        return self
+
     # -- states -----------------------------------------------------------------------------
     def init_encoder_state(self, batch_size: int = 1) -> EncoderState:
         """A fresh state for `batch_size` streams of audio to encode."""

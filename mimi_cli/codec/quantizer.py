@@ -24,14 +24,27 @@ class ResidualVQ(nn.Module):
         self.register_buffer(
             "codebooks", torch.zeros(num_codebooks, config.codebook_size, config.codebook_dim))
 
+    def prepare_search(self) -> None:
+        """Precomputes, per codebook, the [c, 1, |c|^2] rows that torch.cdist builds on every call
+        (the reference uses cdist), stored transposed for a fast small-batch matmul."""
+        cb = self.codebooks
+        rows = torch.cat([cb, torch.ones_like(cb[..., :1]), cb.pow(2).sum(-1, keepdim=True)], dim=-1)
+        self.search = rows.transpose(1, 2).contiguous()  # [n, dim + 2, size]
+
     def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """latent [B, D, T] -> codes [B, num_codebooks, T] (int64)."""
         B, _, T = latent.shape
         residual = F.linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
+        search = getattr(self, "search", None)
         codes = []
-        for codebook in self.codebooks[:num_codebooks]:
-            # torch.cdist, as the reference does, so that ties break the same way.
-            index = torch.cdist(residual[None], codebook[None])[0].argmin(dim=-1)
+        for q, codebook in enumerate(self.codebooks[:num_codebooks]):
+            if search is None:
+                distances = torch.cdist(residual[None], codebook[None])[0]
+            else:  # the same arithmetic as torch.cdist's matmul path, so ties break the same way
+                norm = residual.pow(2).sum(-1, keepdim=True)
+                query = torch.cat([residual.mul(-2), norm, torch.ones_like(norm)], dim=-1)
+                distances = (query @ search[q]).clamp_min_(0)
+            index = distances.argmin(dim=-1)
             residual = residual - codebook[index]
             codes.append(index)
         return torch.stack(codes, dim=1).view(B, T, -1).transpose(1, 2)
