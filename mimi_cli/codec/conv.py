@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Convolutions with at most this many output steps run as a matmul (see StreamingConv1d._conv).
+# Convolutions with at most this many output steps run as a matmul (see StreamingConv1d._conv);
+# for the 1-channel input conv the bound is higher: streaming frames yes, offline chunks no.
 MATMUL_MAX_STEPS = 32
+MATMUL_MAX_STEPS_ONE_CHANNEL = 8192
 
 
 class StreamingConv1d(nn.Module):
@@ -40,11 +42,12 @@ class StreamingConv1d(nn.Module):
         return self._conv(x), context
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1d without padding. Short outputs (streaming steps, the 25 Hz stages) and 1-channel
-        inputs go through one matmul over unfolded windows: oneDNN's direct convolution is 2-9x
-        slower on those shapes (measured in docs/performance.md)."""
+        """conv1d without padding. Short outputs (streaming steps, the 25 Hz stages) and the
+        1-channel input conv of streaming frames go through one matmul over unfolded windows:
+        oneDNN's direct convolution is 2-9x slower on those shapes (docs/performance.md)."""
         out_len = (x.shape[-1] - self.dilation * (self.weight.shape[-1] - 1) - 1) // self.stride + 1
-        if self.groups != 1 or self.dilation != 1 or (out_len > MATMUL_MAX_STEPS and self.in_channels != 1):
+        limit = MATMUL_MAX_STEPS_ONE_CHANNEL if self.in_channels == 1 else MATMUL_MAX_STEPS
+        if self.groups != 1 or self.dilation != 1 or out_len > limit:
             return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         B, c_in, _ = x.shape
         kernel = self.weight.shape[-1]

@@ -35,6 +35,16 @@ def write_corpus(root, entries=CORPUS, seed=0):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """Commands may set torch's thread count (stream commands default to 1); restore it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def corpus(tmp_path):
     return write_corpus(tmp_path / "corpus")

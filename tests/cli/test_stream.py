@@ -29,19 +29,23 @@ def _codes_of_binary(data: bytes, k: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", WRITERS)
-def test_real_writers_streams(run, tiny_codec, name):
-    """arecord, sox and ffmpeg byte streams through stdin; the codes match the library on the same audio."""
+def test_real_writers_streams_through_a_real_process(name):
+    """arecord, sox and ffmpeg byte streams into the stdin of the real program (full-size model)."""
+    from tests.conftest import full_codec
+
     data = (STREAMS / name).read_bytes()
-    result = run("stream-encode", "-q", K, "--output-format", "binary", input=data)
-    assert result.exit_code == 0, result.stderr
-    codes = _codes_of_binary(result.stdout_bytes, K)
+    env = {**os.environ, "MIMI_WEIGHTS": "synthetic"}
+    p = subprocess.run([sys.executable, "-m", "mimi_cli.cli", "stream-encode", "-q", "8", "--quiet"],
+                       input=data, capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr.decode()
+    codes = _codes_of_binary(p.stdout, 8)
     fmt, size = read_wav_header(io.BytesIO(data))
-    body = data[len(data) - len(data[data.index(b"data") + 8:]):]
+    body = data[data.index(b"data") + 8:]
     audio = PcmDecoder(fmt)(body if size is None else body[:size])
     expected_frames = int(np.ceil(round(audio.size * 24000 / fmt.rate) / 1920))
     assert abs(codes.shape[1] - expected_frames) <= 1  # the streaming resampler's tail
     if fmt.rate == 24000:  # no resampling: exactly the offline codes of the same samples
-        expected = tiny_codec.encode(torch.from_numpy(audio)[None, None], K)[0].numpy()
+        expected = full_codec(0).encode(torch.from_numpy(audio)[None, None], 8)[0].numpy()
         np.testing.assert_array_equal(codes, expected)
 
 
