@@ -27,10 +27,10 @@ frames = int(a.seconds * 12.5)
 audio = (0.2 * np.sin(np.arange(frames * 1920) / 9) * 32767).astype("<i2").tobytes()
 
 
-def feed(proc, sent):
+def feed(proc, sent, ready):
     proc.stdin.write(HEADER)
     proc.stdin.flush()
-    time.sleep(3)  # let the model load before the clock starts
+    ready.wait(60)  # the model is loaded and warmed up: the clock starts now
     start = time.perf_counter()
     for f in range(frames):
         while time.perf_counter() < start + f * 0.08:
@@ -45,8 +45,10 @@ def feed(proc, sent):
 enc = subprocess.Popen([*MIMI, "stream-encode", "--output-format", "binary", "--quiet"], stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
 sent: list[float] = []
-threading.Thread(target=feed, args=(enc, sent), daemon=True).start()
-enc.stdout.read(20)
+ready = threading.Event()
+threading.Thread(target=feed, args=(enc, sent, ready), daemon=True).start()
+enc.stdout.read(20)  # the token header: written once the model is ready and the WAV header read
+ready.set()
 got = []
 while len(got) < frames:
     if len(enc.stdout.read(16)) < 16:
@@ -63,7 +65,10 @@ enc = subprocess.Popen([*MIMI, "stream-encode", "--quiet"], stdin=subprocess.PIP
 dec = subprocess.Popen([*MIMI, "stream-decode", "--raw", "--quiet"], stdin=enc.stdout, stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, env=env, bufsize=0)
 sent = []
-threading.Thread(target=feed, args=(enc, sent), daemon=True).start()
+ready = threading.Event()
+threading.Thread(target=feed, args=(enc, sent, ready), daemon=True).start()
+time.sleep(10)  # both models loaded and warmed up (no header to wait for with --raw)
+ready.set()
 arrivals = []
 while True:
     chunk = dec.stdout.read(3840)
