@@ -18,14 +18,18 @@ from .config import MimiConfig
 
 # Offline chunks attend in query blocks of this many steps, so memory stays linear in length.
 QUERY_BLOCK = 256
+# The ring holds this many slots beyond the attention window, so a call of up to this many steps
+# (a streaming frame is 2 steps) writes its keys into the ring first and attends over the ring
+# alone, without copying the cache. Longer calls attend over [ring | new keys] instead.
+RING_SLACK = 2
 
 
 @dataclass
 class KVCache:
     """One layer's keys and values for the last `context` steps of every stream."""
 
-    keys: torch.Tensor  # [B, H, context, head_dim], rotary already applied
-    values: torch.Tensor  # [B, H, context, head_dim]
+    keys: torch.Tensor  # [B, H, context + RING_SLACK, head_dim], rotary already applied
+    values: torch.Tensor  # [B, H, context + RING_SLACK, head_dim]
 
 
 @dataclass
@@ -33,7 +37,7 @@ class TransformerState:
     """Positions and caches of one transformer for a batch of streams."""
 
     caches: list[KVCache]
-    positions: torch.Tensor  # [B, context] position held by each ring slot, -1 when empty
+    positions: torch.Tensor  # [B, ring slots] position held by each slot, -1 when empty
     offsets: torch.Tensor  # [B] position of the next step of each stream
     write_index: int = 0  # next ring slot to write (the same for all streams)
 
@@ -71,17 +75,22 @@ class TransformerLayer(nn.Module):
         self.scale_ff = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor, cache: KVCache, rope: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, slots: torch.Tensor, in_place: bool) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]; writes this call's keys into `cache` at ring `slots`."""
         B, T, D = x.shape
         qkv = self.attn_in(self.norm_attn(x)).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(qkv[0], *rope), apply_rope(qkv[1], *rope)
         v = qkv[2]
-        keys = torch.cat([cache.keys, k], dim=2)
-        values = torch.cat([cache.values, v], dim=2)
-        attn = _windowed_attention(q, keys, values, mask)
-        cache.keys.index_copy_(2, slots, k[:, :, T - slots.numel():])
-        cache.values.index_copy_(2, slots, v[:, :, T - slots.numel():])
+        if in_place:  # the ring has room for these steps beside the window: no copy of the cache
+            cache.keys.index_copy_(2, slots, k)
+            cache.values.index_copy_(2, slots, v)
+            attn = F.scaled_dot_product_attention(q, cache.keys, cache.values, mask)
+        else:
+            keys = torch.cat([cache.keys, k], dim=2)
+            values = torch.cat([cache.values, v], dim=2)
+            attn = _windowed_attention(q, keys, values, mask)
+            cache.keys.index_copy_(2, slots, k[:, :, T - slots.numel():])
+            cache.values.index_copy_(2, slots, v[:, :, T - slots.numel():])
         x = x + self.scale_attn * self.attn_out(attn.transpose(1, 2).reshape(B, T, D))
         return x + self.scale_ff * self.ff_out(F.gelu(self.ff_in(self.norm_ff(x))))
 
@@ -92,13 +101,13 @@ def _windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
     T = q.shape[2]
     if T <= QUERY_BLOCK:
         return F.scaled_dot_product_attention(q, keys, values, mask)
-    context = keys.shape[2] - T
+    ring = keys.shape[2] - T
     outs = []
     for start in range(0, T, QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, T)
         # The ring slots plus the new keys this block can reach; the mask removes the rest.
-        first_new = max(0, start - context)
-        idx = torch.cat([torch.arange(context), torch.arange(context + first_new, context + stop)])
+        first_new = max(0, start - ring)
+        idx = torch.cat([torch.arange(ring), torch.arange(ring + first_new, ring + stop)])
         idx = idx.to(q.device)
         outs.append(F.scaled_dot_product_attention(
             q[:, :, start:stop], keys[:, :, idx], values[:, :, idx], mask[:, :, start:stop][..., idx]))
@@ -115,12 +124,12 @@ class Transformer(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> TransformerState:
         c = self.config
-        shape = (batch_size, c.num_heads, c.context, c.dimension // c.num_heads)
+        shape = (batch_size, c.num_heads, c.context + RING_SLACK, c.dimension // c.num_heads)
         caches = [KVCache(torch.zeros(shape, device=device, dtype=dtype),
                           torch.zeros(shape, device=device, dtype=dtype)) for _ in self.layers]
         return TransformerState(
             caches=caches,
-            positions=torch.full((batch_size, c.context), -1, device=device, dtype=torch.long),
+            positions=torch.full((batch_size, c.context + RING_SLACK), -1, device=device, dtype=torch.long),
             offsets=torch.zeros(batch_size, device=device, dtype=torch.long),
         )
 
@@ -131,15 +140,23 @@ class Transformer(nn.Module):
         B, T, _ = x.shape
         steps = torch.arange(T, device=x.device)
         new_positions = state.offsets[:, None] + steps  # [B, T]
-        key_positions = torch.cat([state.positions, new_positions], dim=1)  # [B, context + T]
+        ring = state.positions.shape[1]
+        in_place = T <= ring - c.context
+        if in_place:
+            slots = (state.write_index + steps) % ring
+            state.positions.index_copy_(1, slots, new_positions)
+            key_positions = state.positions
+        else:
+            kept = min(T, ring)  # only the last `ring` new steps outlive this call
+            slots = (state.write_index + torch.arange(T - kept, T, device=x.device)) % ring
+            key_positions = torch.cat([state.positions, new_positions], dim=1)  # [B, ring + T]
         delta = new_positions[:, :, None] - key_positions[:, None, :]
         mask = ((key_positions[:, None, :] >= 0) & (delta >= 0) & (delta < c.context))[:, None]
         rope = rope_angles(new_positions, c.dimension // c.num_heads, c.max_period)
-        kept = min(T, c.context)  # only the last `context` new steps outlive this call
-        slots = (state.write_index + torch.arange(T - kept, T, device=x.device)) % c.context
         for layer, cache in zip(self.layers, state.caches):
-            x = layer(x, cache, rope, mask, slots)
-        state.positions.index_copy_(1, slots, new_positions[:, T - kept:])
+            x = layer(x, cache, rope, mask, slots, in_place)
+        if not in_place:
+            state.positions.index_copy_(1, slots, new_positions[:, T - kept:])
         state.offsets += T
-        state.write_index = (state.write_index + T) % c.context
+        state.write_index = (state.write_index + T) % ring
         return x.transpose(1, 2)
