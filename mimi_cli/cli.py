@@ -111,6 +111,19 @@ def _progress(quiet: bool, unit: str):
     return partial(tqdm, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
+def _report(summary, done: str, target, items: str, quiet: bool) -> None:
+    """The one-line summary of a corpus job on stderr; exit 1 if some of its inputs failed."""
+    if not quiet:
+        xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
+        typer.echo(f"mimi: {done}, {summary.audio_seconds / 3600:.2f} h of audio, {xrt:.1f}x real time) into "
+                   f"{target}; {summary.skipped} already there; {len(summary.failed)} failed", err=True)
+    if summary.failed:
+        first = summary.failed[0]
+        typer.echo(f"mimi: {len(summary.failed)} {items} failed, listed in {summary.errors_path} "
+                   f"(first: {first.id}: {first.error})", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 @command
 def encode(
@@ -163,15 +176,7 @@ def encode(
     codec = _load(weights, device, dtype)
     summary = encode_dataset(codec, sources, Path(output), options, progress=_progress(quiet, "file"),
                              engine=run_engine)
-    if not quiet:
-        xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
-        typer.echo(f"mimi: encoded {summary.files} files ({summary.rows} rows, {summary.audio_seconds / 3600:.2f} h "
-                   f"of audio, {xrt:.1f}x real time) into {output}; {summary.skipped} already there; "
-                   f"{len(summary.failed)} failed", err=True)
-    if summary.failed:
-        typer.echo(f"mimi: {len(summary.failed)} inputs failed, listed in {summary.errors_path} "
-                   f"(first: {summary.failed[0].id}: {summary.failed[0].error})", err=True)
-        raise typer.Exit(1)
+    _report(summary, f"encoded {summary.files} files ({summary.rows} rows", output, "inputs", quiet)
 
 
 @app.command()
@@ -200,13 +205,7 @@ def decode(
     options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format,
                             ids=ids or None, overwrite=overwrite)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
-    if not quiet:
-        typer.echo(f"mimi: decoded {summary.rows} rows ({summary.audio_seconds / 3600:.2f} h) into {outdir}; "
-                   f"{summary.skipped} already there; {len(summary.failed)} failed", err=True)
-    if summary.failed:
-        typer.echo(f"mimi: {len(summary.failed)} rows failed, listed in {summary.errors_path} "
-                   f"(first: {summary.failed[0].id}: {summary.failed[0].error})", err=True)
-        raise typer.Exit(1)
+    _report(summary, f"decoded {summary.rows} rows (", outdir, "rows", quiet)
 
 
 @app.command()
