@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from . import __version__
+from .formats.storage import as_location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Kyutai's Mimi codec: audio to tokens (12.5 frames/s, up to 32 codebooks) and back.")
@@ -115,7 +116,7 @@ def _report(summary, done: str, target, items: str, quiet: bool) -> None:
     """The one-line summary of a corpus job on stderr; exit 1 if some of its inputs failed."""
     if not quiet:
         xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
-        typer.echo(f"mimi: {done}, {summary.audio_seconds / 3600:.2f} h of audio, {xrt:.1f}x real time) into "
+        typer.echo(f"mimi: {done} ({summary.audio_seconds / 3600:.2f} h of audio, {xrt:.1f}x real time) into "
                    f"{target}; {summary.skipped} already there; {len(summary.failed)} failed", err=True)
     if summary.failed:
         first = summary.failed[0]
@@ -174,15 +175,16 @@ def encode(
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels, format=fmt, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size)
     codec = _load(weights, device, dtype)
-    summary = encode_dataset(codec, sources, Path(output), options, progress=_progress(quiet, "file"),
+    summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),
                              engine=run_engine)
-    _report(summary, f"encoded {summary.files} files ({summary.rows} rows", output, "inputs", quiet)
+    _report(summary, f"encoded {summary.files} files, {summary.rows} rows", output, "inputs", quiet)
 
 
 @app.command()
 @command
 def decode(
-    tokens: Path = typer.Argument(..., help="A token dataset: .parquet file, shard directory or npy directory."),
+    tokens: str = typer.Argument(..., help="A token dataset: .parquet file, shard directory or npy directory "
+                                           "(a path or a URI such as s3://bucket/tokens/)."),
     outdir: Path = typer.Argument(..., help="Directory for the audio files (named after each row's id)."),
     weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     num_codebooks: int = typer.Option(None, "-q", "--num-codebooks", min=1, max=32,
@@ -200,25 +202,26 @@ def decode(
         raise _Fail(f"--audio-format {audio_format}: use wav or flac", 2)
     from .formats.shards import read_metadata
 
+    tokens = as_location(tokens)
     read_metadata(tokens)  # a bad TOKENS path fails before the model loads
     codec = _load(weights, device, dtype)
     options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format,
                             ids=ids or None, overwrite=overwrite)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
-    _report(summary, f"decoded {summary.rows} rows (", outdir, "rows", quiet)
+    _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet)
 
 
 @app.command()
 @command
 def info(
-    tokens: Path = typer.Argument(..., help="A token dataset: .parquet file or shard directory."),
+    tokens: str = typer.Argument(..., help="A token dataset: .parquet file or shard directory (path or URI)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     quiet: bool = Quiet,
 ) -> None:
     """What a token dataset holds: rows, hours, codebooks, model, shards, errors."""
     from .dataset import dataset_info
 
-    d = dataset_info(tokens)
+    d = dataset_info(as_location(tokens))
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +30,9 @@ from .formats.shards import (
     write_parquet_atomic,
 )
 from .formats.sources import Problem, Source, collect_sources, select_shard
+from .formats.storage import RemotePath, readable, rmtree
+
+Location = Path | RemotePath
 
 
 @dataclass
@@ -62,14 +63,14 @@ class AudioItem:
 
 @dataclass
 class Summary:
-    output: Path
+    output: Location
     rows: int = 0
     files: int = 0
     skipped: int = 0
     failed: list[Problem] = field(default_factory=list)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
-    errors_path: Path | None = None
+    errors_path: Location | None = None
 
 
 def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
@@ -95,7 +96,7 @@ def load_items(source: Source, channels: str) -> list[AudioItem]:
         raise AudioError(f"cannot read: {e.strerror or e}") from None
     if stat.st_size == 0:
         raise AudioError("empty file (0 bytes)")
-    audio, rate = read_audio(source.path)
+    audio, rate = read_audio(readable(source.path))
     pcm = resample(audio, rate, SAMPLE_RATE)
     common = dict(source_sample_rate=rate, source_channels=audio.shape[0], source_bytes=stat.st_size,
                   source_mtime_ns=stat.st_mtime_ns)
@@ -138,7 +139,7 @@ def plan_batches(sources: list[tuple[Source, float]], batch_seconds: float, max_
 class DatasetOutput:
     """Where rows go: a single .parquet file (staged in shards beside it) or a shard directory."""
 
-    def __init__(self, path: Path, options: EncodeOptions, metadata: dict) -> None:
+    def __init__(self, path: Location, options: EncodeOptions, metadata: dict) -> None:
         self.path, self.options, self.metadata = path, options, metadata
         self.single_file = path.suffix == ".parquet"
         if self.single_file and options.format == "npy":
@@ -163,13 +164,13 @@ class DatasetOutput:
     def _remove_existing(self) -> None:
         if self.single_file:
             self.path.unlink(missing_ok=True)
-            shutil.rmtree(self.directory, ignore_errors=True)
+            rmtree(self.directory)
         elif self.path.is_dir():
             for p in [*self.path.glob("*.parquet"), *self.path.parent.glob(f"{self.path.name}.errors*.jsonl")]:
                 p.unlink()
         self.errors_path.unlink(missing_ok=True)
 
-    def _datasets(self) -> list[Path]:
+    def _datasets(self) -> list[Location]:
         found = [self.path] if self.single_file and self.path.is_file() else []
         if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
             found.append(self.directory)
@@ -209,7 +210,7 @@ class DatasetOutput:
             table = pa.concat_tables(parts).replace_schema_metadata(
                 {b"mimi_cli": json.dumps(self.metadata)})
             write_parquet_atomic(self.path, table)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        rmtree(self.directory)
 
 
 # -- encode ----------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class LocalEngine:
                 yield Batch(encode_items(self.codec, items, o.num_codebooks), failed, len(loaded))
 
 
-def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: EncodeOptions | None = None,
+def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, options: EncodeOptions | None = None,
                    progress: Callable[..., object] | None = None,
                    engine: Callable[[list[tuple[Source, float]], EncodeOptions], Iterator[Batch]] | None = None
                    ) -> Summary:
@@ -275,7 +276,7 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: E
             changed.append(s.id)
             continue
         try:
-            todo.append((s, probe(s.path).duration_s))
+            todo.append((s, _duration_hint(s)))
         except AudioError as e:
             summary.failed.append(Problem(s.id, str(s.path), str(e)))
     if changed:
@@ -307,6 +308,14 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Path, options: E
     return summary
 
 
+def _duration_hint(source: Source) -> float:
+    """Length used to batch similar files: the header's for local files; for remote ones, the
+    size (reading every header would fetch every object twice)."""
+    if isinstance(source.path, RemotePath):
+        return source.path.stat().st_size / (2 * SAMPLE_RATE)
+    return probe(source.path).duration_s
+
+
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: str,
               ahead: int = 2) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
     """Yields each batch's loaded audio while the next `ahead` batches are read in the background."""
@@ -324,16 +333,15 @@ def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: s
         futures[i] = []
 
 
-def _write_errors(path: Path, failed: list[Problem]) -> None:
+def _write_errors(path: Location, failed: list[Problem]) -> None:
     if not failed:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        for p in failed:
-            f.write(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n")
-    os.replace(tmp, path)
+    with tmp.open("wb") as f:
+        f.write("".join(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n" for p in failed).encode())
+    tmp.replace(path)
 
 
 # -- decode ----------------------------------------------------------------------------------------
@@ -352,7 +360,7 @@ def audio_name(item_id: str, channel: int, audio_format: str) -> str:
     return f"{stem}.ch{channel}.{audio_format}" if channel >= 0 else f"{stem}.{audio_format}"
 
 
-def decode_dataset(codec: MimiCodec, tokens: Path, outdir: Path, options: DecodeOptions | None = None,
+def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: DecodeOptions | None = None,
                    progress: Callable[..., object] | None = None) -> Summary:
     """Writes one audio file per row of the token dataset, trimmed to the row's num_samples."""
     o = options or DecodeOptions()
@@ -413,13 +421,13 @@ def decode_dataset(codec: MimiCodec, tokens: Path, outdir: Path, options: Decode
     return summary
 
 
-def dataset_info(tokens: Path) -> dict:
+def dataset_info(tokens: Location) -> dict:
     """What a token dataset holds: rows, hours, K, model, shards, recorded errors."""
     meta = read_metadata(tokens)
     table = read_table(tokens, columns=["id", "num_frames", "num_samples", "channel"])
     shards = shard_files(tokens)
     pattern = f"{tokens.name}.errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
-    errors = sum(sum(1 for _ in open(p)) for p in tokens.parent.glob(pattern))
+    errors = sum(p.read_bytes().count(b"\n") for p in tokens.parent.glob(pattern))
     samples = table.column("num_samples").to_numpy()
     return {"path": str(tokens), "rows": table.num_rows, "files": len(set(table.column("id").to_pylist())),
             "hours": float(samples.sum()) / SAMPLE_RATE / 3600,

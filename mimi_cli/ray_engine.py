@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from .dataset import AudioItem, Batch, EncodeOptions, encode_items, load_items
 from .formats.audio import AudioError
 from .formats.shards import Row
 from .formats.sources import Problem, Source
+from .formats.storage import as_location
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mimi-cli[ray]'"
 
@@ -33,7 +33,7 @@ def require_ray():
 
 def _read(record: dict, channels: str) -> list[dict]:
     """Ray stage 1 (CPU): one source -> its items, or one error record."""
-    source = Source(Path(record["path"]), record["id"])
+    source = Source(as_location(record["path"]), record["id"])
     try:
         items = load_items(source, channels)
     except AudioError as e:

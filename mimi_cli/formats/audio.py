@@ -1,6 +1,7 @@
 """Reading audio files into 24 kHz float32, and writing decoded audio back."""
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,10 @@ def _reason(e: Exception) -> str:
     return text
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def read_audio(path: str | os.PathLike | io.IOBase) -> tuple[np.ndarray, int]:
     """Samples [channels, frames] float32 and the sample rate, with a clear AudioError if unusable."""
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         raise AudioError(_reason(e)) from None
     if data.shape[0] == 0:

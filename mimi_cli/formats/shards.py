@@ -8,7 +8,6 @@ written under a temporary name and renamed when complete, so a crash leaves only
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .storage import RemotePath, readable
+
+Location = Path | RemotePath
 
 METADATA_KEY = b"mimi_cli"
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
@@ -95,16 +98,17 @@ def _codes_of(column: pa.ChunkedArray) -> list[np.ndarray]:
     return out
 
 
-def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+def write_parquet_atomic(path: Location, table: pa.Table) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with tmp.open("wb") as f:
+        pq.write_table(table, f, compression="zstd")
+    tmp.replace(path)
 
 
 class ShardWriter:
     """Buffers rows and writes them as numbered, complete Parquet shards in a directory."""
 
-    def __init__(self, directory: Path, metadata: dict, prefix: str = "part", npy_root: Path | None = None):
+    def __init__(self, directory: Location, metadata: dict, prefix: str = "part", npy_root: Location | None = None):
         self.directory, self.metadata, self.prefix = directory, metadata, prefix
         self.npy_root = npy_root  # set: codes go to .npy files and shards are the manifest
         self.rows: list[dict] = []
@@ -113,7 +117,7 @@ class ShardWriter:
         taken = [int(p.stem.rsplit("-", 1)[1]) for p in directory.glob(f"{prefix}-*.parquet")
                  if p.stem.rsplit("-", 1)[1].isdigit()]
         self.next_index = max(taken, default=-1) + 1
-        self.written: list[Path] = []
+        self.written: list[Location] = []
 
     def add(self, row: Row) -> None:
         d = row.as_dict()
@@ -122,9 +126,9 @@ class ShardWriter:
             target = self.npy_root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
-            with open(tmp, "wb") as f:
+            with tmp.open("wb") as f:
                 np.save(f, row.codes)
-            os.replace(tmp, target)
+            tmp.replace(target)
             d["npy_path"] = rel
         self.rows.append(d)
         self.code_bytes += row.codes.nbytes
@@ -149,22 +153,22 @@ def _npy_name(item_id: str, channel: int) -> str:
 
 
 # -- reading -----------------------------------------------------------------------------------
-def shard_files(path: Path) -> list[Path]:
+def shard_files(path: Location) -> list[Location]:
     """The complete shards of a dataset: a .parquet file, or the shards in a directory."""
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+        files = sorted((p for p in path.glob("*.parquet") if not p.name.startswith(".")), key=str)
         if not files:
             raise DatasetError(f"{path}: no .parquet shards in this directory")
         return files
     raise DatasetError(f"{path}: no such token file or directory")
 
 
-def read_metadata(path: Path) -> dict:
+def read_metadata(path: Location) -> dict:
     """The dataset's provenance (from its first shard)."""
     try:
-        meta = pq.read_schema(shard_files(path)[0]).metadata or {}
+        meta = pq.read_schema(readable(shard_files(path)[0])).metadata or {}
     except (pa.ArrowInvalid, OSError) as e:
         raise DatasetError(f"{path}: not a readable Parquet token file ({e})") from None
     if METADATA_KEY not in meta:
@@ -173,25 +177,25 @@ def read_metadata(path: Path) -> dict:
     return json.loads(meta[METADATA_KEY])
 
 
-def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
     files = shard_files(path)
     try:
-        tables = [pq.read_table(f, columns=columns) for f in files]
+        tables = [pq.read_table(readable(f), columns=columns) for f in files]
     except (pa.ArrowInvalid, OSError) as e:
         raise DatasetError(f"{path}: cannot read token shards ({e})") from None
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 
-def iter_rows(path: Path, ids: set[str] | None = None) -> Iterator[dict]:
+def iter_rows(path: Location, ids: set[str] | None = None) -> Iterator[dict]:
     """Rows as dicts with `codes` as an int16 array [K, frames] (npy datasets load their files)."""
     read_metadata(path)
     root = path if path.is_dir() else path.parent
     for shard in shard_files(path):
-        table = pq.read_table(shard)
+        table = pq.read_table(readable(shard))
         codes = _codes_of(table.column("codes")) if "codes" in table.column_names else None
         rest = table.drop_columns(["codes"]) if codes is not None else table
         for i, r in enumerate(rest.to_pylist()):
             if ids is not None and r["id"] not in ids:
                 continue
-            r["codes"] = codes[i] if codes is not None else np.load(root / r["npy_path"])
+            r["codes"] = codes[i] if codes is not None else np.load(readable(root / r["npy_path"]))
             yield r

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
+from .storage import RemotePath, is_uri
 
 
 @dataclass(frozen=True)
 class Source:
-    path: Path
+    path: Path | RemotePath
     id: str  # path relative to the input root it was found under ("/"-separated)
 
 
@@ -46,6 +47,21 @@ def collect_sources(inputs: list[str]) -> tuple[list[Source], list[Problem]]:
             base = listing.parent
             pending = [str(base / ln) if not os.path.isabs(ln) else ln
                        for ln in lines if ln and not ln.startswith("#")] + pending
+            continue
+        if is_uri(item):
+            try:
+                remote = RemotePath.from_uri(item)
+                if remote.is_dir():
+                    files = [f for f in remote.files() if f.suffix.lower() in AUDIO_EXTENSIONS]
+                    if not files:
+                        problems.append(Problem(item, item, "directory holds no audio files"))
+                    found.extend(Source(f, str(f.relative_to(remote))) for f in files)
+                elif remote.is_file():
+                    found.append(Source(remote, remote.name))
+                else:
+                    problems.append(Problem(item, item, "no such file or directory"))
+            except OSError as e:
+                problems.append(Problem(item, item, str(e).splitlines()[0]))
             continue
         path = Path(item)
         if path.is_dir():

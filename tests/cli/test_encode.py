@@ -214,3 +214,30 @@ def test_info_on_a_foreign_parquet(run, tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
     result = run("info", tmp_path / "x.parquet")
     assert result.exit_code == 2 and "not one written by mimi" in result.output
+
+
+def test_uri_inputs_and_outputs(run, corpus, tmp_path):
+    """pyarrow-filesystem URIs (file:// here; s3:// and gs:// go through the same code)."""
+    local = tmp_path / "local"
+    assert run("encode", corpus, local, "-q", K).exit_code == 0
+    uri_out = f"file://{tmp_path}/remote"
+    result = run("encode", f"file://{corpus}", uri_out, "-q", K)
+    assert result.exit_code == 0, result.output
+    a = {(r["id"], r["channel"]): r for r in pq.read_table(local).to_pylist()}
+    b = {(r["id"], r["channel"]): r for r in pq.read_table(tmp_path / "remote").to_pylist()}
+    assert a.keys() == b.keys() and all(a[k]["codes"] == b[k]["codes"] for k in a)
+    assert all(a[k]["source_bytes"] == b[k]["source_bytes"] for k in a)
+    again = run("encode", f"file://{corpus}", uri_out, "-q", K)
+    assert "encoded 0 files" in again.output and f"{len(CORPUS)} already there" in again.output
+    info = run("info", uri_out)
+    assert info.exit_code == 0 and f"rows         {len(CORPUS)}" in info.output
+    assert run("decode", uri_out, tmp_path / "wav", "--id", "a/one.wav").exit_code == 0
+    assert (tmp_path / "wav" / "a" / "one.wav").exists()
+    single = f"file://{tmp_path}/single.parquet"
+    assert run("encode", f"file://{corpus}/a/one.wav", single, "-q", K).exit_code == 0
+    assert pq.read_table(tmp_path / "single.parquet").num_rows == 1
+
+
+def test_missing_uri_input_is_recorded(run, tmp_path):
+    result = run("encode", f"file://{tmp_path}/nope", tmp_path / "t.parquet", "-q", K)
+    assert result.exit_code == 1 and "no such file or directory" in result.output

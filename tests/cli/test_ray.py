@@ -45,8 +45,9 @@ def test_ray_engine_gives_the_local_engine_rows(real_run, corpus, tmp_path, loca
     local = tmp_path / "local.parquet"
     assert run("encode", corpus, local, "-q", K, "--weights", "synthetic:3").exit_code == 1
     distributed = tmp_path / "ray"
-    result = run("encode", corpus, distributed, "-q", K, "--engine", "ray", "--workers", 1, "--batch-size", 3,
-                 "--weights", "synthetic:3")
+    # URIs on the Ray side (file:// here; object stores go through the same pyarrow filesystems).
+    result = run("encode", f"file://{corpus}", f"file://{distributed}", "-q", K, "--engine", "ray", "--workers", 1,
+                 "--batch-size", 3, "--weights", "synthetic:3")
     assert result.exit_code == 1, result.output
     a, b = _rows(local), _rows(distributed)
     assert a.keys() == b.keys() and len(a) == 8
@@ -56,7 +57,8 @@ def test_ray_engine_gives_the_local_engine_rows(real_run, corpus, tmp_path, loca
         assert {k: v for k, v in ra.items() if k != "codes"} == {k: v for k, v in rb.items() if k != "codes"}
     errors = [json.loads(x) for x in (tmp_path / "ray.errors.jsonl").read_text().splitlines()]
     assert [e["id"] for e in errors] == ["z/broken.wav"]
-    again = run("encode", corpus, distributed, "-q", K, "--engine", "ray", "--weights", "synthetic:3")
+    again = run("encode", f"file://{corpus}", f"file://{distributed}", "-q", K, "--engine", "ray",
+                "--weights", "synthetic:3")
     assert "encoded 0 files" in again.output and pq.read_table(distributed).num_rows == 8
 
 

@@ -1,0 +1,156 @@
+"""Where datasets and audio live: a local path, or a URI any pyarrow filesystem understands.
+
+Local locations are plain `pathlib.Path`s. A URI (s3://bucket/key, gs://..., file:///...)
+becomes a `RemotePath`: the few Path operations the readers and writers use (name, parent,
+`/`, glob, open, replace, unlink, stat ...) over `pyarrow.fs`. So there is one implementation of
+every reader and writer, whatever the storage.
+"""
+from __future__ import annotations
+
+import fnmatch
+import io
+import re
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
+
+import pyarrow.fs as pafs
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(location: str | Path) -> bool:
+    return isinstance(location, str) and bool(_URI.match(location))
+
+
+def as_location(location: str | Path) -> Path | RemotePath:
+    """A Path for local locations, a RemotePath for URIs."""
+    if isinstance(location, RemotePath | Path):
+        return location
+    return RemotePath.from_uri(location) if is_uri(location) else Path(location)
+
+
+class RemotePath:
+    """A file or directory on a pyarrow filesystem, with the subset of Path's API we use."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, prefix: str) -> None:
+        self.fs, self.path, self.prefix = fs, path.rstrip("/") or "/", prefix
+
+    @classmethod
+    def from_uri(cls, uri: str) -> RemotePath:
+        try:
+            fs, path = pafs.FileSystem.from_uri(uri)
+        except (ValueError, OSError) as e:
+            raise OSError(f"cannot open {uri}: {e}") from None
+        prefix = uri[:len(uri) - len(path)] if uri.endswith(path) else uri.split("://", 1)[0] + "://"
+        return cls(fs, path, prefix)
+
+    def __str__(self) -> str:
+        return self.prefix + self.path
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, part: str) -> RemotePath:
+        return RemotePath(self.fs, f"{self.path}/{part}", self.prefix)
+
+    @property
+    def _pure(self) -> PurePosixPath:
+        return PurePosixPath(self.path)
+
+    name = property(lambda self: self._pure.name)
+    stem = property(lambda self: self._pure.stem)
+    suffix = property(lambda self: self._pure.suffix)
+    parent = property(lambda self: RemotePath(self.fs, str(self._pure.parent), self.prefix))
+
+    def with_name(self, name: str) -> RemotePath:
+        return RemotePath(self.fs, str(self._pure.with_name(name)), self.prefix)
+
+    def _type(self) -> pafs.FileType:
+        return self.fs.get_file_info(self.path).type
+
+    def is_file(self) -> bool:
+        return self._type() == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._type() == pafs.FileType.Directory
+
+    def exists(self) -> bool:
+        return self._type() != pafs.FileType.NotFound
+
+    def _children(self, recursive: bool) -> list[pafs.FileInfo]:
+        if not self.is_dir():
+            return []
+        return self.fs.get_file_info(pafs.FileSelector(self.path, recursive=recursive))
+
+    def glob(self, pattern: str) -> list[RemotePath]:
+        """Direct children whose name matches (no `**`)."""
+        return sorted((RemotePath(self.fs, i.path, self.prefix) for i in self._children(False)
+                       if fnmatch.fnmatch(i.base_name, pattern)), key=str)
+
+    def files(self) -> list[RemotePath]:
+        """Every file below this directory."""
+        return sorted((RemotePath(self.fs, i.path, self.prefix) for i in self._children(True)
+                       if i.type == pafs.FileType.File), key=str)
+
+    def relative_to(self, other: RemotePath) -> PurePosixPath:
+        return self._pure.relative_to(other._pure)
+
+    def resolve(self) -> RemotePath:
+        return self
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def rmtree(self) -> None:
+        if self.is_dir():
+            self.fs.delete_dir(self.path)
+
+    def replace(self, target: RemotePath) -> RemotePath:
+        self.fs.move(self.path, target.path)
+        return target
+
+    def stat(self) -> SimpleNamespace:
+        info = self.fs.get_file_info(self.path)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(str(self))
+        return SimpleNamespace(st_size=info.size, st_mtime_ns=info.mtime_ns or 0)
+
+    def open(self, mode: str = "rb"):
+        if mode in ("rb", "r"):
+            f = self.fs.open_input_file(self.path)
+        elif mode in ("wb", "w"):
+            f = self.fs.open_output_stream(self.path)
+        else:
+            raise ValueError(mode)
+        return io.TextIOWrapper(f, encoding="utf-8") if "b" not in mode else f
+
+    def read_bytes(self) -> bytes:
+        with self.open("rb") as f:
+            return f.read()
+
+
+def rmtree(location: Path | RemotePath) -> None:
+    """Removes a directory tree, if it is there."""
+    if isinstance(location, RemotePath):
+        location.rmtree()
+    else:
+        import shutil
+
+        shutil.rmtree(location, ignore_errors=True)
+
+
+def readable(location: Path | RemotePath):
+    """What soundfile, numpy and pyarrow can read: the path itself, or the remote bytes."""
+    return location if isinstance(location, Path) else io.BytesIO(location.read_bytes())
