@@ -9,7 +9,7 @@ import torch
 from .config import MimiConfig
 from .device import resolve_device, resolve_dtype
 from .model import MimiCodec
-from .weights import SYNTHETIC_WARNING, convert_state_dict, resolve_weights, synthetic_tensors
+from .weights import SYNTHETIC_WARNING, convert_state_dict, detect_layout, resolve_weights, synthetic_tensors
 
 log = logging.getLogger("mimi_cli")
 
@@ -24,13 +24,15 @@ def load_codec(weights: str | os.PathLike | None = None, device: str | torch.dev
     if isinstance(tensors, int):
         log.warning(SYNTHETIC_WARNING.format(seed=tensors))
         tensors = synthetic_tensors(config, tensors)
-    state_dict = convert_state_dict(tensors, config)
+    info = {**info, "layout": detect_layout(set(tensors))}
+    state_dict = convert_state_dict(tensors, config, info["layout"])
     with torch.device("meta"):
         model = MimiCodec(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
+    del tensors, state_dict  # the model holds the weights now; re-laying them must not keep two copies
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for rvq in (model.quantizer.semantic, model.quantizer.acoustic):
         rvq.codebooks = rvq.codebooks.float()  # the token decision stays in float32
     model.prepare_for_inference()
-    model.weights_info = {**info, "layout": info.get("layout", "")}
+    model.weights_info = dict(info)
     return model
