@@ -6,7 +6,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -165,4 +164,3 @@ def test_interrupt_flushes_and_exits_130():
     proc.send_signal(2)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"Traceback" not in err
-    time.sleep(0)
