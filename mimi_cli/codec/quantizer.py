@@ -23,6 +23,7 @@ class ResidualVQ(nn.Module):
         # whatever the model dtype: the nearest-neighbour search decides the tokens.
         self.register_buffer(
             "codebooks", torch.zeros(num_codebooks, config.codebook_size, config.codebook_dim))
+        self.register_buffer("search", None, persistent=False)  # set by prepare_search()
 
     def prepare_search(self) -> None:
         """Precomputes, per codebook, the [c, 1, |c|^2] rows that torch.cdist builds on every call
@@ -35,7 +36,7 @@ class ResidualVQ(nn.Module):
         """latent [B, D, T] -> codes [B, num_codebooks, T] (int64)."""
         B, _, T = latent.shape
         residual = F.linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
-        search = getattr(self, "search", None)
+        search = self.search
         codes = []
         for q, codebook in enumerate(self.codebooks[:num_codebooks]):
             if search is None:

@@ -8,7 +8,6 @@ built from the config (`key_table`); nothing else renames keys.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import re
@@ -20,8 +19,6 @@ import torch
 
 from .config import MimiConfig
 from .errors import WeightsError
-
-log = logging.getLogger("mimi_cli")
 
 DEFAULT_WEIGHTS = "kyutai/mimi"
 HF_FILENAME = "model.safetensors"

@@ -117,7 +117,6 @@ class ShardWriter:
         taken = [int(p.stem.rsplit("-", 1)[1]) for p in directory.glob(f"{prefix}-*.parquet")
                  if p.stem.rsplit("-", 1)[1].isdigit()]
         self.next_index = max(taken, default=-1) + 1
-        self.written: list[Location] = []
 
     def add(self, row: Row) -> None:
         d = row.as_dict()
@@ -142,7 +141,6 @@ class ShardWriter:
         columns = NPY_COLUMNS if self.npy_root is not None else COLUMNS
         path = self.directory / f"{self.prefix}-{self.next_index:05d}.parquet"
         write_parquet_atomic(path, _table(self.rows, columns, self.metadata))
-        self.written.append(path)
         self.next_index += 1
         self.rows, self.code_bytes = [], 0
 
