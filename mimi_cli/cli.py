@@ -38,7 +38,7 @@ class DType(str, Enum):
 
 
 WEIGHTS_HELP = ("Hub repo id (org/name[@revision]), local .safetensors file or directory (kyutai/mimi or moshi "
-                "layout), or synthetic[:SEED] for offline trials (tokens are NOT Mimi's). [env: MIMI_WEIGHTS]")
+                "layout), or synthetic[:SEED] for offline trials (tokens are NOT Mimi's).")
 Weights = typer.Option("kyutai/mimi", "--weights", envvar="MIMI_WEIGHTS", help=WEIGHTS_HELP, show_default=True)
 NumCodebooks = typer.Option(8, "-q", "--num-codebooks", min=1, max=32,
                             help="RVQ depth: codebooks per frame (1 semantic + acoustic; Moshi uses 8).")
