@@ -93,6 +93,10 @@ def command(fn: Callable) -> Callable:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(0) from None
+        except OSError as e:  # an output that cannot be written: a full disk, a file where a directory goes
+            where = f": {e.filename}" if e.filename else ""
+            typer.echo(f"mimi: error: {e.strerror or e}{where}", err=True)
+            raise typer.Exit(2) from None
     return wrapper
 
 

@@ -241,3 +241,12 @@ def test_uri_inputs_and_outputs(run, corpus, tmp_path):
 def test_missing_uri_input_is_recorded(run, tmp_path):
     result = run("encode", f"file://{tmp_path}/nope", tmp_path / "t.parquet", "-q", K)
     assert result.exit_code == 1 and "no such file or directory" in result.output
+
+
+def test_unwritable_outputs_are_one_line(run, corpus, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = run("encode", corpus / "a", tmp_path / "afile" / "out", "-q", K)
+    assert result.exit_code == 2 and "Not a directory" in result.output and "Traceback" not in result.output
+    assert run("encode", corpus / "a", tmp_path / "t.parquet", "-q", K).exit_code == 0
+    result = run("decode", tmp_path / "t.parquet", tmp_path / "afile" / "wav")
+    assert result.exit_code == 2 and "Not a directory" in result.output
