@@ -30,9 +30,7 @@ from .formats.shards import (
     write_parquet_atomic,
 )
 from .formats.sources import Problem, Source, collect_sources, select_shard
-from .formats.storage import RemotePath, readable, rmtree
-
-Location = Path | RemotePath
+from .formats.storage import Location, RemotePath, readable, rmtree
 
 
 @dataclass

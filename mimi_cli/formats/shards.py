@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .storage import RemotePath, readable
-
-Location = Path | RemotePath
+from .storage import Location, readable
 
 METADATA_KEY = b"mimi_cli"
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...

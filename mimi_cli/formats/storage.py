@@ -141,6 +141,9 @@ class RemotePath:
             return f.read()
 
 
+Location = Path | RemotePath  # where a dataset or an audio file lives
+
+
 def rmtree(location: Path | RemotePath) -> None:
     """Removes a directory tree, if it is there."""
     if isinstance(location, RemotePath):
