@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .codec import FRAME_SAMPLES, SAMPLE_RATE, MimiCodec, MimiError, load_codec
+from .codec import CODEBOOK_SIZE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec, MimiError, load_codec
 from .codec.config import MimiConfig
 from .codec.weights import synthetic_tensors
 
@@ -101,7 +101,7 @@ class MoshiEngine(Engine):
             from moshi.models import loaders
         except ImportError as e:
             raise MimiError(f"--compare moshi needs Kyutai's `moshi` package importable ({e})") from None
-        self.k, self.device, self.codebook_size = num_codebooks, codec.device, 2048
+        self.k, self.device, self.codebook_size = num_codebooks, codec.device, CODEBOOK_SIZE
         mimi = loaders.get_mimi(None, device=str(codec.device))
         # Speed does not depend on weight values: the reference gets synthetic weights of its layout.
         mimi.load_state_dict(synthetic_tensors(MimiConfig(), 0), strict=False)

@@ -26,6 +26,7 @@ from .formats.shards import (
     iter_rows,
     read_metadata,
     read_table,
+    row_file_name,
     shard_files,
     write_parquet_atomic,
 )
@@ -353,11 +354,6 @@ class DecodeOptions:
     max_batch: int = 8
 
 
-def audio_name(item_id: str, channel: int, audio_format: str) -> str:
-    stem = item_id.rsplit(".", 1)[0] if "." in item_id.rsplit("/", 1)[-1] else item_id
-    return f"{stem}.ch{channel}.{audio_format}" if channel >= 0 else f"{stem}.{audio_format}"
-
-
 def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: DecodeOptions | None = None,
                    progress: Callable[..., object] | None = None) -> Summary:
     """Writes one audio file per row of the token dataset, trimmed to the row's num_samples."""
@@ -384,7 +380,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
             pcm = audio[i, :r["num_samples"]]
             if o.sample_rate != SAMPLE_RATE:
                 pcm = resample(pcm[None], SAMPLE_RATE, o.sample_rate)[0]
-            write_audio(outdir / audio_name(r["id"], r["channel"], o.audio_format), pcm, o.sample_rate,
+            write_audio(outdir / row_file_name(r["id"], r["channel"], o.audio_format), pcm, o.sample_rate,
                         o.audio_format)
             summary.rows += 1
             summary.audio_seconds += r["num_samples"] / SAMPLE_RATE
@@ -394,13 +390,14 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     try:
         for row in iter_rows(tokens, wanted):
             seen.add(row["id"])
-            target = outdir / audio_name(row["id"], row["channel"], o.audio_format)
+            target = outdir / row_file_name(row["id"], row["channel"], o.audio_format)
             if target.exists() and not o.overwrite:
                 summary.skipped += 1
                 if bar is not None:
                     bar.update(1)
                 continue
-            if row["codes"].shape[0] < k or (row["codes"] < 0).any() or (row["codes"] >= 2048).any():
+            codes = row["codes"]
+            if codes.shape[0] < k or (codes < 0).any() or (codes >= codec.config.codebook_size).any():
                 summary.failed.append(Problem(row["id"], str(tokens), "codes out of range or too few codebooks"))
                 continue
             batch.append(row)

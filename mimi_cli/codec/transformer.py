@@ -141,14 +141,13 @@ class Transformer(nn.Module):
         steps = torch.arange(T, device=x.device)
         new_positions = state.offsets[:, None] + steps  # [B, T]
         ring = state.positions.shape[1]
+        kept = min(T, ring)  # only the last `ring` new steps outlive this call
+        slots = (state.write_index + steps[T - kept:]) % ring
         in_place = T <= ring - c.context
-        if in_place:
-            slots = (state.write_index + steps) % ring
+        if in_place:  # written first; then the ring alone holds every key these steps attend to
             state.positions.index_copy_(1, slots, new_positions)
             key_positions = state.positions
         else:
-            kept = min(T, ring)  # only the last `ring` new steps outlive this call
-            slots = (state.write_index + torch.arange(T - kept, T, device=x.device)) % ring
             key_positions = torch.cat([state.positions, new_positions], dim=1)  # [B, ring + T]
         delta = new_positions[:, :, None] - key_positions[:, None, :]
         mask = ((key_positions[:, None, :] >= 0) & (delta >= 0) & (delta < c.context))[:, None]

@@ -118,7 +118,7 @@ class ShardWriter:
     def add(self, row: Row) -> None:
         d = row.as_dict()
         if self.npy_root is not None:
-            rel = _npy_name(row.id, row.channel)
+            rel = row_file_name(row.id, row.channel, "npy")
             target = self.npy_root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
@@ -142,9 +142,11 @@ class ShardWriter:
         self.rows, self.code_bytes = [], 0
 
 
-def _npy_name(item_id: str, channel: int) -> str:
+def row_file_name(item_id: str, channel: int, extension: str) -> str:
+    """The file a row is written to (codes or decoded audio): its id with the audio extension
+    replaced, and the channel added for per-channel rows (`a/b.wav` -> `a/b.npy`, `a/b.ch1.npy`)."""
     stem = item_id.rsplit(".", 1)[0] if "." in item_id.rsplit("/", 1)[-1] else item_id
-    return f"{stem}.ch{channel}.npy" if channel >= 0 else f"{stem}.npy"
+    return f"{stem}.ch{channel}.{extension}" if channel >= 0 else f"{stem}.{extension}"
 
 
 # -- reading -----------------------------------------------------------------------------------
