@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import linear
+
 # Convolutions with at most this many output steps run as a matmul (see StreamingConv1d._conv);
 # for the 1-channel input conv the bound is higher: streaming frames yes, offline chunks no.
 MATMUL_MAX_STEPS = 32
@@ -52,7 +54,7 @@ class StreamingConv1d(nn.Module):
         B, c_in, _ = x.shape
         kernel = self.weight.shape[-1]
         windows = x.unfold(-1, kernel, self.stride).transpose(1, 2).reshape(B, out_len, c_in * kernel)
-        return F.linear(windows, self.weight.reshape(self.weight.shape[0], -1), self.bias).transpose(1, 2)
+        return linear(windows, self.weight.reshape(self.weight.shape[0], -1), self.bias).transpose(1, 2)
 
 
 class StreamingConvTranspose1d(nn.Module):
@@ -83,17 +85,22 @@ class StreamingConvTranspose1d(nn.Module):
             y = y + self.bias[:, None]
         return y, partial
 
+    @property
+    def uses_matmul(self) -> bool:
+        """Whether this conv runs as one matmul plus overlap-add (kernel a multiple of stride)."""
+        return self.groups == 1 and self.weight.shape[-1] % self.stride == 0
+
     def _transposed(self, x: torch.Tensor) -> torch.Tensor:
         """conv_transpose1d without bias, [B, C_in, T] -> [B, C_out, (T - 1) * stride + kernel]."""
         c_in, c_out, kernel = self.weight.shape
-        if self.groups != 1 or kernel % self.stride:
+        if not self.uses_matmul:
             return F.conv_transpose1d(x, self.weight, None, self.stride, 0, 0, self.groups)
         # With kernel = m * stride, each input step writes m whole blocks of `stride` outputs: one
         # matmul makes them all, then m shifted adds overlap them. PyTorch's CPU transposed conv
         # is several times slower than this for Mimi's decoder.
         B, _, T = x.shape
         m, s = kernel // self.stride, self.stride
-        blocks = torch.matmul(x.transpose(1, 2), self.weight.reshape(c_in, c_out * kernel))
+        blocks = linear(x.transpose(1, 2), self.weight.reshape(c_in, c_out * kernel).t())
         blocks = blocks.view(B, T, c_out, m, s)
         y = blocks.new_zeros(B, T + m - 1, c_out, s)
         for i in range(m):

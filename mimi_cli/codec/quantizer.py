@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig
+from .linear import linear
 
 
 class ResidualVQ(nn.Module):
@@ -35,7 +36,7 @@ class ResidualVQ(nn.Module):
     def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """latent [B, D, T] -> codes [B, num_codebooks, T] (int64)."""
         B, _, T = latent.shape
-        residual = F.linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
+        residual = linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
         search = self.search
         codes = []
         for q, codebook in enumerate(self.codebooks[:num_codebooks]):
@@ -53,7 +54,7 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, T] -> latent [B, D, T] in the model dtype."""
         summed = sum(F.embedding(c, cb) for c, cb in zip(codes.unbind(1), self.codebooks))
-        return F.linear(summed.to(self.output_proj.dtype), self.output_proj).transpose(1, 2)
+        return linear(summed.to(self.output_proj.dtype), self.output_proj).transpose(1, 2)
 
 
 class SplitResidualVQ(nn.Module):

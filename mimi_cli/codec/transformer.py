@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MimiConfig
+from .linear import Linear
 
 # Offline chunks attend in query blocks of this many steps, so memory stays linear in length.
 QUERY_BLOCK = 256
@@ -66,12 +67,12 @@ class TransformerLayer(nn.Module):
         d = config.dimension
         self.num_heads = config.num_heads
         self.norm_attn = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.attn_in = nn.Linear(d, 3 * d, bias=False)  # fused q, k, v
-        self.attn_out = nn.Linear(d, d, bias=False)
+        self.attn_in = Linear(d, 3 * d, bias=False)  # fused q, k, v
+        self.attn_out = Linear(d, d, bias=False)
         self.scale_attn = nn.Parameter(torch.ones(d))
         self.norm_ff = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.ff_in = nn.Linear(d, config.dim_feedforward, bias=False)
-        self.ff_out = nn.Linear(config.dim_feedforward, d, bias=False)
+        self.ff_in = Linear(d, config.dim_feedforward, bias=False)
+        self.ff_out = Linear(config.dim_feedforward, d, bias=False)
         self.scale_ff = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor, cache: KVCache, rope: tuple[torch.Tensor, torch.Tensor],
