@@ -1,0 +1,35 @@
+"""`linear` must equal F.linear on every path (few rows, many rows, views, bias)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mimi_cli.codec.linear import SKINNY_ROWS, Linear, linear
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 16, SKINNY_ROWS, SKINNY_ROWS + 1, 300])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_equals_f_linear(rows: int, with_bias: bool) -> None:
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(1, rows, 96, generator=g)
+    weight = torch.randn(40, 96, generator=g)
+    bias = torch.randn(40, generator=g) if with_bias else None
+    out = linear(x, weight, bias)
+    assert out.shape == (1, rows, 40)
+    torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_accepts_views() -> None:
+    """Transposed inputs (a conv's [B, C, T] seen as [B, T, C]) and a transposed weight view."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 96, 3, generator=g).transpose(1, 2)
+    weight = torch.randn(96, 40, generator=g).t()
+    out = linear(x, weight)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, F.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_module_keeps_nn_linear_parameters() -> None:
+    layer = Linear(8, 4, bias=False)
+    assert list(layer.state_dict()) == ["weight"]
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer(x), x @ layer.weight.t())
