@@ -1,9 +1,11 @@
 """End-to-end latency of `mimi stream-encode` in a real pipe, and whether encode | decode keeps up.
 
-  python benchmarks/bench_stream_latency.py [--seconds 20] [--weights synthetic]
+  python benchmarks/bench_stream_latency.py [--seconds 20] [--weights synthetic] [--threads 2]
+                                            [--write-ms 80]
 
-Audio is written into the pipe at real-time pace, one 80 ms frame at a time. Latency is the time
-from writing a frame's last sample to reading that frame's codes from the other end.
+Audio is written into the pipe at real-time pace, one 80 ms frame at a time (or in pieces of
+--write-ms, as a sound card delivers periods). Latency is the time from writing a frame's last
+sample to reading that frame's codes from the other end.
 """
 import argparse
 import os
@@ -18,6 +20,8 @@ import numpy as np
 ap = argparse.ArgumentParser()
 ap.add_argument("--seconds", type=float, default=20)
 ap.add_argument("--weights", default="synthetic")
+ap.add_argument("--threads", type=int, default=2, help="torch threads of each mimi process")
+ap.add_argument("--write-ms", type=int, default=80, help="write the audio in pieces this long (divides 80)")
 a = ap.parse_args()
 env = {**os.environ, "MIMI_WEIGHTS": a.weights}
 MIMI = [sys.executable, "-m", "mimi_cli.cli"]
@@ -32,18 +36,21 @@ def feed(proc, sent, ready):
     proc.stdin.flush()
     ready.wait(60)  # the model is loaded and warmed up: the clock starts now
     start = time.perf_counter()
+    pieces = 80 // a.write_ms
+    step = 3840 // pieces
     for f in range(frames):
-        while time.perf_counter() < start + f * 0.08:
-            time.sleep(0.0005)
-        proc.stdin.write(audio[f * 3840:(f + 1) * 3840])
-        proc.stdin.flush()
+        for p in range(pieces):  # piece p of frame f is complete at (f + (p + 1) / pieces) * 80 ms
+            time.sleep(max(0.0, start + (f + (p + 1) / pieces) * 0.08 - time.perf_counter()))
+            proc.stdin.write(audio[f * 3840 + p * step:f * 3840 + (p + 1) * step])
+            proc.stdin.flush()
         sent.append(time.perf_counter())
     proc.stdin.close()
 
 
 # 1. stream-encode alone: per-frame latency.
-enc = subprocess.Popen([*MIMI, "stream-encode", "--output-format", "binary", "--quiet"], stdin=subprocess.PIPE,
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+THREADS = ["--threads", str(a.threads)]
+enc = subprocess.Popen([*MIMI, "stream-encode", *THREADS, "--output-format", "binary", "--quiet"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
 sent: list[float] = []
 ready = threading.Event()
 threading.Thread(target=feed, args=(enc, sent, ready), daemon=True).start()
@@ -60,9 +67,9 @@ print(f"stream-encode: {len(lat)} frames, latency from a frame's last sample to 
       f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms")
 
 # 2. stream-encode | stream-decode: does audio come out at real-time pace?
-enc = subprocess.Popen([*MIMI, "stream-encode", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+enc = subprocess.Popen([*MIMI, "stream-encode", *THREADS, "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, env=env, bufsize=0)
-dec = subprocess.Popen([*MIMI, "stream-decode", "--raw", "--quiet"], stdin=enc.stdout, stdout=subprocess.PIPE,
+dec = subprocess.Popen([*MIMI, "stream-decode", *THREADS, "--raw", "--quiet"], stdin=enc.stdout, stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, env=env, bufsize=0)
 sent = []
 ready = threading.Event()

@@ -45,9 +45,9 @@ NumCodebooks = typer.Option(8, "-q", "--num-codebooks", min=1, max=32,
 DeviceOpt = typer.Option(Device.auto, "--device", help="auto picks cuda, then mps, then cpu.")
 DTypeOpt = typer.Option(DType.float32, "--dtype", help="Model precision (float32 is exact to the reference).")
 Quiet = typer.Option(False, "--quiet", help="No progress bars or summaries (warnings and errors still shown).")
-StreamThreads = typer.Option(1, "--threads", min=1,
-                             help="CPU threads. A streaming step is bound by reading weights from memory, so one "
-                                  "thread is nearly as fast as two and leaves a core for the other end of the pipe.")
+StreamThreads = typer.Option(None, "--threads", min=1, show_default="2, or 1 on a 1-CPU machine",
+                             help="CPU threads. A streaming step is bound by reading weights from memory; two "
+                                  "threads read them ~1.4x faster than one (measured on 2 cores).")
 
 
 class _Fail(Exception):
@@ -247,10 +247,10 @@ def info(
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
 
 
-def _set_threads(threads: int) -> None:
+def _set_threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
 
 
 def _open_in(path: str):
@@ -285,7 +285,7 @@ def stream_encode(
     rate: int = typer.Option(None, "--rate", min=1, help="Sample rate of raw input."),
     channels: int = typer.Option(1, "--channels", min=1, help="Channels of raw input (mixed to mono)."),
     sample_format: str = typer.Option("s16le", "--sample-format", help="Raw input: s16le, s24le, s32le or f32le."),
-    threads: int = StreamThreads,
+    threads: int | None = StreamThreads,
     quiet: bool = Quiet,
 ) -> None:
     """Audio in, Mimi tokens out, live: each 80 ms frame's codes are written the moment they exist.
@@ -322,7 +322,7 @@ def stream_decode(
     rate: int = typer.Option(24000, "--rate", min=1000, help="Output sample rate (streaming resample)."),
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM output instead of WAV."),
     sample_format: str = typer.Option("s16le", "--sample-format", help="s16le, s24le, s32le or f32le."),
-    threads: int = StreamThreads,
+    threads: int | None = StreamThreads,
     quiet: bool = Quiet,
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
