@@ -3,7 +3,8 @@
 A streaming step multiplies 1-32 rows by each weight, so it is bound by reading the weight from
 memory. On CPU, MKL reads a [out, in] weight 1.5-3x faster as `weight @ x.T` than as
 `x @ weight.T`, and only the first form uses more than one thread for so few rows (measured in
-docs/performance.md). Many rows (offline chunks) take the usual path.
+docs/performance.md). Many rows (offline chunks), bfloat16 (oneDNN's path is faster there) and
+other devices take the usual path.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ SKINNY_ROWS = 64
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for weight [out, in], computed as weight @ x.T for a few rows on CPU."""
+    """F.linear(x, weight, bias) for weight [out, in], as weight @ x.T for a few fp32 rows on CPU."""
     rows = x.numel() // max(x.shape[-1], 1)
-    if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu":
+    if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
         return F.linear(x, weight, bias)
     # x.T must be a transposed view of row-major rows: MKL is ~4x slower on a [in, rows] copy.
     flat = x.reshape(rows, x.shape[-1]).contiguous().t()

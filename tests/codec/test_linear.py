@@ -33,3 +33,10 @@ def test_linear_module_keeps_nn_linear_parameters() -> None:
     assert list(layer.state_dict()) == ["weight"]
     x = torch.randn(3, 8)
     torch.testing.assert_close(layer(x), x @ layer.weight.t())
+
+
+def test_linear_bfloat16_equals_f_linear() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 64, generator=g).bfloat16()
+    weight = torch.randn(32, 64, generator=g).bfloat16()
+    torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
