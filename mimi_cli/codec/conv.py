@@ -90,6 +90,18 @@ class StreamingConvTranspose1d(nn.Module):
         """Whether this conv runs as one matmul plus overlap-add (kernel a multiple of stride)."""
         return self.groups == 1 and self.weight.shape[-1] % self.stride == 0
 
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The weight as the [out * kernel, in] matrix of that matmul (a view of the weight)."""
+        return self.weight.reshape(self.weight.shape[0], -1).t()
+
+    def store_matrix_contiguous(self) -> None:
+        """Re-lays the weight so that `matrix` is contiguous (fastest for `linear`'s few rows);
+        the parameter keeps its shape and values, as a view of that matrix."""
+        if self.uses_matmul:
+            shape = self.weight.shape
+            self.weight = nn.Parameter(self.matrix.contiguous().t().view(shape), requires_grad=False)
+
     def _transposed(self, x: torch.Tensor) -> torch.Tensor:
         """conv_transpose1d without bias, [B, C_in, T] -> [B, C_out, (T - 1) * stride + kernel]."""
         c_in, c_out, kernel = self.weight.shape
@@ -100,7 +112,7 @@ class StreamingConvTranspose1d(nn.Module):
         # is several times slower than this for Mimi's decoder.
         B, _, T = x.shape
         m, s = kernel // self.stride, self.stride
-        blocks = linear(x.transpose(1, 2), self.weight.reshape(c_in, c_out * kernel).t())
+        blocks = linear(x.transpose(1, 2), self.matrix)
         blocks = blocks.view(B, T, c_out, m, s)
         y = blocks.new_zeros(B, T + m - 1, c_out, s)
         for i in range(m):

@@ -82,10 +82,8 @@ class MimiCodec(nn.Module):
         """
         with torch.no_grad():
             for conv in self._decoder_convs:
-                if isinstance(conv, StreamingConvTranspose1d) and conv.uses_matmul:
-                    c_in, c_out, kernel = conv.weight.shape
-                    matrix = conv.weight.reshape(c_in, c_out * kernel).t().contiguous()
-                    conv.weight = nn.Parameter(matrix.t().view(c_in, c_out, kernel), requires_grad=False)
+                if isinstance(conv, StreamingConvTranspose1d):
+                    conv.store_matrix_contiguous()
             for rvq in (self.quantizer.semantic, self.quantizer.acoustic):
                 rvq.prepare_search()
         return self
