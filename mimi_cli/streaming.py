@@ -71,13 +71,20 @@ class StreamDecoder:
         return self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def warm_up(codec: MimiCodec, steps: int = 3) -> None:
-    """A few throwaway steps, so that the first real frames do not pay for lazy initialisation
-    (allocator, kernel selection: the first steps take up to a second otherwise)."""
-    enc, dec = codec.init_encoder_state(1), codec.init_decoder_state(1)
-    for _ in range(steps):
-        codes = codec.encode_step(enc, torch.zeros(1, codec.frame_samples, device=codec.device))
-        codec.decode_step(dec, codes)
+def warm_up(codec: MimiCodec, direction: str, steps: int = 3) -> None:
+    """A few throwaway steps of `direction` ("encode" or "decode"), so that the first real frames
+    do not pay for lazy initialisation (allocator, kernel selection, the layers' column blocks:
+    the first steps take up to a second otherwise). Only that direction: the other half of the
+    model then holds no column blocks in this process."""
+    if direction == "encode":
+        enc = codec.init_encoder_state(1)
+        for _ in range(steps):
+            codec.encode_step(enc, torch.zeros(1, codec.frame_samples, device=codec.device))
+    else:
+        dec = codec.init_decoder_state(1)
+        codes = torch.zeros(1, codec.config.num_codebooks, 1, dtype=torch.long, device=codec.device)
+        for _ in range(steps):
+            codec.decode_step(dec, codes)
 
 
 @dataclass
@@ -96,7 +103,7 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
                   stats: StreamStats | None = None) -> StreamStats:
     """Reads audio to end of stream and writes each frame's codes the moment they exist."""
     stats = stats or StreamStats()
-    warm_up(codec)
+    warm_up(codec, "encode")
     fmt, remaining = open_pcm(instream, raw)
     encoder = StreamEncoder(codec, fmt, num_codebooks)
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
@@ -121,7 +128,7 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
                   sample_format: str = "s16le", wav: bool = True, stats: StreamStats | None = None) -> StreamStats:
     """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a time."""
     stats = stats or StreamStats()
-    warm_up(codec)
+    warm_up(codec, "decode")
     header, frames = read_tokens(instream)
     if header.num_codebooks > codec.config.num_codebooks:
         from .formats.pcm import StreamFormatError

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import linear
+from .linear import WeightBlocks, linear
 
 # Convolutions with at most this many output steps run as a matmul (see StreamingConv1d._conv);
 # for the 1-channel input conv the bound is higher: streaming frames yes, offline chunks no.
@@ -32,6 +32,7 @@ class StreamingConv1d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = (kernel_size - 1) * dilation + 1 - stride
+        self.blocks = WeightBlocks()  # of the [out, in * kernel] matrix, for few-step products
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.in_channels, self.context_size, device=device, dtype=dtype)
@@ -54,7 +55,8 @@ class StreamingConv1d(nn.Module):
         B, c_in, _ = x.shape
         kernel = self.weight.shape[-1]
         windows = x.unfold(-1, kernel, self.stride).transpose(1, 2).reshape(B, out_len, c_in * kernel)
-        return linear(windows, self.weight.reshape(self.weight.shape[0], -1), self.bias).transpose(1, 2)
+        matrix = self.weight.reshape(self.weight.shape[0], -1)
+        return linear(windows, matrix, self.bias, self.blocks).transpose(1, 2)
 
 
 class StreamingConvTranspose1d(nn.Module):
@@ -69,6 +71,7 @@ class StreamingConvTranspose1d(nn.Module):
         self.weight = nn.Parameter(torch.empty(in_channels, out_channels // groups, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = kernel_size - stride
+        self.blocks = WeightBlocks()  # of `matrix`, for few-step products
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.out_channels, self.context_size, device=device, dtype=dtype)
@@ -112,11 +115,10 @@ class StreamingConvTranspose1d(nn.Module):
         # is several times slower than this for Mimi's decoder.
         B, _, T = x.shape
         m, s = kernel // self.stride, self.stride
-        blocks = linear(x.transpose(1, 2), self.matrix)
-        blocks = blocks.view(B, T, c_out, m, s)
-        y = blocks.new_zeros(B, T + m - 1, c_out, s)
+        pieces = linear(x.transpose(1, 2), self.matrix, blocks=self.blocks).view(B, T, c_out, m, s)
+        y = pieces.new_zeros(B, T + m - 1, c_out, s)
         for i in range(m):
-            y[:, i:i + T] += blocks[:, :, :, i]
+            y[:, i:i + T] += pieces[:, :, :, i]
         return y.permute(0, 2, 1, 3).reshape(B, c_out, (T + m - 1) * s)
 
 

@@ -2,9 +2,11 @@
 
 A streaming step multiplies 1-32 rows by each weight, so it is bound by reading the weight from
 memory. On CPU, MKL reads a [out, in] weight 1.5-3x faster as `weight @ x.T` than as
-`x @ weight.T`, and only the first form uses more than one thread for so few rows (measured in
-docs/performance.md). Many rows (offline chunks), bfloat16 (oneDNN's path is faster there) and
-other devices take the usual path.
+`x @ weight.T`, and only the first form uses more than one thread for so few rows; a weight wider
+than 512 columns reads another 1.3-1.9x faster for 1-4 rows when its columns are stored in
+contiguous blocks of 512 (a batch of narrow products, summed), so layers keep such a copy for
+their few-row products (measured in docs/performance.md). Many rows (offline chunks), bfloat16
+(oneDNN's path is faster there) and other devices take the usual path.
 """
 from __future__ import annotations
 
@@ -14,21 +16,63 @@ from torch import nn
 
 # Up to this many rows a CPU product runs as weight @ x.T (it wins or ties up to 128 rows on 2 threads).
 SKINNY_ROWS = 64
+# Column blocks of a wide weight: this many columns each, used for products of up to BLOCKED_ROWS rows
+# (at 8 rows and more the plain weight reads as fast or faster).
+BLOCK_COLUMNS = 512
+BLOCKED_ROWS = 4
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for weight [out, in], as weight @ x.T for a few fp32 rows on CPU."""
+def column_blocks(weight: torch.Tensor) -> torch.Tensor | None:
+    """A [in / 512, out, 512] contiguous copy of a wide fp32 CPU weight [out, in], else None."""
+    out_features, in_features = weight.shape
+    if (weight.device.type != "cpu" or weight.dtype != torch.float32
+            or in_features <= BLOCK_COLUMNS or in_features % BLOCK_COLUMNS):
+        return None
+    blocks = weight.detach().reshape(out_features, in_features // BLOCK_COLUMNS, BLOCK_COLUMNS)
+    return blocks.permute(1, 0, 2).contiguous()
+
+
+class WeightBlocks:
+    """A layer's cache of `column_blocks` of its weight, made on its first few-row product (so
+    offline-only use costs no memory) and made again if the weight is replaced or edited."""
+
+    def __init__(self) -> None:
+        self._blocks: torch.Tensor | None = None
+        self._source: tuple | None = None
+
+    def of(self, weight: torch.Tensor) -> torch.Tensor | None:
+        # Views of one parameter (a conv's [out, in * kernel]) share its memory and version.
+        source = (weight.data_ptr(), weight._version, weight.shape, weight.stride(), weight.dtype, weight.device)
+        if source != self._source:
+            self._blocks, self._source = column_blocks(weight), source
+        return self._blocks
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           blocks: WeightBlocks | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for weight [out, in], as weight @ x.T for a few fp32 rows on CPU;
+    with `blocks` (the layer's cache), a wide weight's 1-4 row products read its column blocks."""
     rows = x.numel() // max(x.shape[-1], 1)
     if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
         return F.linear(x, weight, bias)
-    # x.T must be a transposed view of row-major rows: MKL is ~4x slower on a [in, rows] copy.
-    flat = x.reshape(rows, x.shape[-1]).contiguous().t()
-    out = weight @ flat if bias is None else torch.addmm(bias[:, None], weight, flat)
+    flat = x.reshape(rows, x.shape[-1]).contiguous()
+    columns = blocks.of(weight) if blocks is not None and rows <= BLOCKED_ROWS else None
+    if columns is not None:
+        # Each block's x.T is a transposed view of row-major rows, as MKL reads it fastest.
+        parts = torch.bmm(columns, flat.view(rows, columns.shape[0], BLOCK_COLUMNS).permute(1, 2, 0))
+        out = parts.sum(0) if bias is None else parts.sum(0).add_(bias[:, None])
+    else:
+        # x.T must be a transposed view of row-major rows: MKL is ~4x slower on a [in, rows] copy.
+        out = weight @ flat.t() if bias is None else torch.addmm(bias[:, None], weight, flat.t())
     return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters and state_dict) through `linear`."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.blocks = WeightBlocks()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.blocks)

@@ -1,9 +1,9 @@
-"""`linear` must equal F.linear on every path (few rows, many rows, views, bias)."""
+"""`linear` must equal F.linear on every path (few rows, many rows, column blocks, views, bias)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mimi_cli.codec.linear import SKINNY_ROWS, Linear, linear
+from mimi_cli.codec.linear import BLOCK_COLUMNS, BLOCKED_ROWS, SKINNY_ROWS, Linear, WeightBlocks, linear
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 16, SKINNY_ROWS, SKINNY_ROWS + 1, 300])
@@ -40,3 +40,37 @@ def test_linear_bfloat16_equals_f_linear() -> None:
     x = torch.randn(2, 64, generator=g).bfloat16()
     weight = torch.randn(32, 64, generator=g).bfloat16()
     torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
+
+
+@pytest.mark.parametrize("rows", [1, 2, BLOCKED_ROWS, BLOCKED_ROWS + 1])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_column_blocks_equal_f_linear(rows: int, with_bias: bool) -> None:
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 3 * BLOCK_COLUMNS, generator=g)
+    weight = torch.randn(48, 3 * BLOCK_COLUMNS, generator=g)
+    bias = torch.randn(48, generator=g) if with_bias else None
+    blocks = WeightBlocks()
+    out = linear(x, weight, bias, blocks)
+    torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
+    assert (blocks._blocks is not None) == (rows <= BLOCKED_ROWS)  # made only by a few-row product
+
+
+def test_column_blocks_follow_the_weight() -> None:
+    """An edited or replaced weight is re-blocked, never read from a stale copy."""
+    layer = Linear(2 * BLOCK_COLUMNS, 16, bias=False).requires_grad_(False)
+    x = torch.randn(2, 2 * BLOCK_COLUMNS)
+    layer(x)
+    layer.weight.mul_(-1)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight), rtol=1e-5, atol=1e-4)
+    layer.weight = torch.nn.Parameter(torch.randn(16, 2 * BLOCK_COLUMNS), requires_grad=False)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight), rtol=1e-5, atol=1e-4)
+
+
+def test_no_column_blocks_for_narrow_or_offline_use() -> None:
+    blocks = WeightBlocks()
+    assert blocks.of(torch.randn(8, BLOCK_COLUMNS)) is None  # one block: nothing to gain
+    assert blocks.of(torch.randn(8, BLOCK_COLUMNS + 3)) is None
+    assert blocks.of(torch.randn(8, 2 * BLOCK_COLUMNS).bfloat16()) is None
+    layer = Linear(2 * BLOCK_COLUMNS, 16)
+    layer(torch.randn(1, SKINNY_ROWS + 1, 2 * BLOCK_COLUMNS))
+    assert layer.blocks._blocks is None  # offline-sized products never copy the weight
