@@ -44,19 +44,24 @@ class TransformerState:
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [B, 1, T, head_dim/2] for integer positions [B, T], computed as moshi does (fp32)."""
+    """Rotations for integer positions [B, T], as [B, 1, T, head_dim] factors for `apply_rope`:
+    cos(a_i) twice, and (-sin(a_i), sin(a_i)), per pair i; angles computed as moshi does (fp32)."""
     ds = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
     freqs = torch.exp(ds * (-math.log(max_period) * 2 / head_dim))
     angles = freqs * positions.float()[:, None, :, None]
-    return torch.cos(angles), torch.sin(angles)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    return cos.repeat_interleave(2, dim=-1), torch.stack([-sin, sin], dim=-1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates interleaved (real, imaginary) pairs of `x` [B, H, T, head_dim]."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    out = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    """Rotates interleaved (real, imaginary) pairs of `x` [..., T, head_dim] by `rope_angles`.
+
+    (r, i) -> (r cos - i sin, i cos + r sin): bit for bit the reference's products and sums,
+    in 4 tensor ops instead of 10 (negating a product, or swapping the terms of a sum, is exact).
+    """
+    xf = x.float()
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (i, r) per pair
+    return (xf * cos + swapped * sin).to(x.dtype)
 
 
 class TransformerLayer(nn.Module):
@@ -80,7 +85,7 @@ class TransformerLayer(nn.Module):
         """x [B, T, D] -> [B, T, D]; writes this call's keys into `cache` at ring `slots`."""
         B, T, D = x.shape
         qkv = self.attn_in(self.norm_attn(x)).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(qkv[0], *rope), apply_rope(qkv[1], *rope)
+        q, k = apply_rope(qkv[:2], *rope).unbind(0)  # queries and keys in one pass
         v = qkv[2]
         if in_place:  # the ring has room for these steps beside the window: no copy of the cache
             cache.keys.index_copy_(2, slots, k)
