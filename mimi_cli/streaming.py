@@ -14,7 +14,14 @@ import soxr
 import torch
 
 from .codec import SAMPLE_RATE, MimiCodec
-from .formats.pcm import PcmDecoder, PcmFormat, encode_pcm, read_wav_header, streaming_wav_header
+from .formats.pcm import (
+    PcmDecoder,
+    PcmFormat,
+    StreamFormatError,
+    encode_pcm,
+    read_wav_header,
+    streaming_wav_header,
+)
 from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
 
 READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
@@ -31,7 +38,7 @@ class StreamEncoder:
         self.state = codec.init_encoder_state(1)
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
-        if audio.size == 0 and self.state.pending.shape[-1] + audio.size < self.codec.frame_samples:
+        if audio.size == 0:  # nothing new: the pending samples never fill a frame on their own
             return np.zeros((self.k, 0), np.int64)
         codes = self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(audio))[None], self.k)
         return codes[0].cpu().numpy()
@@ -131,8 +138,6 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
     warm_up(codec, "decode")
     header, frames = read_tokens(instream)
     if header.num_codebooks > codec.config.num_codebooks:
-        from .formats.pcm import StreamFormatError
-
         raise StreamFormatError(f"the stream has {header.num_codebooks} codebooks; Mimi has at most "
                                 f"{codec.config.num_codebooks}")
     decoder = StreamDecoder(codec, rate)

@@ -18,9 +18,11 @@ SAMPLE_FORMATS = {"u8": (1, "u"), "s16le": (2, "i"), "s24le": (3, "i"), "s32le":
 UNKNOWN_SIZE_FROM = 0x7FFF0000
 
 
+_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+
+
 def _unknown(size: int) -> bool:
     return size == 0 or size >= UNKNOWN_SIZE_FROM
-_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
 
 
 class StreamFormatError(Exception):
@@ -38,24 +40,27 @@ class PcmFormat:
         return SAMPLE_FORMATS[self.sample_format][0] * self.channels
 
 
-def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+def read_up_to(stream: BinaryIO, n: int) -> bytes:
+    """`n` bytes, or fewer only where the stream ends (a pipe may return less per read)."""
     data = b""
     while len(data) < n:
         chunk = stream.read(n - len(data))
         if not chunk:
-            raise StreamFormatError(f"the stream ended inside the {what} ({len(data)} of {n} bytes)")
+            break
         data += chunk
+    return data
+
+
+def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+    data = read_up_to(stream, n)
+    if len(data) < n:
+        raise StreamFormatError(f"the stream ended inside the {what} ({len(data)} of {n} bytes)")
     return data
 
 
 def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
     """Parses RIFF/RF64 WAVE headers up to the data chunk: (format, data bytes or None = to EOF)."""
-    head = stream.read(12)
-    while 0 < len(head) < 12:
-        more = stream.read(12 - len(head))
-        if not more:
-            break
-        head += more
+    head = read_up_to(stream, 12)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         shown = head[:4].decode("latin-1") if head else "nothing"
         raise StreamFormatError(f"not a WAV stream (starts with {shown!r}); for raw PCM pass "

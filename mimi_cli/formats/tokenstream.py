@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .pcm import StreamFormatError
+from .pcm import StreamFormatError, read_up_to
 
 MAGIC = b"MIMI"
 VERSION = 1
@@ -71,12 +71,9 @@ def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
     if not first:
         raise StreamFormatError("empty token stream")
     if first == MAGIC[:1]:
-        rest = first
-        while len(rest) < HEADER.size:
-            more = stream.read(HEADER.size - len(rest))
-            if not more:
-                raise StreamFormatError("token stream ended inside its header")
-            rest += more
+        rest = first + read_up_to(stream, HEADER.size - 1)
+        if len(rest) < HEADER.size:
+            raise StreamFormatError("token stream ended inside its header")
         magic, version, k, rate, milli, size = HEADER.unpack(rest)
         if magic != MAGIC:
             raise StreamFormatError(f"not a mimi token stream (magic {magic!r}, expected {MAGIC!r})")
@@ -111,17 +108,12 @@ def _check(frame: np.ndarray, header: StreamHeader, index: int) -> np.ndarray:
 
 def _binary_frames(stream: BinaryIO, header: StreamHeader) -> Iterator[np.ndarray]:
     size = 2 * header.num_codebooks
-    index, pending = 0, b""
-    while True:
-        chunk = stream.read(size - len(pending))
-        if not chunk:
-            if pending:
-                raise StreamFormatError(f"token stream truncated inside frame {index}")
-            return
-        pending += chunk
-        if len(pending) == size:
-            yield _check(np.frombuffer(pending, "<u2").astype(np.int64), header, index)
-            index, pending = index + 1, b""
+    index = 0
+    while data := read_up_to(stream, size):
+        if len(data) < size:
+            raise StreamFormatError(f"token stream truncated inside frame {index}")
+        yield _check(np.frombuffer(data, "<u2").astype(np.int64), header, index)
+        index += 1
 
 
 def _lines(stream: BinaryIO, first: bytes) -> Iterator[str]:
