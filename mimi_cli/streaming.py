@@ -6,6 +6,7 @@ Memory is constant in stream length.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,25 +38,32 @@ class StreamEncoder:
                           if fmt.rate != SAMPLE_RATE else None)
         self.state = codec.init_encoder_state(1)
 
-    def _encode(self, audio: np.ndarray) -> np.ndarray:
-        if audio.size == 0:  # nothing new: the pending samples never fill a frame on their own
-            return np.zeros((self.k, 0), np.int64)
-        codes = self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(audio))[None], self.k)
-        return codes[0].cpu().numpy()
+    def _encode(self, audio: np.ndarray) -> Iterator[np.ndarray]:
+        """Codes [K, 1] of each frame that `audio` completes, each yielded before the next frame's
+        samples go in (so a frame's codes do not wait for work on the audio after it)."""
+        start = 0
+        while start < audio.size:
+            stop = start + self.codec.frame_samples - self.codec.samples_in_frame(self.state)
+            piece = torch.from_numpy(np.ascontiguousarray(audio[start:stop]))[None]
+            codes = self.codec.encode_step(self.state, piece, self.k)
+            if codes.shape[-1]:
+                yield codes[0].cpu().numpy()
+            start = stop
 
-    def feed(self, data: bytes) -> np.ndarray:
-        """Codes [K, n] of the frames these bytes complete."""
+    def feed(self, data: bytes) -> Iterator[np.ndarray]:
+        """Codes [K, 1] of each frame these bytes complete, as each frame completes."""
         audio = self.pcm(data)
         if self.resampler is not None:
             audio = self.resampler.resample_chunk(audio)
-        return self._encode(audio)
+        yield from self._encode(audio)
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> Iterator[np.ndarray]:
         """Codes of what is left: the resampler's tail, then the last frame padded with silence."""
-        tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True) if self.resampler else None
-        codes = [self._encode(tail)] if tail is not None and tail.size else []
-        codes.append(self.codec.encode_flush(self.state, self.k)[0].cpu().numpy())
-        return np.concatenate(codes, axis=1)
+        if self.resampler is not None:
+            yield from self._encode(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        codes = self.codec.encode_flush(self.state, self.k)[0].cpu().numpy()
+        if codes.shape[1]:
+            yield codes
 
 
 class StreamDecoder:
@@ -121,13 +129,12 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
             break
         if remaining is not None:
             remaining -= len(data)
-        codes = encoder.feed(data)
-        if codes.shape[1]:
+        for codes in encoder.feed(data):
             writer.frames(codes)
             stats.frames += codes.shape[1]
-    codes = encoder.finish()
-    writer.frames(codes)
-    stats.frames += codes.shape[1]
+    for codes in encoder.finish():
+        writer.frames(codes)
+        stats.frames += codes.shape[1]
     return stats
 
 

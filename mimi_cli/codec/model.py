@@ -95,7 +95,8 @@ class MimiCodec(nn.Module):
         return EncoderState(
             contexts=[c.init_context(batch_size, dev, dt) for c in self._encoder_convs],
             transformer=self.encoder_transformer.init_state(batch_size, dev, dt),
-            pending=torch.zeros(batch_size, 0, device=dev, dtype=dt))
+            pending=torch.zeros(batch_size, 0, device=dev, dtype=dt),
+            latents=torch.zeros(batch_size, self.encoder.front_channels, 0, device=dev, dtype=dt))
 
     def init_decoder_state(self, batch_size: int = 1) -> DecoderState:
         """A fresh state for `batch_size` streams of codes to decode."""
@@ -108,8 +109,13 @@ class MimiCodec(nn.Module):
     @torch.no_grad()
     def encode_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`."""
+        return self._encode_front_latents(state, self.encoder.front(pcm.to(self.dtype), state.contexts),
+                                          num_codebooks)
+
+    def _encode_front_latents(self, state: EncoderState, x: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+        """Codes [B, K, n] of the SEANet front's output for `n` whole frames; advances `state`."""
         at_start = state.transformer.offsets == 0  # streams whose first frame this is
-        x = self.encoder(pcm.to(self.dtype), state.contexts)
+        x = self.encoder.back(x, state.contexts)
         x = self.encoder_transformer(x, state.transformer)
         # The reference pads the downsampling conv by replicating a stream's first latent.
         slot = self.downsample.slot
@@ -126,28 +132,42 @@ class MimiCodec(nn.Module):
         return self.decoder(x, state.contexts)
 
     # -- streaming --------------------------------------------------------------------------
+    @torch.no_grad()
     def encode_step(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int = 8) -> torch.Tensor:
         """Codes [B, K, n] of the frames that `pcm` [B, T] or [B, 1, T] completes (n may be 0).
 
-        Any number of samples is accepted; those that do not yet fill a frame wait in `state`.
+        Any number of samples is accepted. The SEANet's front runs at once on every whole
+        `front_hop` (5 ms) of them, so that when a frame's last sample arrives only the rest of
+        the network is left to run; samples short of a hop and front outputs short of a frame
+        wait in `state`.
         """
         self._check_codebooks(num_codebooks)
         pcm = _as_batch_of_mono(pcm, state.batch_size).to(self.device, self.dtype)
-        buffered = torch.cat([state.pending, pcm], dim=-1)
-        whole = buffered.shape[-1] // self.frame_samples * self.frame_samples
-        state.pending = buffered[:, whole:].clone()
+        hop = self.encoder.front_hop
+        buffered = torch.cat([state.pending, pcm], dim=-1) if state.pending.shape[-1] else pcm
+        ready = buffered.shape[-1] // hop * hop
+        state.pending = buffered[:, ready:].clone()
+        if ready:
+            x = self.encoder.front(buffered[:, None, :ready], state.contexts)
+            state.latents = torch.cat([state.latents, x], dim=-1) if state.latents.shape[-1] else x
+        whole = state.latents.shape[-1] // (self.frame_samples // hop) * (self.frame_samples // hop)
         if whole == 0:
             return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
-        return self.encode_frames(state, buffered[:, None, :whole], num_codebooks)
+        x, state.latents = state.latents[..., :whole], state.latents[..., whole:].clone()
+        return self._encode_front_latents(state, x, num_codebooks)
 
     def encode_flush(self, state: EncoderState, num_codebooks: int = 8) -> torch.Tensor:
         """Codes of the last, partial frame (padded with silence), or none if no samples wait."""
         self._check_codebooks(num_codebooks)
-        n = state.pending.shape[-1]
+        n = self.samples_in_frame(state)
         if n == 0:
             return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
         return self.encode_step(state, state.pending.new_zeros(state.batch_size, self.frame_samples - n),
                                 num_codebooks)
+
+    def samples_in_frame(self, state: EncoderState) -> int:
+        """How many samples of the current, incomplete frame `state` holds (0..1919)."""
+        return state.latents.shape[-1] * self.encoder.front_hop + state.pending.shape[-1]
 
     def decode_step(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] for codes [B, K, n]: every frame's audio as soon as it arrives."""

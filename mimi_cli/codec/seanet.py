@@ -1,6 +1,8 @@
 """SEANet encoder and decoder: the convolutional halves of Mimi (24 kHz <-> 25 Hz latents)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,11 +65,32 @@ class SeanetEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.conv_out = slots.register(StreamingConv1d(ch, config.dimension, config.last_kernel_size))
 
-    def forward(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
+    @property
+    def front_hop(self) -> int:
+        """Audio samples per output step of `front` (120 at full size: 200 Hz)."""
+        return math.prod(stage.down.stride for stage in self.stages[:-1])
+
+    @property
+    def front_channels(self) -> int:
+        return self.stages[-1].down.in_channels
+
+    def front(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
+        """Audio [B, 1, n * front_hop] -> [B, C, n]: every layer before the last downsampling.
+
+        Streaming runs this on audio as it arrives (any whole number of steps), so that only
+        `back` and what follows remain when a frame's last sample comes in."""
         x = _run(self.conv_in, x, contexts)
-        for stage in self.stages:
+        for stage in self.stages[:-1]:
             x = stage(x, contexts)
+        return self.stages[-1].residual(x, contexts)
+
+    def back(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
+        """`front`'s output [B, C, n * last ratio] -> latents [B, dimension, n]."""
+        x = _run(self.stages[-1].down, F.elu(x), contexts)
         return _run(self.conv_out, F.elu(x), contexts)
+
+    def forward(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
+        return self.back(self.front(x, contexts), contexts)
 
 
 class SeanetDecoder(nn.Module):

@@ -86,10 +86,11 @@ def concat_states(states: list):
         positions=torch.cat([t.positions for t in ts]), offsets=torch.cat([t.offsets for t in ts]),
         write_index=ts[0].write_index)
     if isinstance(out, EncoderState):
-        if len({s.pending.shape[-1] for s in states}) != 1:
+        if len({(s.pending.shape[-1], s.latents.shape[-1]) for s in states}) != 1:
             raise StreamError("cannot join streams that are at different points of a frame; "
                               "join them at a frame boundary")
         out.pending = torch.cat([s.pending for s in states])
+        out.latents = torch.cat([s.latents for s in states])
     return out
 
 
@@ -108,23 +109,26 @@ def _rotate_to_zero(state):
 
 @dataclass
 class EncoderState(StreamState):
-    """Encoder side: also the samples of a frame not yet complete ([B, n] with n < 1920)."""
+    """Encoder side: also the current frame so far, as the SEANet front's output for its whole
+    5 ms hops ([B, C, n], n < 16) and the samples short of a hop ([B, m], m < 120)."""
 
     pending: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    latents: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0))
 
     def tensors(self) -> list[torch.Tensor]:
-        return [*super().tensors(), self.pending]
+        return [*super().tensors(), self.pending, self.latents]
 
     def reset(self, index: int | list[int] | torch.Tensor) -> None:
-        if self.pending.shape[-1]:
+        if self.pending.shape[-1] or self.latents.shape[-1]:
             raise StreamError(
-                f"streams can be reset only at a frame boundary ({self.pending.shape[-1]} samples "
-                "of the current frame are pending); step the batch in whole frames of 1920 samples")
+                "streams can be reset only at a frame boundary (part of the current frame is "
+                "pending); step the batch in whole frames of 1920 samples")
         super().reset(index)
 
     def select(self, index: int | list[int] | torch.Tensor):
         out = super().select(index)
-        out.pending = self.pending[_rows(index, self.batch_size).to(self.pending.device)]
+        rows = _rows(index, self.batch_size).to(self.pending.device)
+        out.pending, out.latents = self.pending[rows], self.latents[rows]
         return out
 
 

@@ -86,11 +86,45 @@ def test_reset_one_stream_leaves_the_others(tiny):
     assert torch.equal(rest[1:], tiny.encode(c, K))
 
 
-def test_reset_mid_frame_is_refused(tiny):
+@pytest.mark.parametrize("samples", [100, 500])  # short of one front hop; front outputs held
+def test_reset_mid_frame_is_refused(tiny, samples):
     state = tiny.init_encoder_state(2)
-    tiny.encode_step(state, noise(2, 100)[:, 0])
+    tiny.encode_step(state, noise(2, samples)[:, 0])
     with pytest.raises(StreamError, match="frame boundary"):
         state.reset(0)
+
+
+def test_front_runs_on_samples_as_they_arrive(tiny, monkeypatch):
+    """When a frame's last samples arrive, the SEANet front runs on those alone (the earlier
+    ones went through it when they came), so only the rest of the network is left to run."""
+    assert tiny.encoder.front_hop == 120
+    seen = []
+    front = tiny.encoder.front
+    monkeypatch.setattr(tiny.encoder, "front", lambda x, ctx: seen.append(x.shape[-1]) or front(x, ctx))
+    audio = noise(1, 1920 * 2)
+    state = tiny.init_encoder_state(1)
+    bounds = [0, 50, 120, 1800, 1919, 1920, 3840]
+    codes = [tiny.encode_step(state, audio[..., a:b]) for a, b in zip(bounds, bounds[1:])]
+    assert seen == [120, 1680, 120, 1920]  # whole hops, each sample once
+    assert [c.shape[-1] for c in codes] == [0, 0, 0, 0, 1, 1]
+    assert tiny.samples_in_frame(state) == 0
+    assert torch.equal(torch.cat(codes, -1), tiny.encode(audio, K))
+
+
+def test_flush_pads_a_frame_held_as_front_outputs(tiny):
+    audio = noise(1, 960)  # exactly 8 hops: nothing waits as samples, all as front outputs
+    state = tiny.init_encoder_state(1)
+    assert tiny.encode_step(state, audio).shape[-1] == 0
+    assert (state.pending.shape[-1], state.latents.shape[-1], tiny.samples_in_frame(state)) == (0, 8, 960)
+    assert torch.equal(tiny.encode_flush(state), tiny.encode(audio, K))
+
+
+def test_concat_refuses_streams_at_different_points_of_a_frame(tiny):
+    a, b = tiny.init_encoder_state(1), tiny.init_encoder_state(1)
+    tiny.encode_step(a, noise(1, 500)[:, 0])
+    tiny.encode_step(b, noise(1, 620)[:, 0])  # the same 20 samples short of a hop, one hop more
+    with pytest.raises(StreamError, match="different points of a frame"):
+        concat_states([a, b])
 
 
 def test_select_and_concat_streams(tiny):
