@@ -1,9 +1,14 @@
-"""Causal 1-D convolutions that carry their own left context between calls.
+"""Causal 1-D convolutions on time-major activations that carry their own left context.
+
+Activations are [B, T, C] (time-major, "channels last") everywhere in the codec: oneDNN's
+convolutions run 1.1-1.5x faster on that layout than on [B, C, T], the k steps of a window are
+k * C contiguous values (so the matmul path reads its windows without unfolding), and the
+transformers and quantizer take [B, T, D] as they are.
 
 A call takes the new input and the context left by the previous call, and returns the output
 and the next context. Offline use is the same call with a zero context, so offline and
 streaming share every line. Inputs are always a whole number of strides long, because the
-model is only ever fed whole frames.
+model is only ever fed whole hops.
 """
 from __future__ import annotations
 
@@ -32,31 +37,46 @@ class StreamingConv1d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = (kernel_size - 1) * dilation + 1 - stride
-        self.blocks = WeightBlocks()  # of the [out, in * kernel] matrix, for few-step products
+        self.blocks = WeightBlocks()  # of `matrix`, for few-step products
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return torch.zeros(batch_size, self.in_channels, self.context_size, device=device, dtype=dtype)
+        return torch.zeros(batch_size, self.context_size, self.in_channels, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (output, next context) for input `x` [B, C, T] after `context`."""
+        """Returns (output [B, T', C_out], next context) for input `x` [B, T, C_in] after `context`."""
         if self.context_size:
-            x = torch.cat([context, x], dim=-1)
-            context = x[..., x.shape[-1] - self.context_size:].clone()
+            x = torch.cat([context, x], dim=1)
+            context = x[:, x.shape[1] - self.context_size:].clone()
         return self._conv(x), context
 
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The weight as the [out, kernel * in] matrix of the matmul path, columns in (kernel step,
+        input channel) order: a view of the weight once `store_time_major` has run."""
+        return self.weight.transpose(1, 2).reshape(self.weight.shape[0], -1)
+
+    def store_time_major(self) -> None:
+        """Re-lays the weight as [out, kernel, in] in memory (the parameter keeps its shape and
+        values, as a view): `matrix` is then free, and oneDNN gets a channels-last kernel."""
+        self.weight = nn.Parameter(self.weight.transpose(1, 2).contiguous().transpose(1, 2), requires_grad=False)
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1d without padding. Short outputs (streaming steps, the 25 Hz stages) and the
-        1-channel input conv of streaming frames go through one matmul over unfolded windows:
-        oneDNN's direct convolution is 2-9x slower on those shapes (docs/performance.md)."""
-        out_len = (x.shape[-1] - self.dilation * (self.weight.shape[-1] - 1) - 1) // self.stride + 1
-        limit = MATMUL_MAX_STEPS_ONE_CHANNEL if self.in_channels == 1 else MATMUL_MAX_STEPS
-        if self.groups != 1 or self.dilation != 1 or out_len > limit:
-            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        B, c_in, _ = x.shape
+        """conv1d without padding on [B, T, C]. Short outputs (streaming steps, the 25 Hz stages),
+        the 1-channel input conv of streaming frames and 1x1 convs go through one matmul over the
+        windows: oneDNN's direct convolution is slower on those shapes (docs/performance.md)."""
+        B, T, c_in = x.shape
         kernel = self.weight.shape[-1]
-        windows = x.unfold(-1, kernel, self.stride).transpose(1, 2).reshape(B, out_len, c_in * kernel)
-        matrix = self.weight.reshape(self.weight.shape[0], -1)
-        return linear(windows, matrix, self.bias, self.blocks).transpose(1, 2)
+        out_len = (T - self.dilation * (kernel - 1) - 1) // self.stride + 1
+        limit = MATMUL_MAX_STEPS_ONE_CHANNEL if self.in_channels == 1 else MATMUL_MAX_STEPS
+        if self.groups != 1 or self.dilation != 1 or (out_len > limit and kernel > 1):
+            # [B, C, 1, T] views of time-major data are channels-last to oneDNN; so is the output.
+            y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias,
+                         (1, self.stride), 0, (1, self.dilation), self.groups)
+            return y.squeeze(2).transpose(1, 2)
+        x = x.contiguous()
+        # Window t is the kernel * C values from step t * stride on: a strided view, no unfold.
+        windows = x.as_strided((B, out_len, kernel * c_in), (x.stride(0), self.stride * c_in, 1))
+        return linear(windows, self.matrix, self.bias, self.blocks)
 
 
 class StreamingConvTranspose1d(nn.Module):
@@ -74,18 +94,19 @@ class StreamingConvTranspose1d(nn.Module):
         self.blocks = WeightBlocks()  # of `matrix`, for few-step products
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return torch.zeros(batch_size, self.out_channels, self.context_size, device=device, dtype=dtype)
+        return torch.zeros(batch_size, self.context_size, self.out_channels, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, partial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (the `T * stride` finished outputs, the unfinished tail without bias)."""
+        """x [B, T, C_in] -> (the `T * stride` finished outputs [B, T * stride, C_out], the
+        unfinished tail without bias)."""
         y = self._transposed(x)
-        n_out = x.shape[-1] * self.stride
+        n_out = x.shape[1] * self.stride
         if self.context_size:
-            y[..., :self.context_size] += partial
-            partial = y[..., n_out:].clone()
-            y = y[..., :n_out]
+            y[:, :self.context_size] += partial
+            partial = y[:, n_out:].clone()
+            y = y[:, :n_out]
         if self.bias is not None:
-            y = y + self.bias[:, None]
+            y = y + self.bias
         return y, partial
 
     @property
@@ -95,31 +116,37 @@ class StreamingConvTranspose1d(nn.Module):
 
     @property
     def matrix(self) -> torch.Tensor:
-        """The weight as the [out * kernel, in] matrix of that matmul (a view of the weight)."""
-        return self.weight.reshape(self.weight.shape[0], -1).t()
+        """The weight as the [kernel * out, in] matrix of that matmul, rows in (kernel step,
+        output channel) order: an input step's outputs come out time-major."""
+        return self.weight.permute(2, 1, 0).reshape(-1, self.weight.shape[0])
 
     def store_matrix_contiguous(self) -> None:
         """Re-lays the weight so that `matrix` is contiguous (fastest for `linear`'s few rows);
         the parameter keeps its shape and values, as a view of that matrix."""
         if self.uses_matmul:
-            shape = self.weight.shape
-            self.weight = nn.Parameter(self.matrix.contiguous().t().view(shape), requires_grad=False)
+            c_in, c_out, kernel = self.weight.shape
+            matrix = self.matrix.contiguous()
+            self.weight = nn.Parameter(matrix.view(kernel, c_out, c_in).permute(2, 1, 0), requires_grad=False)
 
     def _transposed(self, x: torch.Tensor) -> torch.Tensor:
-        """conv_transpose1d without bias, [B, C_in, T] -> [B, C_out, (T - 1) * stride + kernel]."""
-        c_in, c_out, kernel = self.weight.shape
-        if not self.uses_matmul:
-            return F.conv_transpose1d(x, self.weight, None, self.stride, 0, 0, self.groups)
-        # With kernel = m * stride, each input step writes m whole blocks of `stride` outputs: one
-        # matmul makes them all, then m shifted adds overlap them. PyTorch's CPU transposed conv
-        # is several times slower than this for Mimi's decoder.
-        B, _, T = x.shape
+        """conv_transpose1d without bias, [B, T, C_in] -> [B, (T - 1) * stride + kernel, C_out]."""
+        c_in, c_out_per_group, kernel = self.weight.shape
+        B, T, _ = x.shape
         m, s = kernel // self.stride, self.stride
-        pieces = linear(x.transpose(1, 2), self.matrix, blocks=self.blocks).view(B, T, c_out, m, s)
-        y = pieces.new_zeros(B, T + m - 1, c_out, s)
+        if self.uses_matmul:
+            # With kernel = m * stride, each input step writes m whole blocks of `stride` outputs:
+            # one matmul makes them all, then m shifted adds overlap them. PyTorch's CPU
+            # transposed conv is several times slower than this for Mimi's decoder.
+            pieces = linear(x, self.matrix, blocks=self.blocks).view(B, T, m, s, self.out_channels)
+        elif self.groups == c_in == self.out_channels and kernel % s == 0:
+            # Depthwise (Mimi's upsampling): each output is one input times one weight, summed.
+            pieces = x[:, :, None, None, :] * self.weight[:, 0].t().reshape(m, s, c_in)
+        else:
+            return F.conv_transpose1d(x.transpose(1, 2), self.weight, None, s, 0, 0, self.groups).transpose(1, 2)
+        y = pieces.new_zeros(B, T + m - 1, s, self.out_channels)
         for i in range(m):
-            y[:, i:i + T] += pieces[:, :, :, i]
-        return y.permute(0, 2, 1, 3).reshape(B, c_out, (T + m - 1) * s)
+            y[:, i:i + T] += pieces[:, :, i]
+        return y.view(B, (T + m - 1) * s, self.out_channels)
 
 
 class ConvSlots:

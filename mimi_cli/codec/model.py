@@ -81,9 +81,11 @@ class MimiCodec(nn.Module):
         is stored transposed, and its parameter becomes a view of the same shape.
         """
         with torch.no_grad():
-            for conv in self._decoder_convs:
+            for conv in self._encoder_convs + self._decoder_convs:
                 if isinstance(conv, StreamingConvTranspose1d):
                     conv.store_matrix_contiguous()
+                else:
+                    conv.store_time_major()
             for rvq in (self.quantizer.semantic, self.quantizer.acoustic):
                 rvq.prepare_search()
         return self
@@ -96,7 +98,7 @@ class MimiCodec(nn.Module):
             contexts=[c.init_context(batch_size, dev, dt) for c in self._encoder_convs],
             transformer=self.encoder_transformer.init_state(batch_size, dev, dt),
             pending=torch.zeros(batch_size, 0, device=dev, dtype=dt),
-            latents=torch.zeros(batch_size, self.encoder.front_channels, 0, device=dev, dtype=dt))
+            latents=torch.zeros(batch_size, 0, self.encoder.front_channels, device=dev, dtype=dt))
 
     def init_decoder_state(self, batch_size: int = 1) -> DecoderState:
         """A fresh state for `batch_size` streams of codes to decode."""
@@ -109,8 +111,8 @@ class MimiCodec(nn.Module):
     @torch.no_grad()
     def encode_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`."""
-        return self._encode_front_latents(state, self.encoder.front(pcm.to(self.dtype), state.contexts),
-                                          num_codebooks)
+        x = self.encoder.front(pcm.to(self.dtype).transpose(1, 2), state.contexts)
+        return self._encode_front_latents(state, x, num_codebooks)
 
     def _encode_front_latents(self, state: EncoderState, x: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """Codes [B, K, n] of the SEANet front's output for `n` whole frames; advances `state`."""
@@ -119,7 +121,7 @@ class MimiCodec(nn.Module):
         x = self.encoder_transformer(x, state.transformer)
         # The reference pads the downsampling conv by replicating a stream's first latent.
         slot = self.downsample.slot
-        context = torch.where(at_start[:, None, None], x[..., :1], state.contexts[slot])
+        context = torch.where(at_start[:, None, None], x[:, :1], state.contexts[slot])
         x, state.contexts[slot] = self.downsample(x, context)
         return self.quantizer.encode(x, num_codebooks)
 
@@ -129,7 +131,7 @@ class MimiCodec(nn.Module):
         x = self.quantizer.decode(codes.to(self.device, torch.long))
         x, state.contexts[self.upsample.slot] = self.upsample(x, state.contexts[self.upsample.slot])
         x = self.decoder_transformer(x, state.transformer)
-        return self.decoder(x, state.contexts)
+        return self.decoder(x, state.contexts).transpose(1, 2)
 
     # -- streaming --------------------------------------------------------------------------
     @torch.no_grad()
@@ -148,12 +150,12 @@ class MimiCodec(nn.Module):
         ready = buffered.shape[-1] // hop * hop
         state.pending = buffered[:, ready:].clone()
         if ready:
-            x = self.encoder.front(buffered[:, None, :ready], state.contexts)
-            state.latents = torch.cat([state.latents, x], dim=-1) if state.latents.shape[-1] else x
-        whole = state.latents.shape[-1] // (self.frame_samples // hop) * (self.frame_samples // hop)
+            x = self.encoder.front(buffered[:, :ready, None], state.contexts)
+            state.latents = torch.cat([state.latents, x], dim=1) if state.latents.shape[1] else x
+        whole = state.latents.shape[1] // (self.frame_samples // hop) * (self.frame_samples // hop)
         if whole == 0:
             return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
-        x, state.latents = state.latents[..., :whole], state.latents[..., whole:].clone()
+        x, state.latents = state.latents[:, :whole], state.latents[:, whole:].clone()
         return self._encode_front_latents(state, x, num_codebooks)
 
     def encode_flush(self, state: EncoderState, num_codebooks: int = 8) -> torch.Tensor:
@@ -167,7 +169,7 @@ class MimiCodec(nn.Module):
 
     def samples_in_frame(self, state: EncoderState) -> int:
         """How many samples of the current, incomplete frame `state` holds (0..1919)."""
-        return state.latents.shape[-1] * self.encoder.front_hop + state.pending.shape[-1]
+        return state.latents.shape[1] * self.encoder.front_hop + state.pending.shape[-1]
 
     def decode_step(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] for codes [B, K, n]: every frame's audio as soon as it arrives."""

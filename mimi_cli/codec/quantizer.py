@@ -42,9 +42,9 @@ class ResidualVQ(nn.Module):
         self.search = blocks.permute(0, 2, 1, 3).contiguous()  # [n, blocks, dim + 2, size / blocks]
 
     def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
-        """latent [B, D, T] -> codes [B, num_codebooks, T] (int64)."""
-        B, _, T = latent.shape
-        residual = linear(latent.transpose(1, 2), self.input_proj).reshape(B * T, -1).float()
+        """latent [B, T, D] -> codes [B, num_codebooks, T] (int64)."""
+        B, T, _ = latent.shape
+        residual = linear(latent, self.input_proj).reshape(B * T, -1).float()
         search = self.search
         codes = []
         for q, codebook in enumerate(self.codebooks[:num_codebooks]):
@@ -62,9 +62,9 @@ class ResidualVQ(nn.Module):
         return torch.stack(codes, dim=1).view(B, T, -1).transpose(1, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] -> latent [B, D, T] in the model dtype."""
+        """codes [B, K, T] -> latent [B, T, D] in the model dtype."""
         summed = sum(F.embedding(c, cb) for c, cb in zip(codes.unbind(1), self.codebooks))
-        return linear(summed.to(self.output_proj.dtype), self.output_proj).transpose(1, 2)
+        return linear(summed.to(self.output_proj.dtype), self.output_proj)
 
 
 class SplitResidualVQ(nn.Module):
@@ -75,14 +75,14 @@ class SplitResidualVQ(nn.Module):
         self.acoustic = ResidualVQ(config.num_codebooks - config.num_semantic, config)
 
     def encode(self, latent: torch.Tensor, num_codebooks: int) -> torch.Tensor:
-        """latent [B, D, T] -> codes [B, num_codebooks, T]."""
+        """latent [B, T, D] -> codes [B, num_codebooks, T]."""
         codes = self.semantic.encode(latent, min(num_codebooks, self.num_semantic))
         if num_codebooks > self.num_semantic:
             codes = torch.cat([codes, self.acoustic.encode(latent, num_codebooks - self.num_semantic)], 1)
         return codes
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] -> latent [B, D, T]; fewer codebooks than encoded is a coarser decode."""
+        """codes [B, K, T] -> latent [B, T, D]; fewer codebooks than encoded is a coarser decode."""
         latent = self.semantic.decode(codes[:, :self.num_semantic])
         if codes.shape[1] > self.num_semantic:
             latent = latent + self.acoustic.decode(codes[:, self.num_semantic:])

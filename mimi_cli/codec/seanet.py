@@ -1,4 +1,6 @@
-"""SEANet encoder and decoder: the convolutional halves of Mimi (24 kHz <-> 25 Hz latents)."""
+"""SEANet encoder and decoder: the convolutional halves of Mimi (24 kHz <-> 25 Hz latents).
+
+Activations are time-major, [B, T, C] (see conv.py)."""
 from __future__ import annotations
 
 import math
@@ -52,7 +54,7 @@ class DecoderStage(nn.Module):
 
 
 class SeanetEncoder(nn.Module):
-    """Audio [B, 1, T] -> latents [B, dimension, T / hop_length]."""
+    """Audio [B, T, 1] -> latents [B, T / hop_length, dimension]."""
 
     def __init__(self, config: MimiConfig, slots: ConvSlots) -> None:
         super().__init__()
@@ -75,7 +77,7 @@ class SeanetEncoder(nn.Module):
         return self.stages[-1].down.in_channels
 
     def front(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
-        """Audio [B, 1, n * front_hop] -> [B, C, n]: every layer before the last downsampling.
+        """Audio [B, n * front_hop, 1] -> [B, n, C]: every layer before the last downsampling.
 
         Streaming runs this on audio as it arrives (any whole number of steps), so that only
         `back` and what follows remain when a frame's last sample comes in."""
@@ -85,7 +87,7 @@ class SeanetEncoder(nn.Module):
         return self.stages[-1].residual(x, contexts)
 
     def back(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
-        """`front`'s output [B, C, n * last ratio] -> latents [B, dimension, n]."""
+        """`front`'s output [B, n * last ratio, C] -> latents [B, n, dimension]."""
         x = _run(self.stages[-1].down, F.elu(x), contexts)
         return _run(self.conv_out, F.elu(x), contexts)
 
@@ -94,7 +96,7 @@ class SeanetEncoder(nn.Module):
 
 
 class SeanetDecoder(nn.Module):
-    """Latents [B, dimension, S] -> audio [B, 1, S * hop_length]."""
+    """Latents [B, S, dimension] -> audio [B, S * hop_length, 1]."""
 
     def __init__(self, config: MimiConfig, slots: ConvSlots) -> None:
         super().__init__()

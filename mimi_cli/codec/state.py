@@ -86,7 +86,7 @@ def concat_states(states: list):
         positions=torch.cat([t.positions for t in ts]), offsets=torch.cat([t.offsets for t in ts]),
         write_index=ts[0].write_index)
     if isinstance(out, EncoderState):
-        if len({(s.pending.shape[-1], s.latents.shape[-1]) for s in states}) != 1:
+        if len({(s.pending.shape[-1], s.latents.shape[1]) for s in states}) != 1:
             raise StreamError("cannot join streams that are at different points of a frame; "
                               "join them at a frame boundary")
         out.pending = torch.cat([s.pending for s in states])
@@ -110,7 +110,7 @@ def _rotate_to_zero(state):
 @dataclass
 class EncoderState(StreamState):
     """Encoder side: also the current frame so far, as the SEANet front's output for its whole
-    5 ms hops ([B, C, n], n < 16) and the samples short of a hop ([B, m], m < 120)."""
+    5 ms hops ([B, n, C], n < 16) and the samples short of a hop ([B, m], m < 120)."""
 
     pending: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
     latents: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0))
@@ -119,7 +119,7 @@ class EncoderState(StreamState):
         return [*super().tensors(), self.pending, self.latents]
 
     def reset(self, index: int | list[int] | torch.Tensor) -> None:
-        if self.pending.shape[-1] or self.latents.shape[-1]:
+        if self.pending.shape[-1] or self.latents.shape[1]:
             raise StreamError(
                 "streams can be reset only at a frame boundary (part of the current frame is "
                 "pending); step the batch in whole frames of 1920 samples")

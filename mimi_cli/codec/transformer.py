@@ -121,7 +121,7 @@ def _windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tenso
 
 
 class Transformer(nn.Module):
-    """A stack of layers over [B, D, T] latents (conv layout in and out)."""
+    """A stack of layers over time-major [B, T, D] latents."""
 
     def __init__(self, config: MimiConfig) -> None:
         super().__init__()
@@ -140,9 +140,8 @@ class Transformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, state: TransformerState) -> torch.Tensor:
-        """Runs T new steps of every stream; x [B, D, T] -> [B, D, T]."""
+        """Runs T new steps of every stream; x [B, T, D] -> [B, T, D]."""
         c = self.config
-        x = x.transpose(1, 2)
         B, T, _ = x.shape
         steps = torch.arange(T, device=x.device)
         new_positions = state.offsets[:, None] + steps  # [B, T]
@@ -164,4 +163,4 @@ class Transformer(nn.Module):
             state.positions.index_copy_(1, slots, new_positions[:, T - kept:])
         state.offsets += T
         state.write_index = (state.write_index + T) % ring
-        return x.transpose(1, 2)
+        return x

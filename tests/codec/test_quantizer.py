@@ -25,8 +25,8 @@ def _rvq(codebook_size: int) -> ResidualVQ:
 @pytest.mark.parametrize("frames", [1, 3, 130])
 def test_prepared_search_equals_cdist(codebook_size: int, frames: int) -> None:
     rvq = _rvq(codebook_size)
-    latent = torch.randn(2, rvq.input_proj.shape[1], frames, generator=torch.Generator().manual_seed(frames))
-    latent[0, :, 0] = 0
+    latent = torch.randn(2, frames, rvq.input_proj.shape[1], generator=torch.Generator().manual_seed(frames))
+    latent[0, 0] = 0
     with torch.no_grad():
         expected = rvq.encode(latent, 4)  # search is None: torch.cdist
         rvq.prepare_search()

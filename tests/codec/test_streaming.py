@@ -100,7 +100,7 @@ def test_front_runs_on_samples_as_they_arrive(tiny, monkeypatch):
     assert tiny.encoder.front_hop == 120
     seen = []
     front = tiny.encoder.front
-    monkeypatch.setattr(tiny.encoder, "front", lambda x, ctx: seen.append(x.shape[-1]) or front(x, ctx))
+    monkeypatch.setattr(tiny.encoder, "front", lambda x, ctx: seen.append(x.shape[1]) or front(x, ctx))
     audio = noise(1, 1920 * 2)
     state = tiny.init_encoder_state(1)
     bounds = [0, 50, 120, 1800, 1919, 1920, 3840]
@@ -115,7 +115,7 @@ def test_flush_pads_a_frame_held_as_front_outputs(tiny):
     audio = noise(1, 960)  # exactly 8 hops: nothing waits as samples, all as front outputs
     state = tiny.init_encoder_state(1)
     assert tiny.encode_step(state, audio).shape[-1] == 0
-    assert (state.pending.shape[-1], state.latents.shape[-1], tiny.samples_in_frame(state)) == (0, 8, 960)
+    assert (state.pending.shape[-1], state.latents.shape[1], tiny.samples_in_frame(state)) == (0, 8, 960)
     assert torch.equal(tiny.encode_flush(state), tiny.encode(audio, K))
 
 
@@ -173,7 +173,6 @@ def _dense_transformer(transformer, x):
     from mimi_cli.codec.transformer import apply_rope, rope_angles
 
     c = transformer.config
-    x = x.transpose(1, 2)
     B, T, D = x.shape
     pos = torch.arange(T)[None].expand(B, T)
     rope = rope_angles(pos, D // c.num_heads, c.max_period)
@@ -185,18 +184,18 @@ def _dense_transformer(transformer, x):
         w = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~mask, float("-inf")).softmax(-1)
         x = x + layer.scale_attn * layer.attn_out((w @ v).transpose(1, 2).reshape(B, T, D))
         x = x + layer.scale_ff * layer.ff_out(F.gelu(layer.ff_in(layer.norm_ff(x))))
-    return x.transpose(1, 2)
+    return x
 
 
 @pytest.mark.parametrize("step", [1, 2, 5, 40])
 def test_ring_kv_cache_equals_dense_windowed_attention(tiny, step):
     """Past the context (6 steps in the tiny config) the ring cache keeps exactly the window."""
     tr = tiny.encoder_transformer
-    x = torch.randn(2, tiny.config.dimension, 40)
+    x = torch.randn(2, 40, tiny.config.dimension)
     with torch.no_grad():
         expected = _dense_transformer(tr, x)
         state = tr.init_state(2, x.device, x.dtype)
-        got = torch.cat([tr(x[..., i:i + step], state) for i in range(0, 40, step)], -1)
+        got = torch.cat([tr(x[:, i:i + step], state) for i in range(0, 40, step)], 1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -204,7 +203,7 @@ def test_long_offline_chunk_uses_query_blocks(tiny, monkeypatch):
     from mimi_cli.codec import transformer
 
     tr = tiny.encoder_transformer
-    x = torch.randn(1, tiny.config.dimension, 50)
+    x = torch.randn(1, 50, tiny.config.dimension)
     monkeypatch.setattr(transformer, "QUERY_BLOCK", 8)
     with torch.no_grad():
         got = tr(x, tr.init_state(1, x.device, x.dtype))
