@@ -54,7 +54,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     with `blocks` (the layer's cache), a wide weight's 1-4 row products read its column blocks."""
     rows = x.numel() // max(x.shape[-1], 1)
     if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
-        return F.linear(x, weight, bias)
+        # A strided x (a conv's overlapping windows) would make F.linear copy the weight per call.
+        return F.linear(x.contiguous(), weight, bias)
     flat = x.reshape(rows, x.shape[-1]).contiguous()
     columns = blocks.of(weight) if blocks is not None and rows <= BLOCKED_ROWS else None
     if columns is not None:
