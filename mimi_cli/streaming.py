@@ -7,6 +7,7 @@ Memory is constant in stream length.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,18 +38,30 @@ class StreamEncoder:
         self.resampler = (soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
                           if fmt.rate != SAMPLE_RATE else None)
         self.state = codec.init_encoder_state(1)
+        # Samples of the current frame held back until half the frame is in: right after a frame's
+        # codes leave, the next process in the pipe (stream-decode, say) is stepping on them.
+        self.held = np.zeros(0, np.float32)
 
     def _encode(self, audio: np.ndarray) -> Iterator[np.ndarray]:
         """Codes [K, 1] of each frame that `audio` completes, each yielded before the next frame's
         samples go in (so a frame's codes do not wait for work on the audio after it)."""
+        held = np.concatenate([self.held, audio]) if self.held.size else audio
         start = 0
-        while start < audio.size:
-            stop = start + self.codec.frame_samples - self.codec.samples_in_frame(self.state)
-            piece = torch.from_numpy(np.ascontiguousarray(audio[start:stop]))[None]
-            codes = self.codec.encode_step(self.state, piece, self.k)
-            if codes.shape[-1]:
-                yield codes[0].cpu().numpy()
+        while True:
+            in_frame = self.codec.samples_in_frame(self.state)
+            stop = start + self.codec.frame_samples - in_frame
+            if stop > held.size:
+                break
+            piece = torch.from_numpy(np.ascontiguousarray(held[start:stop]))[None]
+            yield self.codec.encode_step(self.state, piece, self.k)[0].cpu().numpy()
             start = stop
+        self.held = held[start:]
+        if self.held.size and in_frame + self.held.size >= self.codec.frame_samples // 2:
+            # Half the frame is in: the SEANet front starts on it now, so that little is left to
+            # do when the frame's last sample comes (see `_one_thread` for the thread count).
+            with _one_thread():
+                self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(self.held))[None], self.k)
+            self.held = self.held[:0]
 
     def feed(self, data: bytes) -> Iterator[np.ndarray]:
         """Codes [K, 1] of each frame these bytes complete, as each frame completes."""
@@ -61,9 +74,26 @@ class StreamEncoder:
         """Codes of what is left: the resampler's tail, then the last frame padded with silence."""
         if self.resampler is not None:
             yield from self._encode(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        if self.held.size:  # less than a frame: only the front runs
+            self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(self.held))[None], self.k)
+            self.held = self.held[:0]
         codes = self.codec.encode_flush(self.state, self.k)[0].cpu().numpy()
         if codes.shape[1]:
             yield codes
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
+    any frame's latency path, and two OpenMP teams of 2 threads (`stream-encode` working on a
+    piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads: with
+    20 ms pieces the pipe fell seconds behind (docs/performance.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class StreamDecoder:
