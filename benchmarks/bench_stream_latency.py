@@ -84,7 +84,9 @@ while True:
     arrivals.append(time.perf_counter())
 lag = (np.array(arrivals[:len(sent)]) - np.array(sent[:len(arrivals)])) * 1000
 half = len(lag) // 2
+drift = np.median(lag[half:]) - np.median(lag[:half])
+keeps_up = abs(drift) < 40 and np.percentile(lag, 99) < 500
 print(f"stream-encode | stream-decode: {len(arrivals)} frames of audio out; lag behind the input "
       f"p50 {np.percentile(lag, 50):.0f} ms, p99 {np.percentile(lag, 99):.0f} ms; "
-      f"second half vs first half median lag {np.median(lag[half:]) - np.median(lag[:half]):+.0f} ms "
-      "(near 0: keeps up with real time)")
+      f"second half vs first half median lag {drift:+.0f} ms: "
+      + ("keeps up with real time" if keeps_up else "FALLS BEHIND real time"))
