@@ -38,8 +38,8 @@ class StreamEncoder:
         self.resampler = (soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
                           if fmt.rate != SAMPLE_RATE else None)
         self.state = codec.init_encoder_state(1)
-        # Samples of the current frame held back until half the frame is in: right after a frame's
-        # codes leave, the next process in the pipe (stream-decode, say) is stepping on them.
+        # Samples of the current frame held back until three quarters of it are in: right after a
+        # frame's codes leave, the next process in the pipe (stream-decode, say) steps on them.
         self.held = np.zeros(0, np.float32)
 
     def _encode(self, audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -56,9 +56,9 @@ class StreamEncoder:
             yield self.codec.encode_step(self.state, piece, self.k)[0].cpu().numpy()
             start = stop
         self.held = held[start:]
-        if self.held.size and in_frame + self.held.size >= self.codec.frame_samples // 2:
-            # Half the frame is in: the SEANet front starts on it now, so that little is left to
-            # do when the frame's last sample comes (see `_one_thread` for the thread count).
+        if self.held.size and in_frame + self.held.size >= self.codec.frame_samples * 3 // 4:
+            # 60 of the frame's 80 ms are in: the SEANet front starts on them now, so that little
+            # is left to do when the frame's last sample comes (`_one_thread` says why one thread).
             with _one_thread():
                 self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(self.held))[None], self.k)
             self.held = self.held[:0]
