@@ -52,16 +52,18 @@ class StreamEncoder:
             stop = start + self.codec.frame_samples - in_frame
             if stop > held.size:
                 break
-            piece = torch.from_numpy(np.ascontiguousarray(held[start:stop]))[None]
-            yield self.codec.encode_step(self.state, piece, self.k)[0].cpu().numpy()
+            yield self._step(held[start:stop])[0].cpu().numpy()
             start = stop
         self.held = held[start:]
         if self.held.size and in_frame + self.held.size >= self.codec.frame_samples * 3 // 4:
             # 60 of the frame's 80 ms are in: the SEANet front starts on them now, so that little
             # is left to do when the frame's last sample comes (`_one_thread` says why one thread).
             with _one_thread():
-                self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(self.held))[None], self.k)
+                self._step(self.held)
             self.held = self.held[:0]
+
+    def _step(self, audio: np.ndarray) -> torch.Tensor:
+        return self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(audio))[None], self.k)
 
     def feed(self, data: bytes) -> Iterator[np.ndarray]:
         """Codes [K, 1] of each frame these bytes complete, as each frame completes."""
@@ -75,7 +77,7 @@ class StreamEncoder:
         if self.resampler is not None:
             yield from self._encode(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         if self.held.size:  # less than a frame: only the front runs
-            self.codec.encode_step(self.state, torch.from_numpy(np.ascontiguousarray(self.held))[None], self.k)
+            self._step(self.held)
             self.held = self.held[:0]
         codes = self.codec.encode_flush(self.state, self.k)[0].cpu().numpy()
         if codes.shape[1]:
