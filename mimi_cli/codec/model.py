@@ -73,12 +73,13 @@ class MimiCodec(nn.Module):
             raise ValueError(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
 
     def prepare_for_inference(self) -> MimiCodec:
-        """Re-lays weights for fast small-batch steps; values (and state_dict) are unchanged.
+        """Re-lays weights for fast steps; values (and state_dict) are unchanged.
 
         Streaming steps multiply a few rows by each weight and are bound by reading weights from
         memory; `linear` reads a weight fastest as a contiguous [out, in] matrix (see linear.py).
-        Linear layers are born that way; a transposed conv's matrix is [in, out * kernel], so it
-        is stored transposed, and its parameter becomes a view of the same shape.
+        Linear layers are born that way; a conv's weight is stored [out, kernel, in] (its matmul
+        matrix, and a channels-last kernel for oneDNN), a transposed conv's as its [kernel * out,
+        in] matrix; each parameter becomes a view of the same shape.
         """
         with torch.no_grad():
             for conv in self._encoder_convs + self._decoder_convs:
