@@ -34,7 +34,8 @@ class StreamingConv1d(nn.Module):
         self.stride = stride
         self.dilation = dilation
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size))
+        # [out, in, kernel], born laid out as `store_time_major` leaves it.
+        self.weight = nn.Parameter(torch.empty(out_channels, kernel_size, in_channels // groups).transpose(1, 2))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = (kernel_size - 1) * dilation + 1 - stride
         self.blocks = WeightBlocks()  # of `matrix`, for few-step products
@@ -57,7 +58,8 @@ class StreamingConv1d(nn.Module):
 
     def store_time_major(self) -> None:
         """Re-lays the weight as [out, kernel, in] in memory (the parameter keeps its shape and
-        values, as a view): `matrix` is then free, and oneDNN gets a channels-last kernel."""
+        values, as a view): `matrix` is then free, and oneDNN gets a channels-last kernel. New
+        layers are born so; weights assigned from a file (`load_state_dict(assign=True)`) are not."""
         self.weight = nn.Parameter(self.weight.transpose(1, 2).contiguous().transpose(1, 2), requires_grad=False)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,8 @@ class StreamingConvTranspose1d(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(in_channels, out_channels // groups, kernel_size))
+        # [in, out, kernel], born laid out as `store_matrix_contiguous` leaves it.
+        self.weight = nn.Parameter(torch.empty(kernel_size, out_channels // groups, in_channels).permute(2, 1, 0))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = kernel_size - stride
         self.blocks = WeightBlocks()  # of `matrix`, for few-step products
