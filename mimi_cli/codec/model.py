@@ -1,8 +1,9 @@
 """The Mimi codec: offline and streaming encode/decode over one core step each.
 
-`encode_frames` and `decode_frames` are the only paths through the network. Streaming calls
-them as frames complete; offline calls them chunk by chunk through the same state, so a long
-file runs in bounded memory and offline equals streaming by construction.
+Encoding is the SEANet front (`SeanetEncoder.front`) then `_encode_front_latents` (the rest);
+decoding is `decode_frames`. Offline runs them chunk by chunk through the same state as
+streaming, so a long file runs in bounded memory and offline equals streaming by construction;
+streaming runs the front on audio as it arrives and the rest as frames complete.
 """
 from __future__ import annotations
 
@@ -153,7 +154,8 @@ class MimiCodec(nn.Module):
         if ready:
             x = self.encoder.front(buffered[:, :ready, None], state.contexts)
             state.latents = torch.cat([state.latents, x], dim=1) if state.latents.shape[1] else x
-        whole = state.latents.shape[1] // (self.frame_samples // hop) * (self.frame_samples // hop)
+        steps_per_frame = self.frame_samples // hop
+        whole = state.latents.shape[1] // steps_per_frame * steps_per_frame
         if whole == 0:
             return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
         x, state.latents = state.latents[:, :whole], state.latents[:, whole:].clone()

@@ -54,7 +54,7 @@ class DecoderStage(nn.Module):
 
 
 class SeanetEncoder(nn.Module):
-    """Audio [B, T, 1] -> latents [B, T / hop_length, dimension]."""
+    """Audio [B, T, 1] -> latents [B, T / hop_length, dimension], as `front` then `back`."""
 
     def __init__(self, config: MimiConfig, slots: ConvSlots) -> None:
         super().__init__()
@@ -90,9 +90,6 @@ class SeanetEncoder(nn.Module):
         """`front`'s output [B, n * last ratio, C] -> latents [B, n, dimension]."""
         x = _run(self.stages[-1].down, F.elu(x), contexts)
         return _run(self.conv_out, F.elu(x), contexts)
-
-    def forward(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
-        return self.back(self.front(x, contexts), contexts)
 
 
 class SeanetDecoder(nn.Module):
