@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
+from .device import in_ieee_float32
 from .errors import StreamError
 from .quantizer import SplitResidualVQ
 from .seanet import SeanetDecoder, SeanetEncoder
@@ -111,6 +112,7 @@ class MimiCodec(nn.Module):
 
     # -- the core steps ---------------------------------------------------------------------
     @torch.no_grad()
+    @in_ieee_float32
     def encode_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
         """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`."""
         x = self.encoder.front(pcm.to(self.dtype).transpose(1, 2), state.contexts)
@@ -128,6 +130,7 @@ class MimiCodec(nn.Module):
         return self.quantizer.encode(x, num_codebooks)
 
     @torch.no_grad()
+    @in_ieee_float32
     def decode_frames(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] of codes [B, K, n]; advances `state`."""
         x = self.quantizer.decode(codes.to(self.device, torch.long))
@@ -137,6 +140,7 @@ class MimiCodec(nn.Module):
 
     # -- streaming --------------------------------------------------------------------------
     @torch.no_grad()
+    @in_ieee_float32
     def encode_step(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int = 8) -> torch.Tensor:
         """Codes [B, K, n] of the frames that `pcm` [B, T] or [B, 1, T] completes (n may be 0).
 

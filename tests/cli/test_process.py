@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from tests.cli.conftest import write_corpus
 
 MIMI = [sys.executable, "-m", "mimi_cli.cli"]
@@ -37,6 +40,7 @@ def test_unreadable_weights_exit_2(tmp_path: Path):
     assert p.stderr.strip().splitlines()[-1].startswith("mimi: error: cannot read")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_missing_device_exit_2(tmp_path: Path):
     p = mimi("encode", tmp_path, tmp_path / "t.parquet", "--device", "cuda", check_code=2)
     assert "no CUDA GPU" in p.stderr
