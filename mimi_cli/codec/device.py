@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 
 import torch
@@ -60,14 +59,3 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
-
-def in_ieee_float32(method):
-    """Runs a codec method inside `ieee_float32` when its `self.device` is a CUDA device."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        device = self.device
-        if device.type != "cuda":
-            return method(self, *args, **kwargs)
-        with ieee_float32(device):
-            return method(self, *args, **kwargs)
-    return wrapper

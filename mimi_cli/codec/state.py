@@ -41,6 +41,7 @@ class StreamState:
         """Bytes of memory held by this state (for all its streams)."""
         return sum(x.numel() * x.element_size() for x in self.tensors())
 
+    @torch.inference_mode()
     def reset(self, index: int | list[int] | torch.Tensor) -> None:
         """Restarts the given streams as if new; the other streams are not touched."""
         rows = _rows(index, self.batch_size).to(self.transformer.offsets.device)
