@@ -284,7 +284,8 @@ def stream_encode(
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM input (e.g. arecord -t raw)."),
     rate: int = typer.Option(None, "--rate", min=1, help="Sample rate of raw input."),
     channels: int = typer.Option(1, "--channels", min=1, help="Channels of raw input (mixed to mono)."),
-    sample_format: str = typer.Option("s16le", "--sample-format", help="Raw input: s16le, s24le, s32le or f32le."),
+    sample_format: str = typer.Option("s16le", "--sample-format",
+                                      help="Raw input: s16le, s24le, s32le, f32le, u8 or f64le."),
     threads: int | None = StreamThreads,
     quiet: bool = Quiet,
 ) -> None:
@@ -303,7 +304,7 @@ def stream_encode(
         if rate is None:
             raise _Fail("--raw needs --rate (the input's sample rate)", 2)
         if sample_format not in SAMPLE_FORMATS:
-            raise _Fail(f"--sample-format {sample_format}: use s16le, s24le, s32le or f32le", 2)
+            raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(SAMPLE_FORMATS)}", 2)
         raw_fmt = PcmFormat(rate, channels, sample_format)
     _set_threads(threads)
     codec = _load(weights, device, dtype)
@@ -326,11 +327,11 @@ def stream_decode(
     quiet: bool = Quiet,
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
-    from .formats.pcm import SAMPLE_FORMATS
+    from .formats.pcm import WRITTEN_FORMATS
     from .streaming import decode_stream
 
-    if sample_format not in SAMPLE_FORMATS or sample_format in ("u8", "f64le"):
-        raise _Fail(f"--sample-format {sample_format}: use s16le, s24le, s32le or f32le", 2)
+    if sample_format not in WRITTEN_FORMATS:
+        raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(WRITTEN_FORMATS)}", 2)
     _set_threads(threads)
     codec = _load(weights, device, dtype)
     stats = decode_stream(codec, _open_in(source), _open_out(target), rate, sample_format, wav=not raw)

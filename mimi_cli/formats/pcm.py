@@ -12,7 +12,8 @@ from typing import BinaryIO
 import numpy as np
 
 SAMPLE_FORMATS = {"u8": (1, "u"), "s16le": (2, "i"), "s24le": (3, "i"), "s32le": (4, "i"),
-                  "f32le": (4, "f"), "f64le": (8, "f")}
+                  "f32le": (4, "f"), "f64le": (8, "f")}  # all read; the first four written too
+WRITTEN_FORMATS = ("s16le", "s24le", "s32le", "f32le")
 # Streaming writers that cannot seek back put 0 or a huge size in the header (arecord: 0x80000000,
 # sox: 0x7FFFF000 and up, ffmpeg: 0xFFFFFFFF); such a data chunk runs to the end of the stream.
 UNKNOWN_SIZE_FROM = 0x7FFF0000
@@ -64,7 +65,7 @@ def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         shown = head[:4].decode("latin-1") if head else "nothing"
         raise StreamFormatError(f"not a WAV stream (starts with {shown!r}); for raw PCM pass "
-                                "--raw --rate R --channels C --sample-format s16le|s24le|s32le|f32le")
+                                "--raw --rate R --channels C --sample-format " + "|".join(SAMPLE_FORMATS))
     rf64_data_size = None
     fmt: PcmFormat | None = None
     while True:

@@ -96,9 +96,22 @@ def test_raw_pcm_input(run):
     assert abs(_codes_of_binary(result.stdout_bytes, K).shape[1] - 25) <= 1
 
 
+@pytest.mark.parametrize("sample_format,dtype,scale,offset", [("u8", "u1", 127, 128), ("f64le", "<f8", 1, 0)])
+def test_raw_input_in_the_other_read_formats(run, sample_format, dtype, scale, offset):
+    """u8 and f64le are read too (the formats stream-decode does not write)."""
+    pcm = (0.3 * np.sin(np.arange(24000) / 3) * scale + offset).astype(dtype).tobytes()
+    result = run("stream-encode", "--raw", "--rate", 24000, "--sample-format", sample_format, "-q", K,
+                 "--output-format", "binary", input=pcm)
+    assert result.exit_code == 0, result.stderr
+    assert _codes_of_binary(result.stdout_bytes, K).shape[1] == 13
+
+
 @pytest.mark.parametrize("args,data,code,message", [
     (["stream-encode"], b"this is not audio at all", 1, "not a WAV stream"),
     (["stream-encode", "--raw"], b"\0" * 100, 2, "--raw needs --rate"),
+    (["stream-encode", "--raw", "--rate", "8000", "--sample-format", "s8"], b"\0" * 100, 2,
+     "use one of u8, s16le, s24le, s32le, f32le, f64le"),
+    (["stream-decode", "--raw", "--sample-format", "u8"], b"", 2, "use one of s16le, s24le, s32le, f32le"),
     (["stream-decode"], b"MIMX" + b"\0" * 30, 1, "not a mimi token stream"),
     (["stream-decode"], b"garbage", 1, "not a mimi token stream"),
     (["stream-decode"], HEADER.pack(MAGIC, 1, 2, 24000, 12500, 2048) + struct.pack("<HH", 5, 4000), 1,
