@@ -1,6 +1,6 @@
 """End-to-end latency of `mimi stream-encode` in a real pipe, and whether encode | decode keeps up.
 
-  python benchmarks/bench_stream_latency.py [--seconds 20] [--weights synthetic] [--threads 2]
+  python benchmarks/bench_stream_latency.py [--seconds 20] [--weights synthetic] [--threads N]
                                             [--write-ms 80]
 
 Audio is written into the pipe at real-time pace, one 80 ms frame at a time (or in pieces of
@@ -20,7 +20,7 @@ import numpy as np
 ap = argparse.ArgumentParser()
 ap.add_argument("--seconds", type=float, default=20)
 ap.add_argument("--weights", default="synthetic")
-ap.add_argument("--threads", type=int, default=2, help="torch threads of each mimi process")
+ap.add_argument("--threads", type=int, default=None, help="torch threads of each mimi process (default: mimi's)")
 ap.add_argument("--write-ms", type=int, default=80, help="write the audio in pieces this long (divides 80)")
 a = ap.parse_args()
 env = {**os.environ, "MIMI_WEIGHTS": a.weights}
@@ -48,7 +48,7 @@ def feed(proc, sent, ready):
 
 
 # 1. stream-encode alone: per-frame latency.
-THREADS = ["--threads", str(a.threads)]
+THREADS = ["--threads", str(a.threads)] if a.threads else []
 enc = subprocess.Popen([*MIMI, "stream-encode", *THREADS, "--output-format", "binary", "--quiet"],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
 sent: list[float] = []

@@ -6,6 +6,8 @@ Memory is constant in stream length.
 """
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +86,64 @@ class StreamEncoder:
             yield codes
 
 
+class BacklogThreads:
+    """Steps on one thread while the input is backlogged, on the usual number while it is live.
+
+    When audio arrives no faster than real time, a process idles between frames and its 2-thread
+    step is the fastest (lowest latency). When input is waiting (a file piped as fast as it
+    goes), the two busy processes of `stream-encode | stream-decode` on 2 cores, with 2 OpenMP
+    threads each, stall on each other's preempted threads: 30 s of audio took 34.7 s that way,
+    13.0 s with one thread each (docs/performance.md). Backlogged means a whole frame's bytes
+    wait in the input after `patience` frames in a row; live again after as many without.
+    """
+
+    def __init__(self, stream: BinaryIO, frame_bytes: int, patience: int = 2) -> None:
+        self.fd = _fileno(stream)
+        self.frame_bytes, self.patience = frame_bytes, patience
+        self.threads = torch.get_num_threads()
+        self.backlogged, self.streak = False, 0
+
+    def after_frame(self) -> None:
+        """Looks at the input once a frame is out; sets torch's threads for the next steps."""
+        waiting = _bytes_waiting(self.fd)
+        if waiting is None:
+            return
+        behind = waiting >= self.frame_bytes
+        self.streak = 0 if behind == self.backlogged else self.streak + 1
+        if self.streak >= self.patience:
+            self.backlogged, self.streak = behind, 0
+            torch.set_num_threads(1 if behind else self.threads)
+
+    def close(self) -> None:
+        torch.set_num_threads(self.threads)
+
+
+def _fileno(stream: BinaryIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _bytes_waiting(fd: int | None) -> int | None:
+    """Bytes ready to read from `fd` now (a pipe's contents; what is left of a file), or None
+    where that cannot be told (no descriptor; a platform without FIONREAD)."""
+    if fd is None:
+        return None
+    try:
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (ImportError, OSError):
+        return None
+
+
+def backlog_threads_useful(threads: int) -> bool:
+    """Whether two processes of a pipe, `threads` each, would oversubscribe this machine's CPUs."""
+    return threads > 1 and (os.cpu_count() or 1) < 2 * threads + 1
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
@@ -147,32 +207,43 @@ def open_pcm(stream: BinaryIO, raw: PcmFormat | None) -> tuple[PcmFormat, int | 
 
 def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int = 8,
                   output_format: str = "binary", raw: PcmFormat | None = None,
-                  stats: StreamStats | None = None) -> StreamStats:
-    """Reads audio to end of stream and writes each frame's codes the moment they exist."""
+                  stats: StreamStats | None = None, adapt_threads: bool = False) -> StreamStats:
+    """Reads audio to end of stream and writes each frame's codes the moment they exist;
+    `adapt_threads`: one thread while input is backlogged (`BacklogThreads`)."""
     stats = stats or StreamStats()
     warm_up(codec, "encode")
     fmt, remaining = open_pcm(instream, raw)
     encoder = StreamEncoder(codec, fmt, num_codebooks)
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
                                                                 codec.config.codebook_size))
-    while remaining is None or remaining > 0:
-        data = instream.read(READ_BYTES if remaining is None else min(READ_BYTES, remaining))
-        if not data:
-            break
-        if remaining is not None:
-            remaining -= len(data)
-        for codes in encoder.feed(data):
+    frame_bytes = round(fmt.rate / codec.frame_rate) * fmt.frame_bytes
+    threads = BacklogThreads(instream, frame_bytes) if adapt_threads else None
+    try:
+        while remaining is None or remaining > 0:
+            data = instream.read(READ_BYTES if remaining is None else min(READ_BYTES, remaining))
+            if not data:
+                break
+            if remaining is not None:
+                remaining -= len(data)
+            for codes in encoder.feed(data):
+                writer.frames(codes)
+                stats.frames += codes.shape[1]
+                if threads:
+                    threads.after_frame()
+        for codes in encoder.finish():
             writer.frames(codes)
             stats.frames += codes.shape[1]
-    for codes in encoder.finish():
-        writer.frames(codes)
-        stats.frames += codes.shape[1]
+    finally:
+        if threads:
+            threads.close()
     return stats
 
 
 def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int = SAMPLE_RATE,
-                  sample_format: str = "s16le", wav: bool = True, stats: StreamStats | None = None) -> StreamStats:
-    """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a time."""
+                  sample_format: str = "s16le", wav: bool = True, stats: StreamStats | None = None,
+                  adapt_threads: bool = False) -> StreamStats:
+    """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a
+    time; `adapt_threads`: one thread while input is backlogged (`BacklogThreads`)."""
     stats = stats or StreamStats()
     warm_up(codec, "decode")
     header, frames = read_tokens(instream)
@@ -183,12 +254,20 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
     if wav:
         outstream.write(streaming_wav_header(rate, sample_format))
         outstream.flush()
-    for frame in frames:
-        audio = decoder.feed(frame[:, None])
-        outstream.write(encode_pcm(audio, sample_format))
-        outstream.flush()
-        stats.frames += 1
-        stats.samples_out += audio.size
+    # A binary frame is 2 bytes a code; a text one is longer, so this waits for a frame or more.
+    threads = BacklogThreads(instream, 2 * header.num_codebooks) if adapt_threads else None
+    try:
+        for frame in frames:
+            audio = decoder.feed(frame[:, None])
+            outstream.write(encode_pcm(audio, sample_format))
+            outstream.flush()
+            stats.frames += 1
+            stats.samples_out += audio.size
+            if threads:
+                threads.after_frame()
+    finally:
+        if threads:
+            threads.close()
     tail = decoder.finish()
     if tail.size:
         outstream.write(encode_pcm(tail, sample_format))
