@@ -46,8 +46,8 @@ def resolve_dtype(name: str | torch.dtype = "float32") -> torch.dtype:
 def ieee_float32(device: torch.device) -> Iterator[None]:
     """TF32 off in cuDNN and cuBLAS while the codec runs on CUDA (cuDNN's default is on), restored after.
 
-    TF32 flipped 1.3 % of frames' first 8 codes against CPU float32 on an H100 and bought no speed
-    (docs/performance.md); float32 here means float32, and bfloat16 is the fast option.
+    TF32 changed 1.3 % of frames' first 8 codes against CPU float32 on an H100 and bought no
+    reliable speed (docs/performance.md): float32 here means float32, as on the CPU.
     """
     if device.type != "cuda":
         yield
@@ -58,4 +58,3 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
