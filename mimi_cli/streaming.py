@@ -50,7 +50,7 @@ class StreamEncoder:
         held = np.concatenate([self.held, audio]) if self.held.size else audio
         start = 0
         while True:
-            in_frame = self.codec.samples_in_frame(self.state)
+            in_frame = self.state.samples_in_frame
             stop = start + self.codec.frame_samples - in_frame
             if stop > held.size:
                 break

@@ -21,17 +21,17 @@ def test_each_frame_leaves_before_the_next_frames_samples_go_in(tiny):
     frames = encoder.feed(audio[:1920 * 2 + 700].tobytes())  # two frames and a bit in one read
     first = next(frames)
     assert first.shape == (8, 1)
-    assert tiny.samples_in_frame(encoder.state) == 0 and encoder.state.transformer.offsets.item() == 2
+    assert encoder.state.samples_in_frame == 0 and encoder.state.transformer.offsets.item() == 2
     rest = list(frames)
     assert [c.shape for c in rest] == [(8, 1)]
     # Under three quarters of a frame: held back (downstream is busy with the frame just out) ...
-    assert (tiny.samples_in_frame(encoder.state), encoder.held.size) == (0, 700)
+    assert (encoder.state.samples_in_frame, encoder.held.size) == (0, 700)
     assert list(encoder.feed(audio[1920 * 2 + 700:1920 * 2 + 1500].tobytes())) == []
     # ... from then on, the SEANet front takes each piece as it comes.
-    assert (tiny.samples_in_frame(encoder.state), encoder.held.size) == (1500, 0)
+    assert (encoder.state.samples_in_frame, encoder.held.size) == (1500, 0)
     assert torch.get_num_threads() == threads
     assert list(encoder.feed(audio[1920 * 2 + 1500:1920 * 2 + 1600].tobytes())) == []
-    assert tiny.samples_in_frame(encoder.state) == 1600
+    assert encoder.state.samples_in_frame == 1600
     last = list(encoder.finish())
     codes = np.concatenate([first, *rest, *last], axis=1)
     np.testing.assert_array_equal(codes, tiny.encode(noise(1, 1920 * 3)[..., :1920 * 2 + 1600], 8)[0].numpy())

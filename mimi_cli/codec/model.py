@@ -116,7 +116,8 @@ class MimiCodec(nn.Module):
             contexts=[c.init_context(batch_size, dev, dt) for c in self._encoder_convs],
             transformer=self.encoder_transformer.init_state(batch_size, dev, dt),
             pending=torch.zeros(batch_size, 0, device=dev, dtype=dt),
-            latents=torch.zeros(batch_size, 0, self.encoder.front_channels, device=dev, dtype=dt))
+            latents=torch.zeros(batch_size, 0, self.encoder.front_channels, device=dev, dtype=dt),
+            front_hop=self.encoder.front_hop)
 
     def init_decoder_state(self, batch_size: int = 1) -> DecoderState:
         """A fresh state for `batch_size` streams of codes to decode."""
@@ -180,15 +181,11 @@ class MimiCodec(nn.Module):
     def encode_flush(self, state: EncoderState, num_codebooks: int = 8) -> torch.Tensor:
         """Codes of the last, partial frame (padded with silence), or none if no samples wait."""
         self._check_codebooks(num_codebooks)
-        n = self.samples_in_frame(state)
+        n = state.samples_in_frame
         if n == 0:
             return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
         return self.encode_step(state, state.pending.new_zeros(state.batch_size, self.frame_samples - n),
                                 num_codebooks)
-
-    def samples_in_frame(self, state: EncoderState) -> int:
-        """How many samples of the current, incomplete frame `state` holds (0..1919)."""
-        return state.latents.shape[1] * self.encoder.front_hop + state.pending.shape[-1]
 
     def decode_step(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] for codes [B, K, n]: every frame's audio as soon as it arrives."""

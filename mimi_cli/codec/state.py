@@ -115,15 +115,21 @@ class EncoderState(StreamState):
 
     pending: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
     latents: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0))
+    front_hop: int = 1  # audio samples per step of `latents`
+
+    @property
+    def samples_in_frame(self) -> int:
+        """How many samples of the current, incomplete frame this state holds."""
+        return self.latents.shape[1] * self.front_hop + self.pending.shape[-1]
 
     def tensors(self) -> list[torch.Tensor]:
         return [*super().tensors(), self.pending, self.latents]
 
     def reset(self, index: int | list[int] | torch.Tensor) -> None:
-        if self.pending.shape[-1] or self.latents.shape[1]:
+        if self.samples_in_frame:
             raise StreamError(
-                "streams can be reset only at a frame boundary (part of the current frame is "
-                "pending); step the batch in whole frames of 1920 samples")
+                f"streams can be reset only at a frame boundary ({self.samples_in_frame} samples of the "
+                "current frame are pending); step the batch in whole frames of 1920 samples")
         super().reset(index)
 
     def select(self, index: int | list[int] | torch.Tensor):
