@@ -250,12 +250,15 @@ def info(
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
 
 
-def _set_threads(threads: int | None) -> int:
-    """Sets torch's CPU threads (default: 2, or 1 on a 1-CPU machine); returns how many."""
+def _stream_threads(threads: int | None) -> bool:
+    """Sets torch's CPU threads for a stream command (default: 2, or 1 on a 1-CPU machine);
+    returns whether they should follow the input's backlog (only when not given)."""
     import torch
 
+    from .streaming import backlog_threads_useful
+
     torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    return torch.get_num_threads()
+    return threads is None and backlog_threads_useful(torch.get_num_threads())
 
 
 def _open_in(path: str):
@@ -299,7 +302,7 @@ def stream_encode(
     arecord -f S16_LE -r 16000 | mimi stream-encode | mimi stream-decode | aplay
     """
     from .formats.pcm import SAMPLE_FORMATS, PcmFormat
-    from .streaming import backlog_threads_useful, encode_stream
+    from .streaming import encode_stream
 
     fmt = output_format or ("binary" if target != "-" or not sys.stdout.isatty() else "jsonl")
     if fmt not in ("binary", "jsonl", "text"):
@@ -311,10 +314,10 @@ def stream_encode(
         if sample_format not in SAMPLE_FORMATS:
             raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(SAMPLE_FORMATS)}", 2)
         raw_fmt = PcmFormat(rate, channels, sample_format)
-    using = _set_threads(threads)
+    adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
     stats = encode_stream(codec, _open_in(source), _open_out(target), num_codebooks, fmt, raw_fmt,
-                          adapt_threads=threads is None and backlog_threads_useful(using))
+                          adapt_threads=adapt)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames ({stats.frames / codec.frame_rate:.1f} s of audio)", err=True)
 
@@ -334,14 +337,14 @@ def stream_decode(
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
     from .formats.pcm import WRITTEN_FORMATS
-    from .streaming import backlog_threads_useful, decode_stream
+    from .streaming import decode_stream
 
     if sample_format not in WRITTEN_FORMATS:
         raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(WRITTEN_FORMATS)}", 2)
-    using = _set_threads(threads)
+    adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
     stats = decode_stream(codec, _open_in(source), _open_out(target), rate, sample_format, wav=not raw,
-                          adapt_threads=threads is None and backlog_threads_useful(using))
+                          adapt_threads=adapt)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 

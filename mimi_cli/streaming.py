@@ -97,11 +97,17 @@ class BacklogThreads:
     wait in the input after `patience` frames in a row; live again after as many without.
     """
 
-    def __init__(self, stream: BinaryIO, frame_bytes: int, patience: int = 2) -> None:
-        self.fd = _fileno(stream)
+    def __init__(self, stream: BinaryIO, frame_bytes: int, patience: int = 2, enabled: bool = True) -> None:
+        self.fd = _fileno(stream) if enabled else None  # no descriptor: the count is never changed
         self.frame_bytes, self.patience = frame_bytes, patience
         self.threads = torch.get_num_threads()
         self.backlogged, self.streak = False, 0
+
+    def __enter__(self) -> BacklogThreads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def after_frame(self) -> None:
         """Looks at the input once a frame is out; sets torch's threads for the next steps."""
@@ -115,6 +121,7 @@ class BacklogThreads:
             torch.set_num_threads(1 if behind else self.threads)
 
     def close(self) -> None:
+        """Puts back the thread count this started with."""
         torch.set_num_threads(self.threads)
 
 
@@ -217,8 +224,7 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
                                                                 codec.config.codebook_size))
     frame_bytes = round(fmt.rate / codec.frame_rate) * fmt.frame_bytes
-    threads = BacklogThreads(instream, frame_bytes) if adapt_threads else None
-    try:
+    with BacklogThreads(instream, frame_bytes, enabled=adapt_threads) as threads:
         while remaining is None or remaining > 0:
             data = instream.read(READ_BYTES if remaining is None else min(READ_BYTES, remaining))
             if not data:
@@ -228,14 +234,10 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
             for codes in encoder.feed(data):
                 writer.frames(codes)
                 stats.frames += codes.shape[1]
-                if threads:
-                    threads.after_frame()
+                threads.after_frame()
         for codes in encoder.finish():
             writer.frames(codes)
             stats.frames += codes.shape[1]
-    finally:
-        if threads:
-            threads.close()
     return stats
 
 
@@ -255,19 +257,14 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
         outstream.write(streaming_wav_header(rate, sample_format))
         outstream.flush()
     # A binary frame is 2 bytes a code; a text one is longer, so this waits for a frame or more.
-    threads = BacklogThreads(instream, 2 * header.num_codebooks) if adapt_threads else None
-    try:
+    with BacklogThreads(instream, 2 * header.num_codebooks, enabled=adapt_threads) as threads:
         for frame in frames:
             audio = decoder.feed(frame[:, None])
             outstream.write(encode_pcm(audio, sample_format))
             outstream.flush()
             stats.frames += 1
             stats.samples_out += audio.size
-            if threads:
-                threads.after_frame()
-    finally:
-        if threads:
-            threads.close()
+            threads.after_frame()
     tail = decoder.finish()
     if tail.size:
         outstream.write(encode_pcm(tail, sample_format))

@@ -106,3 +106,11 @@ def test_adapting_only_where_two_processes_would_oversubscribe(monkeypatch):
     for cpus, threads, useful in [(2, 2, True), (4, 2, True), (5, 2, False), (16, 2, False), (2, 1, False)]:
         monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
         assert backlog_threads_useful(threads) is useful, (cpus, threads)
+
+
+def test_a_disabled_policy_never_changes_the_thread_count(two_threads, tmp_path):
+    path = tmp_path / "audio.raw"
+    path.write_bytes(b"\0" * 10000)
+    with open(path, "rb", buffering=0) as stream, BacklogThreads(stream, 3840, patience=1, enabled=False) as policy:
+        policy.after_frame()
+        assert torch.get_num_threads() == 2
