@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from mimi_cli.codec import MimiConfig, load_codec
@@ -19,6 +20,13 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def full_codec(seed: int):
     """Full-size Mimi on synthetic weights `seed` (the weights the golden fixtures used)."""
     return load_codec(f"synthetic:{seed}", device="cpu")
+
+
+def golden_input(clip: str) -> torch.Tensor:
+    """A golden fixture's input audio ("short" or "long") as [1, 1, T] at 24 kHz."""
+    audio, sr = sf.read(GOLDEN / f"{clip}.wav", dtype="float32")
+    assert sr == 24000
+    return torch.from_numpy(audio)[None, None]
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mimi_cli.codec import load_codec
-from tests.conftest import GOLDEN
+from tests.conftest import GOLDEN, golden_input
 
 
 def _accelerator() -> str | None:
@@ -37,11 +36,6 @@ def codec():
     return load_codec("synthetic:0", device=_accelerator())
 
 
-def _input(clip: str) -> torch.Tensor:
-    audio, sr = sf.read(GOLDEN / f"{clip}.wav", dtype="float32")
-    return torch.from_numpy(audio)[None, None]
-
-
 def _agreement(codes: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     """Shares of frames whose first code, and whose 32 codes, equal the expected ones."""
     assert codes.shape == expected.shape
@@ -51,7 +45,7 @@ def _agreement(codes: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("clip", ["short", "long"])
 def test_offline_codes_agree_with_reference(codec, clip):
     expected = np.load(GOLDEN / f"seed0-{clip}.codes.npy").astype(np.int64)
-    codes = codec.encode(_input(clip), num_codebooks=32)
+    codes = codec.encode(golden_input(clip), num_codebooks=32)
     assert codes.device.type == codec.device.type
     first, whole = _agreement(codes[0].cpu().numpy(), expected)
     print(f"{clip}: first codebook {first:.4f}, all 32 {whole:.4f}")
@@ -60,7 +54,7 @@ def test_offline_codes_agree_with_reference(codec, clip):
 
 def test_streaming_codes_agree_with_reference(codec):
     """Frame by frame past the 10 s attention window, as `stream-encode` runs it."""
-    audio = _input("long")
+    audio = golden_input("long")
     expected = np.load(GOLDEN / "seed0-long.codes.npy").astype(np.int64)
     state = codec.init_encoder_state(1)
     parts = [codec.encode_step(state, audio[..., i:i + 1920], 32) for i in range(0, audio.shape[-1], 1920)]
@@ -85,7 +79,7 @@ def test_decoded_audio_matches_reference(codec):
 def test_batched_streams_and_reset(codec):
     """Three streams stepped as one batch, the middle one reset halfway: each agrees with the
     reference for its own audio, as if it had run alone."""
-    audio = _input("short")
+    audio = golden_input("short")
     expected = np.load(GOLDEN / "seed0-short.codes.npy").astype(np.int64)
     n = audio.shape[-1] // 1920 * 1920
     half = n // 2 // 1920 * 1920
@@ -114,7 +108,7 @@ def test_batched_streams_and_reset(codec):
 def test_bfloat16_runs_and_mostly_agrees():
     codec = load_codec("synthetic:0", device=_accelerator(), dtype="bfloat16")
     expected = np.load(GOLDEN / "seed0-short.codes.npy").astype(np.int64)
-    codes = codec.encode(_input("short"), num_codebooks=32)[0].cpu().numpy()
+    codes = codec.encode(golden_input("short"), num_codebooks=32)[0].cpu().numpy()
     first, _ = _agreement(codes, expected)
     print(f"bfloat16: first codebook {first:.4f}")
     assert first >= 0.9, first

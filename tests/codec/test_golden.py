@@ -6,20 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mimi_cli.codec import weights
 from mimi_cli.codec.config import MimiConfig
-from tests.conftest import GOLDEN, full_codec
+from tests.conftest import GOLDEN, full_codec, golden_input
 
 CASES = [(0, "short"), (0, "long"), (1, "short"), (1, "long")]
-
-
-def _input(clip: str) -> torch.Tensor:
-    audio, sr = sf.read(GOLDEN / f"{clip}.wav", dtype="float32")
-    assert sr == 24000
-    return torch.from_numpy(audio)[None, None]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -35,14 +28,14 @@ def test_synthetic_weights_are_the_reference_weights(seed):
 @pytest.mark.parametrize("seed,clip", CASES)
 def test_codes_equal_reference_on_every_frame(seed, clip):
     expected = np.load(GOLDEN / f"seed{seed}-{clip}.codes.npy").astype(np.int64)
-    codes = full_codec(seed).encode(_input(clip), num_codebooks=32)[0].numpy()
+    codes = full_codec(seed).encode(golden_input(clip), num_codebooks=32)[0].numpy()
     assert codes.shape == expected.shape
     mismatched = np.flatnonzero((codes != expected).any(axis=0))
     assert mismatched.size == 0, f"frames differing from moshi: {mismatched[:10]}"
 
 
 def test_fewer_codebooks_are_a_prefix():
-    codes8 = full_codec(0).encode(_input("short"), num_codebooks=8)[0].numpy()
+    codes8 = full_codec(0).encode(golden_input("short"), num_codebooks=8)[0].numpy()
     expected = np.load(GOLDEN / "seed0-short.codes.npy")[:8]
     np.testing.assert_array_equal(codes8, expected)
 
@@ -60,7 +53,7 @@ def test_decoded_audio_matches_reference(seed, clip):
 def test_streaming_full_size_equals_reference():
     """Frame-by-frame encode and decode of the 12.5 s clip (past the 10 s attention window)."""
     codec = full_codec(0)
-    audio = _input("long")
+    audio = golden_input("long")
     expected = np.load(GOLDEN / "seed0-long.codes.npy").astype(np.int64)
     state = codec.init_encoder_state(1)
     parts = [codec.encode_step(state, audio[..., i:i + 1920], 32) for i in range(0, audio.shape[-1], 1920)]
