@@ -9,7 +9,6 @@ docs/performance.md has what TF32 did.)
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +16,15 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mimi_cli.bench import _timed  # noqa: E402
 from mimi_cli.codec import load_codec  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden"
 
 
 def timed(fn, device, repeats=5):
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize(device) if device.type == "cuda" else None
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of `repeats` calls, each synchronised with the device (mimi bench's timer)."""
+    return statistics.median(_timed(fn, device) for _ in range(repeats))
 
 
 def measure(dtype: str, device: str, clip, expected, long, seconds: float) -> str:

@@ -12,11 +12,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from mimi_cli.bench import _timed
 from mimi_cli.codec import load_codec
 from mimi_cli.dataset import EncodeOptions, encode_dataset
 
@@ -33,21 +33,9 @@ work = Path(tempfile.mkdtemp(prefix="mimi-corpus-"))
 subprocess.run([sys.executable, str(Path(__file__).with_name("make_audio.py")), str(work / "audio"),
                 "--files", str(a.files), "--min-s", str(a.min_s), "--max-s", str(a.max_s)], check=True)
 codec = load_codec("synthetic", device=a.device)
-
-
-def sync() -> None:
-    if codec.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 clip = 0.1 * torch.randn(1, 1, 30 * 24000)
 codec.encode(clip, 8)
-times = []
-for _ in range(3):
-    t = time.perf_counter()
-    codec.encode(clip, 8)
-    sync()
-    times.append(time.perf_counter() - t)
+times = [_timed(lambda: codec.encode(clip, 8), codec.device) for _ in range(3)]
 core = 30 / statistics.median(times)
 print(f"core offline encode: {core:.1f}x real time (30 s clip), {codec.device}")
 for readers in a.readers.split(",") if a.readers else [None]:
