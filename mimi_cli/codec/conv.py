@@ -133,7 +133,7 @@ class StreamingConvTranspose1d(nn.Module):
 
     def _transposed(self, x: torch.Tensor) -> torch.Tensor:
         """conv_transpose1d without bias, [B, T, C_in] -> [B, (T - 1) * stride + kernel, C_out]."""
-        c_in, c_out_per_group, kernel = self.weight.shape
+        c_in, _, kernel = self.weight.shape
         B, T, _ = x.shape
         m, s = kernel // self.stride, self.stride
         if self.uses_matmul:
