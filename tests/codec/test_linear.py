@@ -74,3 +74,17 @@ def test_no_column_blocks_for_narrow_or_offline_use() -> None:
     layer = Linear(2 * BLOCK_COLUMNS, 16)
     layer(torch.randn(1, SKINNY_ROWS + 1, 2 * BLOCK_COLUMNS))
     assert layer.blocks._blocks is None  # offline-sized products never copy the weight
+
+
+def test_one_window_view_does_not_copy_the_weight() -> None:
+    """A conv's single window (a [1, 1, k * C] strided view, as the bfloat16 12.5 Hz downsampling
+    makes once a frame) is multiplied as one row, without a per-call copy of the weight."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 5, 64, generator=g).bfloat16()
+    window = x.as_strided((1, 1, 4 * 64), (x.stride(0), 2 * 64, 1))
+    weight = torch.randn(48, 4 * 64, generator=g).bfloat16()
+    with torch.profiler.profile() as prof:
+        out = linear(window, weight)
+    copied = [e.input_shapes for e in prof.events() if e.name == "aten::copy_"]
+    assert copied == []
+    torch.testing.assert_close(out, F.linear(window.reshape(1, -1), weight).view(1, 1, 48))
