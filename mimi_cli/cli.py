@@ -299,7 +299,9 @@ def stream_encode(
 ) -> None:
     """Audio in, Mimi tokens out, live: each 80 ms frame's codes are written the moment they exist.
 
-    arecord -f S16_LE -r 16000 | mimi stream-encode | mimi stream-decode | aplay
+    arecord -F 20000 -f S16_LE -r 16000 | mimi stream-encode | mimi stream-decode | aplay
+
+    (-F 20000: arecord writes every 20 ms; its default period, 125 ms, delays audio by up to that.)
     """
     from .formats.pcm import SAMPLE_FORMATS, PcmFormat
     from .streaming import encode_stream
