@@ -5,6 +5,7 @@ missing device, unreadable weights, an output that cannot be added to); 130 inte
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -262,8 +263,9 @@ def _stream_threads(threads: int | None) -> bool:
 
 
 def _open_in(path: str):
+    """The input as a context manager: a file (closed after), or stdin (left open)."""
     if path == "-":
-        return sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+        return contextlib.nullcontext(sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer)
     try:
         return open(path, "rb", buffering=0)
     except OSError as e:
@@ -271,8 +273,9 @@ def _open_in(path: str):
 
 
 def _open_out(path: str):
+    """The output as a context manager: a file (closed after), or stdout (left open)."""
     if path == "-":
-        return sys.stdout.buffer
+        return contextlib.nullcontext(sys.stdout.buffer)
     try:
         return open(path, "wb")
     except OSError as e:
@@ -318,8 +321,8 @@ def stream_encode(
         raw_fmt = PcmFormat(rate, channels, sample_format)
     adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
-    stats = encode_stream(codec, _open_in(source), _open_out(target), num_codebooks, fmt, raw_fmt,
-                          adapt_threads=adapt)
+    with _open_in(source) as src, _open_out(target) as out:
+        stats = encode_stream(codec, src, out, num_codebooks, fmt, raw_fmt, adapt_threads=adapt)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames ({stats.frames / codec.frame_rate:.1f} s of audio)", err=True)
 
@@ -345,8 +348,8 @@ def stream_decode(
         raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(WRITTEN_FORMATS)}", 2)
     adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
-    stats = decode_stream(codec, _open_in(source), _open_out(target), rate, sample_format, wav=not raw,
-                          adapt_threads=adapt)
+    with _open_in(source) as src, _open_out(target) as out:
+        stats = decode_stream(codec, src, out, rate, sample_format, wav=not raw, adapt_threads=adapt)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 

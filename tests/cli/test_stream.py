@@ -16,6 +16,9 @@ import torch
 from mimi_cli.formats.pcm import PcmDecoder, read_wav_header
 from mimi_cli.formats.tokenstream import HEADER, MAGIC
 
+# Files the commands open (IN, OUT) are closed when they finish: a leak fails the test.
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning")
+
 STREAMS = Path(__file__).parents[1] / "fixtures" / "streams"
 WRITERS = sorted(p.name for p in STREAMS.glob("*.wav"))
 K = 4
@@ -151,11 +154,9 @@ def test_pipe_with_odd_chunked_writes_emits_frames_as_they_complete():
         proc.stdin.flush()
     lines = [proc.stdout.readline(), proc.stdout.readline()]  # header, then frame 0: while input is open
     assert b'"frame": 0' in lines[1]
-    proc.stdin.write(audio[first:])
-    proc.stdin.close()
-    rest = proc.stdout.read().decode().strip().splitlines()
-    assert proc.wait(60) == 0
-    assert len(rest) == 12  # 24000 samples = 12.5 frames: 12 more, the last one padded
+    rest, _ = proc.communicate(audio[first:], timeout=60)  # then end of input
+    assert proc.returncode == 0
+    assert len(rest.decode().strip().splitlines()) == 12  # 24000 samples = 12.5 frames: 12 more, the last one padded
 
 
 def test_closed_downstream_pipe_ends_quietly():
