@@ -53,12 +53,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear(x, weight, bias) for weight [out, in], as weight @ x.T for a few fp32 rows on CPU;
     with `blocks` (the layer's cache), a wide weight's 1-4 row products read its column blocks."""
     rows = x.numel() // max(x.shape[-1], 1)
-    if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
-        # As rows: F.linear copies the weight on every call for a 3-D x it cannot fold into one
-        # matrix, such as a conv's one-window view (bfloat16 12.5 Hz downsampling: 1.7 ms a step).
-        flat = x.reshape(-1, x.shape[-1]).contiguous()
-        return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
+    # As rows on every path: F.linear copies the weight on every call for a 3-D x it cannot fold
+    # into one matrix, such as a conv's one-window view (bfloat16 12.5 Hz downsampling: 1.7 ms a step).
     flat = x.reshape(rows, x.shape[-1]).contiguous()
+    if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
+        return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
     columns = blocks.of(weight) if blocks is not None and rows <= BLOCKED_ROWS else None
     if columns is not None:
         # Each block's x.T is a transposed view of row-major rows, as MKL reads it fastest.
