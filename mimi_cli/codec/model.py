@@ -174,7 +174,7 @@ class MimiCodec(nn.Module):
         steps_per_frame = self.frame_samples // hop
         whole = state.latents.shape[1] // steps_per_frame * steps_per_frame
         if whole == 0:
-            return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
+            return self._no_codes(state.batch_size, num_codebooks)
         x, state.latents = state.latents[:, :whole], state.latents[:, whole:].clone()
         return self._encode_front_latents(state, x, num_codebooks)
 
@@ -183,9 +183,13 @@ class MimiCodec(nn.Module):
         self._check_codebooks(num_codebooks)
         n = state.samples_in_frame
         if n == 0:
-            return torch.zeros(state.batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
+            return self._no_codes(state.batch_size, num_codebooks)
         return self.encode_step(state, state.pending.new_zeros(state.batch_size, self.frame_samples - n),
                                 num_codebooks)
+
+    def _no_codes(self, batch_size: int, num_codebooks: int) -> torch.Tensor:
+        """Codes [B, K, 0]: what a call that completes no frame returns."""
+        return torch.zeros(batch_size, num_codebooks, 0, dtype=torch.long, device=self.device)
 
     def decode_step(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] for codes [B, K, n]: every frame's audio as soon as it arrives."""
@@ -223,7 +227,7 @@ class MimiCodec(nn.Module):
                 piece = F.pad(piece, (0, self.frame_samples - piece.shape[-1] % self.frame_samples))
             out.append(self.encode_frames(state, piece[:, None], num_codebooks))
         if not out:
-            return torch.zeros(B, num_codebooks, 0, dtype=torch.long, device=self.device)
+            return self._no_codes(B, num_codebooks)
         return torch.cat(out, dim=-1)
 
     def decode(self, codes: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
