@@ -1,7 +1,8 @@
 """The `mimi` command: a thin Typer shell over the library (flags, messages, exit codes).
 
 Exit codes: 0 success; 1 some inputs failed (the rest was done); 2 usage errors (bad flags,
-missing device, unreadable weights, an output that cannot be added to); 130 interrupted.
+missing device, unreadable weights, an output that cannot be added to or written); 130 interrupted
+by Ctrl-C, 143 by SIGTERM (complete work kept).
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
@@ -18,6 +21,7 @@ from pathlib import Path
 import typer
 
 from . import __version__
+from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
 from .formats.storage import as_location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -54,10 +58,21 @@ StreamThreads = typer.Option(None, "--threads", min=1, show_default="2, or 1 on 
                                   "other; a number given here is kept throughout.")
 
 
+MAX_OUTPUT_RATE = 192000  # output sample rates a user may ask for (above it, a typo costs gigabytes)
+
+
 class _Fail(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (scancel, preemption, `timeout`): unwinds like Ctrl-C, so complete work is kept."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -76,8 +91,12 @@ def command(fn: Callable) -> Callable:
         from .formats.audio import AudioError
         from .formats.pcm import StreamFormatError
         from .formats.shards import DatasetError
+        from .formats.sources import InputError
+        from .formats.storage import OutputError
 
         _setup_logging(kwargs.get("quiet", False))
+        main_thread = threading.current_thread() is threading.main_thread()  # signals go to the main thread only
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return fn(*args, **kwargs)
         except _Fail as e:
@@ -86,9 +105,12 @@ def command(fn: Callable) -> Callable:
         except StreamFormatError as e:  # the input stream itself is bad: what was complete is written
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(1) from None
-        except (MimiError, DatasetError, AudioError, ValueError) as e:
+        except (MimiError, DatasetError, AudioError, InputError, OutputError, ValueError) as e:
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(2) from None
+        except _Terminated:
+            typer.echo("mimi: terminated (SIGTERM); complete output was kept", err=True)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             typer.echo("mimi: interrupted; complete output was kept", err=True)
             raise typer.Exit(130) from None
@@ -101,6 +123,9 @@ def command(fn: Callable) -> Callable:
             where = f": {e.filename}" if e.filename else ""
             typer.echo(f"mimi: error: {e.strerror or e}{where}", err=True)
             raise typer.Exit(2) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper
 
 
@@ -137,8 +162,9 @@ def _report(summary, done: str, target, items: str, quiet: bool) -> None:
 @command
 def encode(
     inputs: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
-                                       help="Audio files, directories (recursive), globs or @list.txt, then the "
-                                            "OUTPUT: a .parquet file, or a directory of shards."),
+                                       help="Audio files, directories (recursive), globs, @list.txt or @- (a list "
+                                            "on stdin), then the OUTPUT: a .parquet file, or a directory of "
+                                            "shards."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     channels: str = typer.Option("mix", "--channels", help="mix: average channels to mono; each: one row per channel."),
     fmt: str = typer.Option("parquet", "--format", help="parquet, or npy (one .npy per input + a manifest; "
@@ -153,12 +179,21 @@ def encode(
                                                                 "belongs to); default: start a local one."),
     workers: int = typer.Option(1, "--workers", min=1, help="Ray: model workers (each loads the model once)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray: GPUs per model worker."),
+    commit_seconds: float = typer.Option(30.0, "--commit-seconds", min=0.0,
+                                         help="Finished rows are written as a complete shard at least this often, "
+                                              "so a killed run loses at most this much work."),
     quiet: bool = Quiet,
 ) -> None:
     """Encode audio files into a token dataset (one row of codes [K, frames] per file).
 
+    Ids: a file's path relative to the directory INPUT it was found under; for a file named
+    directly or by a glob, relative to the current directory; in an @list, relative to the
+    list. Two inputs that would get one id are refused before any work.
+
     Resumes by default: inputs already in OUTPUT (same id, size and mtime) are skipped. Bad inputs
-    are listed in an errors file beside the output; the exit code is then 1.
+    are listed in an errors file beside the output; the exit code is then 1. One run writes an
+    OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
+    finished (exit 130, 143).
     """
     from .dataset import EncodeOptions, encode_dataset
 
@@ -181,10 +216,14 @@ def encode(
                                workers=workers, gpus_per_worker=gpus_per_worker)
     *sources, output = inputs
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels, format=fmt, overwrite=overwrite,
-                            shard_index=shard_index, num_shards=num_shards, max_batch=batch_size)
-    codec = _load(weights, device, dtype)
-    summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),
-                             engine=run_engine)
+                            shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
+                            commit_seconds=commit_seconds)
+    from .formats.lock import OutputLock
+
+    with OutputLock(as_location(output), shard_index, num_shards):  # a busy OUTPUT is refused before the model loads
+        codec = _load(weights, device, dtype)
+        summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),
+                                 engine=run_engine)
     _report(summary, f"encoded {summary.files} files, {summary.rows} rows", output, "inputs", quiet)
 
 
@@ -198,7 +237,8 @@ def decode(
     num_codebooks: int = typer.Option(None, "-q", "--num-codebooks", min=1, max=32,
                                       help="Decode with only the first K codebooks (default: all stored)."),
     audio_format: str = typer.Option("wav", "--audio-format", help="wav (float) or flac (16-bit)."),
-    sample_rate: int = typer.Option(24000, "--sample-rate", min=1000, help="Resample the output to this rate."),
+    sample_rate: int = typer.Option(24000, "--sample-rate", min=1000, max=MAX_OUTPUT_RATE,
+                                    help="Resample the output to this rate."),
     ids: list[str] = typer.Option(None, "--id", help="Decode only this row id (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace audio files that already exist."),
     quiet: bool = Quiet,
@@ -293,7 +333,7 @@ def stream_encode(
                                       help="binary (default when stdout is not a terminal), jsonl (default on a "
                                            "terminal) or text (one line of ints a frame)."),
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM input (e.g. arecord -t raw)."),
-    rate: int = typer.Option(None, "--rate", min=1, help="Sample rate of raw input."),
+    rate: int = typer.Option(None, "--rate", min=1, max=MAX_INPUT_RATE, help="Sample rate of raw input."),
     channels: int = typer.Option(1, "--channels", min=1, help="Channels of raw input (mixed to mono)."),
     sample_format: str = typer.Option("s16le", "--sample-format",
                                       help="Raw input: s16le, s24le, s32le, f32le, u8 or f64le."),
@@ -334,7 +374,8 @@ def stream_decode(
                                                            "- is stdin."),
     target: str = typer.Argument("-", metavar="[OUT]", help="Audio; - is stdout."),
     weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
-    rate: int = typer.Option(24000, "--rate", min=1000, help="Output sample rate (streaming resample)."),
+    rate: int = typer.Option(24000, "--rate", min=1000, max=MAX_OUTPUT_RATE,
+                             help="Output sample rate (streaming resample)."),
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM output instead of WAV."),
     sample_format: str = typer.Option("s16le", "--sample-format", help="s16le, s24le, s32le or f32le."),
     threads: int | None = StreamThreads,
@@ -379,7 +420,9 @@ def bench(
     try:
         sizes = tuple(int(n) for n in streams.split(","))
     except ValueError:
-        raise _Fail(f"--streams {streams}: give batch sizes like 1,4,16,64", 2) from None
+        sizes = ()
+    if not sizes or min(sizes) < 1 or max(sizes) > 65536:
+        raise _Fail(f"--streams {streams}: give batch sizes from 1 to 65536 like 1,4,16,64", 2)
     if weights is None:
         cached = cached_hub_weights()
         weights = str(cached) if cached else "synthetic"

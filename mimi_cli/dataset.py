@@ -14,24 +14,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from . import __version__
 from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
-from .formats.audio import AudioError, probe, read_audio, resample, write_audio
+from .formats.audio import AudioError, check_readable, probe, read_audio, resample, write_audio
+from .formats.lock import OutputLock
+from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import (
+    COMMIT_SECONDS,
     DatasetError,
     Row,
     ShardWriter,
     iter_rows,
     read_metadata,
     read_table,
-    row_file_name,
     shard_files,
     write_parquet_atomic,
 )
 from .formats.sources import Problem, Source, collect_sources, select_shard
-from .formats.storage import Location, RemotePath, readable, rmtree
+from .formats.storage import Location, RemotePath, atomic_write, readable, rmtree
 
 
 @dataclass
@@ -47,6 +50,7 @@ class EncodeOptions:
     # Background threads that decode and resample. Beside a GPU model (H200, 200 files), 2 kept
     # the pipeline at 93 % of the model's speed, 8 at 101 % (docs/performance.md).
     readers: int = 2
+    commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
 
 
 @dataclass
@@ -91,6 +95,8 @@ def _same_model(a: dict, b: dict) -> bool:
 # -- reading --------------------------------------------------------------------------------------
 def load_items(source: Source, channels: str) -> list[AudioItem]:
     """The audio of one file as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
+    if isinstance(source.path, Path):
+        check_readable(source.path)
     try:
         stat = source.path.stat()
     except OSError as e:
@@ -145,6 +151,9 @@ class DatasetOutput:
         self.single_file = path.suffix == ".parquet"
         if self.single_file and options.format == "npy":
             raise DatasetError("--format npy writes one file per input: give a directory as OUTPUT, not a .parquet")
+        if self.single_file and options.num_shards > 1:
+            raise DatasetError("array jobs (--num-shards) write side by side into a directory: give a directory "
+                               "as OUTPUT, not a .parquet")
         if self.single_file:
             self.directory = path.with_name(f".{path.name}.parts")
             self.errors_path = path.with_name(f"{path.stem}.errors.jsonl")
@@ -159,7 +168,7 @@ class DatasetOutput:
         prefix = "manifest" if options.format == "npy" else "part"
         if options.num_shards > 1:
             prefix += f"-{options.shard_index:05d}"
-        self.writer = ShardWriter(self.directory, metadata, prefix,
+        self.writer = ShardWriter(self.directory, metadata, prefix, commit_seconds=options.commit_seconds,
                                   npy_root=self.directory if options.format == "npy" else None)
 
     def _remove_existing(self) -> None:
@@ -196,17 +205,26 @@ class DatasetOutput:
         return existing
 
     def finish(self) -> None:
-        """Writes the last shard; a single-file output is then assembled and its staging removed."""
+        """Writes the last shard; a single-file output is then assembled and its staging removed.
+
+        Staged rows already in the file are left out, so a crash between writing the file and
+        removing the staging (a rerun finds both) cannot duplicate rows.
+        """
         self.writer.flush()
         if not self.single_file:
             return
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         parts = []
         if self.path.is_file():
             parts.append(read_table(self.path))
         if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
-            parts.append(read_table(self.directory))
+            staged = read_table(self.directory)
+            if parts:
+                staged = staged.filter(pc.invert(pc.is_in(staged.column("id"),
+                                                          value_set=parts[0].column("id").combine_chunks())))
+            parts.append(staged)
         if parts:
             table = pa.concat_tables(parts).replace_schema_metadata(
                 {b"mimi_cli": json.dumps(self.metadata)})
@@ -254,18 +272,29 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     mimi_cli.ray_engine.RayEngine. Everything else (inputs, resume, shards, errors) is shared.
 
     Per-file failures are recorded (Summary.failed and an errors file) and the run goes on.
-    On KeyboardInterrupt the rows encoded so far are written as complete shards, then it re-raises.
+    Finished rows are committed as complete shards at least every `commit_seconds`; on
+    KeyboardInterrupt (and the CLI's SIGTERM) what is finished is committed, then it re-raises.
+    InputError if two inputs would get one id; OutputBusyError if another process writes `output`.
     """
     o = options or EncodeOptions()
     start = time.perf_counter()
     metadata = model_metadata(codec, o.num_codebooks, o.channels)
-    out = DatasetOutput(output, o, metadata)
-    summary = Summary(output=output, errors_path=out.errors_path)
-    sources, problems = collect_sources(inputs)
-    summary.failed.extend(problems)
-    if o.num_shards > 1:
-        sources = select_shard(sources, o.shard_index, o.num_shards)
+    with OutputLock(output, o.shard_index, o.num_shards):
+        sources, problems = collect_sources(inputs)
+        out = DatasetOutput(output, o, metadata)
+        summary = Summary(output=output, errors_path=out.errors_path)
+        summary.failed.extend(problems)
+        if o.num_shards > 1:
+            sources = select_shard(sources, o.shard_index, o.num_shards)
+        todo = _todo(sources, out, summary)
+        _run(engine or LocalEngine(codec), todo, o, out, summary, progress, start)
+        out.finish()
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
 
+
+def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[tuple[Source, float]]:
+    """The sources still to encode, with their length hints; skipped and unreadable ones noted."""
     todo: list[tuple[Source, float]] = []
     changed: list[str] = []
     for s in sources:
@@ -273,40 +302,54 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
             st = s.path.stat()
             if out.existing[s.id] == (st.st_size, st.st_mtime_ns):
                 summary.skipped += 1
-                continue
-            changed.append(s.id)
+            else:
+                changed.append(s.id)
             continue
         try:
             todo.append((s, _duration_hint(s)))
         except AudioError as e:
             summary.failed.append(Problem(s.id, str(s.path), str(e)))
     if changed:
-        raise DatasetError(f"{len(changed)} inputs changed since they were encoded into {output} (first: "
+        raise DatasetError(f"{len(changed)} inputs changed since they were encoded into {out.path} (first: "
                            f"{', '.join(changed[:3])}); use --overwrite to encode everything again")
+    return todo
 
+
+def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: DatasetOutput, summary: Summary,
+         progress: Callable[..., object] | None, start: float) -> None:
+    """Feeds the engine's rows to the writer, an input's rows together, committing as they age."""
     bar = progress(total=len(todo)) if progress else None
-    engine = engine or LocalEngine(codec)
+    pending: dict[str, list[Row]] = {}  # rows of inputs whose other channels have not come yet
+    last_batch = time.perf_counter()
     try:
         for batch in engine(todo, o):
             summary.failed.extend(batch.failed)
             for row in batch.rows:
-                out.writer.add(row)
-                summary.rows += 1
-                summary.audio_seconds += row.num_samples / SAMPLE_RATE
-            summary.files += len({r.id for r in batch.rows})
+                rows = pending.setdefault(row.id, [])
+                rows.append(row)
+                if len(rows) < (row.source_channels if o.channels == "each" else 1):
+                    continue
+                for r in pending.pop(row.id):
+                    out.writer.add(r)
+                    summary.rows += 1
+                    summary.audio_seconds += r.num_samples / SAMPLE_RATE
+                summary.files += 1
+            now = time.perf_counter()
+            # Commit before the next batch would take the oldest row past its deadline.
+            out.writer.commit_if_due(lookahead_s=now - last_batch)
+            last_batch = now
             if bar is not None:
                 bar.update(batch.inputs)
-                elapsed = time.perf_counter() - start
+                elapsed = now - start
                 bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
                                     f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     finally:
-        out.writer.flush()  # whatever is complete is kept, also on Ctrl-C
-        if bar is not None:
-            bar.close()
-        _write_errors(out.errors_path, summary.failed)
-    out.finish()
-    summary.wall_seconds = time.perf_counter() - start
-    return summary
+        try:
+            out.writer.flush()  # whatever is complete is kept, also on Ctrl-C or SIGTERM
+        finally:
+            if bar is not None:
+                bar.close()
+            _write_errors(out.errors_path, summary.failed)
 
 
 def _duration_hint(source: Source) -> float:
@@ -338,11 +381,8 @@ def _write_errors(path: Location, failed: list[Problem]) -> None:
     if not failed:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    with atomic_write(path) as f:
         f.write("".join(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n" for p in failed).encode())
-    tmp.replace(path)
 
 
 # -- decode ----------------------------------------------------------------------------------------
@@ -358,7 +398,11 @@ class DecodeOptions:
 
 def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: DecodeOptions | None = None,
                    progress: Callable[..., object] | None = None) -> Summary:
-    """Writes one audio file per row of the token dataset, trimmed to the row's num_samples."""
+    """Writes one audio file per row of the token dataset, trimmed to the row's num_samples.
+
+    Every file lands inside `outdir`: a row whose id would lead elsewhere (absolute, `..`, a
+    symbolic link out) is refused as an error row, like a malformed one, and the rest goes on.
+    """
     o = options or DecodeOptions()
     start = time.perf_counter()
     meta = read_metadata(tokens)
@@ -367,23 +411,31 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     if k > stored:
         raise DatasetError(f"-q {k}: the dataset stores only {stored} codebooks")
     wanted = set(o.ids) if o.ids else None
-    total = read_table(tokens, columns=["id"]).num_rows
+    keys = read_table(tokens, columns=["id", "channel"]).to_pylist()
+    # Named from every row, not only the ones asked for, so a row's file name never depends on --id.
+    names = audio_file_names([(r["id"], r["channel"]) for r in keys
+                              if isinstance(r["id"], str) and isinstance(r["channel"], int)], o.audio_format)
     summary = Summary(output=outdir, errors_path=outdir / "errors.jsonl")
-    bar = progress(total=total if wanted is None else len(wanted)) if progress else None
+    bar = progress(total=len(keys) if wanted is None else len(wanted)) if progress else None
     seen: set[str] = set()
-    batch: list[dict] = []
+    done: set[tuple[str, int]] = set()
+    batch: list[tuple[dict, Path]] = []
 
-    def run(rows: list[dict]) -> None:
-        codes = np.zeros((len(rows), k, max(r["codes"].shape[1] for r in rows)), dtype=np.int64)
-        for i, r in enumerate(rows):
+    def fail(row: dict, error: str) -> None:
+        summary.failed.append(Problem(row["id"], str(tokens), error))
+        if bar is not None:
+            bar.update(1)
+
+    def run(rows: list[tuple[dict, Path]]) -> None:
+        codes = np.zeros((len(rows), k, max(r["codes"].shape[1] for r, _ in rows)), dtype=np.int64)
+        for i, (r, _) in enumerate(rows):
             codes[i, :, :r["codes"].shape[1]] = r["codes"][:k]
         audio = codec.decode(torch.from_numpy(codes)).float().cpu().numpy()[:, 0]
-        for i, r in enumerate(rows):
+        for i, (r, target) in enumerate(rows):
             pcm = audio[i, :r["num_samples"]]
             if o.sample_rate != SAMPLE_RATE:
                 pcm = resample(pcm[None], SAMPLE_RATE, o.sample_rate)[0]
-            write_audio(outdir / row_file_name(r["id"], r["channel"], o.audio_format), pcm, o.sample_rate,
-                        o.audio_format)
+            write_audio(target, pcm, o.sample_rate, o.audio_format)
             summary.rows += 1
             summary.audio_seconds += r["num_samples"] / SAMPLE_RATE
         if bar is not None:
@@ -392,17 +444,31 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     try:
         for row in iter_rows(tokens, wanted):
             seen.add(row["id"])
-            target = outdir / row_file_name(row["id"], row["channel"], o.audio_format)
+            if "error" in row:
+                fail(row, row["error"])
+                continue
+            key = (row["id"], row["channel"])
+            if key in done:
+                fail(row, "another row has the same id and channel; only the first was decoded")
+                continue
+            done.add(key)
+            if key not in names:
+                fail(row, "its file name would clash with another row's; decode it alone with --id")
+                continue
+            try:
+                target = confined(outdir, names[key])
+            except UnsafePathError as e:
+                fail(row, f"not written: {e}")
+                continue
             if target.exists() and not o.overwrite:
                 summary.skipped += 1
                 if bar is not None:
                     bar.update(1)
                 continue
-            codes = row["codes"]
-            if codes.shape[0] < k or (codes < 0).any() or (codes >= codec.config.codebook_size).any():
-                summary.failed.append(Problem(row["id"], str(tokens), "codes out of range or too few codebooks"))
+            if row["codes"].shape[0] < k:
+                fail(row, f"the row has {row['codes'].shape[0]} codebooks, fewer than -q {k}")
                 continue
-            batch.append(row)
+            batch.append((row, target))
             if len(batch) >= o.max_batch:
                 run(batch)
                 batch = []
@@ -420,14 +486,21 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
 
 def dataset_info(tokens: Location) -> dict:
     """What a token dataset holds: rows, hours, K, model, shards, recorded errors."""
+    import pyarrow.compute as pc
+
     meta = read_metadata(tokens)
-    table = read_table(tokens, columns=["id", "num_frames", "num_samples", "channel"])
+    table = read_table(tokens, columns=["id", "num_frames", "num_samples"])
     shards = shard_files(tokens)
     pattern = f"{tokens.name}.errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
     errors = sum(p.read_bytes().count(b"\n") for p in tokens.parent.glob(pattern))
-    samples = table.column("num_samples").to_numpy()
-    return {"path": str(tokens), "rows": table.num_rows, "files": len(set(table.column("id").to_pylist())),
-            "hours": float(samples.sum()) / SAMPLE_RATE / 3600,
-            "frames": int(table.column("num_frames").to_numpy().sum()),
+
+    def total(column: str) -> int:
+        try:
+            return int(pc.sum(table.column(column)).as_py() or 0)
+        except (pa.ArrowException, TypeError):
+            raise DatasetError(f"{tokens}: column '{column}' does not hold numbers") from None
+
+    return {"path": str(tokens), "rows": table.num_rows, "files": pc.count_distinct(table.column("id")).as_py(),
+            "hours": total("num_samples") / SAMPLE_RATE / 3600, "frames": total("num_frames"),
             "shards": len(shards), "bytes": sum(p.stat().st_size for p in shards), "errors": errors,
             "metadata": meta}

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .storage import atomic_write, os_reason
 
 AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                     ".caf", ".w64", ".rf64", ".au", ".snd"}
@@ -29,11 +33,26 @@ class AudioInfo:
         return self.num_frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def check_readable(path: str | os.PathLike) -> int:
+    """The size of a local audio file; AudioError, in the OS's words, if it is no regular file
+    that can be opened (a FIFO or device would hang or mislead the decoder)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise AudioError(f"not a regular file: {path}")
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AudioError(f"{os_reason(e)}: {path}") from None
+    if st.st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    return st.st_size
+
+
 def probe(path: str | os.PathLike) -> AudioInfo:
     """Rate, channels and length from the header alone (cheap: used to batch by length)."""
+    check_readable(path)
     try:
-        if os.path.getsize(path) == 0:
-            raise AudioError("empty file (0 bytes)")
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(_reason(e)) from None
@@ -41,10 +60,16 @@ def probe(path: str | os.PathLike) -> AudioInfo:
 
 
 def _reason(e: Exception) -> str:
+    """libsndfile's complaint in a user's words."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^Error opening .*?: ", "", text).strip()
     if "Format not recognised" in text or "unknown format" in text.lower():
-        return "not an audio file soundfile can read (format not recognised)"
-    return text
+        return "not an audio file mimi reads (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, CAF ...): format not recognised"
+    if "possibly a pipe" in text or "pipe based" in text:
+        return "not a regular audio file (a pipe or device cannot be decoded here)"
+    if text.startswith("System error"):
+        return "the file could not be read (system error)"
+    return f"damaged or unsupported audio file: {text.rstrip('.')}"
 
 
 def read_audio(path: str | os.PathLike | io.IOBase) -> tuple[np.ndarray, int]:
@@ -70,9 +95,6 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str = "wav") -> None:
     """Writes mono float audio atomically (temporary name, then rename): never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     subtype = "PCM_16" if fmt == "flac" else "FLOAT"
-    sf.write(str(tmp), np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate,
-             format=fmt.upper(), subtype=subtype)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        sf.write(f, np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate, format=fmt.upper(), subtype=subtype)

@@ -17,6 +17,10 @@ WRITTEN_FORMATS = ("s16le", "s24le", "s32le", "f32le")
 # Streaming writers that cannot seek back put 0 or a huge size in the header (arecord: 0x80000000,
 # sox: 0x7FFFF000 and up, ffmpeg: 0xFFFFFFFF); such a data chunk runs to the end of the stream.
 UNKNOWN_SIZE_FROM = 0x7FFF0000
+MAX_RATE = 768000  # no audio interface records faster; a header above it is damaged or hostile
+MAX_CHANNELS = 64
+MAX_HEADER_CHUNK = 1 << 12  # fmt and ds64 chunks are 16 to 40 bytes; a larger claim is not a WAV header
+MAX_SKIPPED_CHUNK = 1 << 24  # LIST, fact, PEAK ... before the data: skipped, read in pieces
 
 
 _PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
@@ -59,6 +63,19 @@ def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
+def _skip(stream: BinaryIO, n: int, what: str) -> None:
+    """Reads past `n` bytes a piece at a time (no buffer of the claimed size)."""
+    while n > 0:
+        got = len(_read_exact(stream, min(n, 1 << 16), what))
+        n -= got
+
+
+def _chunk_body(stream: BinaryIO, size: int, least: int, what: str) -> bytes:
+    if not least <= size <= MAX_HEADER_CHUNK:
+        raise StreamFormatError(f"bad WAV header: a {what} of {size} bytes (expected {least} to {MAX_HEADER_CHUNK})")
+    return _read_exact(stream, size + (size & 1), what)
+
+
 def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
     """Parses RIFF/RF64 WAVE headers up to the data chunk: (format, data bytes or None = to EOF)."""
     head = read_up_to(stream, 12)
@@ -71,10 +88,10 @@ def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
     while True:
         chunk_id, size = struct.unpack("<4sI", _read_exact(stream, 8, "WAV header"))
         if chunk_id == b"ds64":
-            body = _read_exact(stream, size + (size & 1), "ds64 chunk")
+            body = _chunk_body(stream, size, 16, "ds64 chunk")
             rf64_data_size = struct.unpack("<Q", body[8:16])[0]
         elif chunk_id == b"fmt ":
-            body = _read_exact(stream, size + (size & 1), "fmt chunk")
+            body = _chunk_body(stream, size, 16, "fmt chunk")
             tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
             if tag == 0xFFFE and len(body) >= 40:  # WAVE_FORMAT_EXTENSIBLE: the real tag is in the GUID
                 if body[26:40] != _PCM_GUID_TAIL:
@@ -85,8 +102,9 @@ def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
             if (tag, bits) not in kinds:
                 raise StreamFormatError(f"unsupported WAV encoding (format tag {tag}, {bits}-bit): "
                                         "PCM 8/16/24/32-bit or float 32/64-bit only")
-            if channels < 1 or rate < 1:
-                raise StreamFormatError(f"bad WAV header: {channels} channels at {rate} Hz")
+            if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
+                raise StreamFormatError(f"bad WAV header: {channels} channels at {rate} Hz (mimi reads 1 to "
+                                        f"{MAX_CHANNELS} channels at up to {MAX_RATE} Hz)")
             fmt = PcmFormat(rate, channels, kinds[(tag, bits)])
         elif chunk_id == b"data":
             if fmt is None:
@@ -95,9 +113,9 @@ def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
                 return fmt, rf64_data_size
             return fmt, None if _unknown(size) else size
         else:  # LIST, fact, PEAK, ...: skip
-            if size > 1 << 24:
+            if size > MAX_SKIPPED_CHUNK:
                 raise StreamFormatError(f"bad WAV header: a {chunk_id!r} chunk of {size} bytes")
-            _read_exact(stream, size + (size & 1), f"{chunk_id.decode('latin-1')} chunk")
+            _skip(stream, size + (size & 1), f"{chunk_id.decode('latin-1')} chunk")
 
 
 class PcmDecoder:

@@ -8,6 +8,7 @@ written under a temporary name and renamed when complete, so a crash leaves only
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,11 +16,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .storage import Location, readable
+from .paths import UnsafePathError, confined, npy_file_name, regular_file
+from .storage import Location, atomic_write, readable
+from .tokenstream import MAX_CODEBOOKS
 
 METADATA_KEY = b"mimi_cli"
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
-SHARD_CODE_BYTES = 64 << 20  # ... or this many bytes of codes, whichever comes first
+SHARD_CODE_BYTES = 64 << 20  # ... or this many bytes of codes, whichever comes first ...
+COMMIT_SECONDS = 30.0  # ... or when its oldest row is this old: a crash loses at most that much work
+FRAME_SAMPLES = 1920  # samples at 24 kHz per frame of codes (the codec's FRAME_SAMPLES; formats/ knows no model)
+# Bounds on what a reader accepts from a dataset, so a crafted file costs an error, not all memory.
+MAX_ROW_GROUP_BYTES = 2 << 30
+MAX_NPY_BYTES = 256 << 20
 
 COLUMNS = [  # name, type, meaning (docs/token-format.md repeats this)
     ("id", pa.string()),
@@ -80,36 +88,27 @@ def _codes_array(codes: list[np.ndarray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(outer_offsets), inner)
 
 
-def _codes_of(column: pa.ChunkedArray) -> list[np.ndarray]:
-    """[K, frames] int16 arrays back from a list<list<int16>> column."""
-    out = []
-    for chunk in column.chunks:
-        outer = chunk.offsets.to_numpy()
-        inner = chunk.values
-        inner_offsets = inner.offsets.to_numpy()
-        values = inner.values.to_numpy(zero_copy_only=False)
-        for i in range(len(chunk)):
-            a, b = outer[i], outer[i + 1]
-            start, stop = inner_offsets[a], inner_offsets[b]
-            out.append(values[start:stop].reshape(b - a, -1) if b > a else np.zeros((0, 0), np.int16))
-    return out
-
-
 def write_parquet_atomic(path: Location, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    """Writes `table` to `path` whole or not at all (OutputError naming the path on failure)."""
+    with atomic_write(path) as f:
         pq.write_table(table, f, compression="zstd")
-    tmp.replace(path)
 
 
 class ShardWriter:
-    """Buffers rows and writes them as numbered, complete Parquet shards in a directory."""
+    """Buffers rows and writes them as numbered, complete Parquet shards in a directory.
 
-    def __init__(self, directory: Location, metadata: dict, prefix: str = "part", npy_root: Location | None = None):
+    `add` only buffers; the caller commits with `commit_if_due` at points where every buffered
+    input is whole (all channels of a file), so a shard never holds half an input.
+    """
+
+    def __init__(self, directory: Location, metadata: dict, prefix: str = "part", npy_root: Location | None = None,
+                 commit_seconds: float = COMMIT_SECONDS):
         self.directory, self.metadata, self.prefix = directory, metadata, prefix
         self.npy_root = npy_root  # set: codes go to .npy files and shards are the manifest
+        self.commit_seconds = commit_seconds
         self.rows: list[dict] = []
         self.code_bytes = 0
+        self.oldest = 0.0
         directory.mkdir(parents=True, exist_ok=True)
         taken = [int(p.stem.rsplit("-", 1)[1]) for p in directory.glob(f"{prefix}-*.parquet")
                  if p.stem.rsplit("-", 1)[1].isdigit()]
@@ -118,17 +117,27 @@ class ShardWriter:
     def add(self, row: Row) -> None:
         d = row.as_dict()
         if self.npy_root is not None:
-            rel = row_file_name(row.id, row.channel, "npy")
-            target = self.npy_root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            with tmp.open("wb") as f:
+            rel = npy_file_name(row.id, row.channel)
+            try:
+                target = confined(self.npy_root, rel)
+            except UnsafePathError as e:
+                raise DatasetError(f"id {row.id!r} cannot name a .npy file: {e}") from None
+            with atomic_write(target) as f:
                 np.save(f, row.codes)
-            tmp.replace(target)
             d["npy_path"] = rel
+        if not self.rows:
+            self.oldest = time.monotonic()
         self.rows.append(d)
         self.code_bytes += row.codes.nbytes
-        if len(self.rows) >= SHARD_ROWS or self.code_bytes >= SHARD_CODE_BYTES:
+
+    def due(self, lookahead_s: float = 0.0) -> bool:
+        """Whether the buffer should become a shard now: full, or its oldest row would be older than
+        `commit_seconds` after `lookahead_s` more (the time until the next chance to commit)."""
+        return bool(self.rows) and (len(self.rows) >= SHARD_ROWS or self.code_bytes >= SHARD_CODE_BYTES
+                                    or time.monotonic() - self.oldest + lookahead_s >= self.commit_seconds)
+
+    def commit_if_due(self, lookahead_s: float = 0.0) -> None:
+        if self.due(lookahead_s):
             self.flush()
 
     def flush(self) -> None:
@@ -140,13 +149,6 @@ class ShardWriter:
         write_parquet_atomic(path, _table(self.rows, columns, self.metadata))
         self.next_index += 1
         self.rows, self.code_bytes = [], 0
-
-
-def row_file_name(item_id: str, channel: int, extension: str) -> str:
-    """The file a row is written to (codes or decoded audio): its id with the audio extension
-    replaced, and the channel added for per-channel rows (`a/b.wav` -> `a/b.npy`, `a/b.ch1.npy`)."""
-    stem = item_id.rsplit(".", 1)[0] if "." in item_id.rsplit("/", 1)[-1] else item_id
-    return f"{stem}.ch{channel}.{extension}" if channel >= 0 else f"{stem}.{extension}"
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -162,37 +164,173 @@ def shard_files(path: Location) -> list[Location]:
     raise DatasetError(f"{path}: no such token file or directory")
 
 
-def read_metadata(path: Location) -> dict:
-    """The dataset's provenance (from its first shard)."""
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarrow raises on a bad file
+
+
+def _schema(shard: Location) -> pa.Schema:
     try:
-        meta = pq.read_schema(readable(shard_files(path)[0])).metadata or {}
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetError(f"{path}: not a readable Parquet token file ({e})") from None
+        return pq.read_schema(readable(shard))
+    except _READ_ERRORS as e:
+        raise DatasetError(f"{shard}: not a readable Parquet token file ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def read_metadata(path: Location) -> dict:
+    """The dataset's provenance (from its first shard), checked to be usable."""
+    meta = _schema(shard_files(path)[0]).metadata or {}
     if METADATA_KEY not in meta:
         raise DatasetError(f"{path}: a Parquet file, but not one written by mimi (no '{METADATA_KEY.decode()}' "
                            "metadata)")
-    return json.loads(meta[METADATA_KEY])
+    try:
+        info = json.loads(meta[METADATA_KEY])
+    except (ValueError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path}: its '{METADATA_KEY.decode()}' metadata is not a JSON object")
+    k, size = info.get("num_codebooks"), info.get("codebook_size")
+    if not _is_int(k) or not 1 <= k <= MAX_CODEBOOKS:
+        raise DatasetError(f"{path}: its metadata gives num_codebooks={k!r}, not 1..{MAX_CODEBOOKS}")
+    if not _is_int(size) or not 1 <= size <= 1 << 15:
+        raise DatasetError(f"{path}: its metadata gives codebook_size={size!r}, not 1..32768 (int16 codes)")
+    if not isinstance(info.get("model", {}), dict):
+        raise DatasetError(f"{path}: its metadata's 'model' is not an object")
+    return info
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_schema(shard: Location, schema: pa.Schema) -> None:
+    """DatasetError unless the shard has the columns a reader needs, of usable types."""
+    def need(name: str, ok, what: str) -> None:
+        if name not in schema.names:
+            raise DatasetError(f"{shard}: no '{name}' column (a token dataset has id, channel, codes or npy_path, "
+                               "num_frames, num_samples)")
+        if not ok(schema.field(name).type):
+            raise DatasetError(f"{shard}: column '{name}' is {schema.field(name).type}, expected {what}")
+
+    listy = (pa.types.is_list, pa.types.is_large_list)
+    need("id", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string")
+    for name in ("channel", "num_samples"):
+        need(name, pa.types.is_integer, "an integer")
+    if "codes" in schema.names or "npy_path" not in schema.names:
+        need("codes", lambda t: any(f(t) for f in listy) and any(f(t.value_type) for f in listy)
+             and pa.types.is_integer(t.value_type.value_type), "list<list<int16>>")
+    else:
+        need("npy_path", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string")
 
 
 def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
     files = shard_files(path)
     try:
         tables = [pq.read_table(readable(f), columns=columns) for f in files]
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetError(f"{path}: cannot read token shards ({e})") from None
-    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    except _READ_ERRORS as e:
+        raise DatasetError(f"{path}: cannot read token shards ({_first_line(e)})") from None
 
 
 def iter_rows(path: Location, ids: set[str] | None = None) -> Iterator[dict]:
-    """Rows as dicts with `codes` as an int16 array [K, frames] (npy datasets load their files)."""
-    read_metadata(path)
+    """Rows as dicts with `codes` as an int16 array [K, frames] (npy datasets load their files).
+
+    A row that cannot be used (no id, ragged or out-of-range codes, an unsafe `npy_path` ...)
+    comes as a dict with an "error" key saying why, and the reading goes on; a shard that cannot
+    be read at all raises DatasetError.
+    """
+    size = read_metadata(path)["codebook_size"]
     root = path if path.is_dir() else path.parent
     for shard in shard_files(path):
-        table = pq.read_table(readable(shard))
-        codes = _codes_of(table.column("codes")) if "codes" in table.column_names else None
-        rest = table.drop_columns(["codes"]) if codes is not None else table
-        for i, r in enumerate(rest.to_pylist()):
-            if ids is not None and r["id"] not in ids:
-                continue
-            r["codes"] = codes[i] if codes is not None else np.load(readable(root / r["npy_path"]))
-            yield r
+        try:
+            parquet = pq.ParquetFile(readable(shard))
+        except _READ_ERRORS as e:
+            raise DatasetError(f"{shard}: not a readable Parquet token file ({_first_line(e)})") from None
+        _check_schema(shard, parquet.schema_arrow)
+        for g in range(parquet.metadata.num_row_groups):
+            if parquet.metadata.row_group(g).total_byte_size > MAX_ROW_GROUP_BYTES:
+                raise DatasetError(f"{shard}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} GiB; "
+                                   "mimi reads row groups up to that size")
+        number = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=256):
+                codes = _codes_of(batch.column("codes")) if "codes" in batch.schema.names else None
+                for i, r in enumerate(batch.drop_columns(["codes"]).to_pylist() if codes is not None
+                                      else batch.to_pylist()):
+                    where = f"{shard.name}: row {number}"
+                    number += 1
+                    if ids is not None and r["id"] not in ids:
+                        continue
+                    r["codes"] = codes[i] if codes is not None else _load_npy(root, r.get("npy_path"))
+                    if (error := _row_error(r, size)) is not None:
+                        r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else where,
+                             "channel": r["channel"], "error": error}
+                    yield r
+        except _READ_ERRORS as e:
+            raise DatasetError(f"{shard}: cannot read its rows ({_first_line(e)})") from None
+
+
+def _row_error(r: dict, codebook_size: int) -> str | None:
+    """Why a row read from a dataset cannot be used, or None."""
+    if not isinstance(r["id"], str) or not r["id"]:
+        return "the row has no id"
+    codes = r["codes"]
+    if isinstance(codes, str):
+        return codes
+    if codes is None:
+        return "the row has no codes"
+    if not _is_int(r["channel"]) or r["channel"] < -1:
+        return f"channel {r['channel']!r} is not -1 or a channel number"
+    k, frames = codes.shape
+    if not 1 <= k <= MAX_CODEBOOKS:
+        return f"the row has {k} codebooks, not 1..{MAX_CODEBOOKS}"
+    if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+        return f"codes out of range 0..{codebook_size - 1}"
+    n = r["num_samples"]
+    if not _is_int(n) or not 0 <= n <= frames * FRAME_SAMPLES:
+        return f"num_samples {n!r} does not fit its {frames} frames"
+    r["codes"] = codes.astype(np.int16, copy=False)
+    return None
+
+
+def _codes_of(column: pa.Array) -> list[np.ndarray | str | None]:
+    """[K, frames] arrays back from a list<list<int>> column, from the flat buffers; None for a
+    null row, and a string saying why for a ragged one or one holding nulls."""
+    inner = column.values
+    outer, inner_offsets = column.offsets.to_numpy(), inner.offsets.to_numpy()
+    outer_valid = column.is_valid().to_numpy(zero_copy_only=False)
+    inner_valid = inner.is_valid().to_numpy(zero_copy_only=False) if inner.null_count else None
+    value_valid = inner.values.is_valid().to_numpy(zero_copy_only=False) if inner.values.null_count else None
+    values = inner.values.fill_null(0).to_numpy(zero_copy_only=False)
+    out: list[np.ndarray | str | None] = []
+    for i in range(len(column)):
+        a, b = outer[i], outer[i + 1]
+        start, stop = inner_offsets[a], inner_offsets[b]
+        lengths = np.diff(inner_offsets[a:b + 1])
+        if not outer_valid[i]:
+            out.append(None)
+        elif (inner_valid is not None and not inner_valid[a:b].all()) or (
+                value_valid is not None and not value_valid[start:stop].all()):
+            out.append("the row's codes hold nulls")
+        elif b > a and lengths.min() != lengths.max():
+            out.append(f"ragged codes: codebooks of {lengths.min()} to {lengths.max()} frames")
+        else:
+            out.append(values[start:stop].reshape(b - a, -1) if b > a else np.zeros((0, 0), np.int64))
+    return out
+
+
+def _load_npy(root: Location, name: object) -> np.ndarray | str:
+    """A row's codes from its .npy (confined to the dataset and to regular files), or why not."""
+    try:
+        path = regular_file(confined(root, name))
+        if path.stat().st_size > MAX_NPY_BYTES:
+            return f"npy_path {name!r} is over {MAX_NPY_BYTES >> 20} MiB"
+        codes = np.load(readable(path), allow_pickle=False)
+    except UnsafePathError as e:
+        return f"npy_path refused: {e}"
+    except (OSError, ValueError, EOFError) as e:
+        return f"npy_path {name!r}: not a readable .npy ({_first_line(e)})"
+    if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+        return f"npy_path {name!r} holds {codes.dtype} {codes.shape}, not integer codes [K, frames]"
+    return codes

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
+from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -152,6 +156,43 @@ def rmtree(location: Path | RemotePath) -> None:
         import shutil
 
         shutil.rmtree(location, ignore_errors=True)
+
+
+class OutputError(Exception):
+    """An output that cannot be written (a full disk, no permission, a file where a directory goes)."""
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError in words (\"no space left on device\"), without Python's [Errno N] prefix."""
+    text = e.strerror or str(e).splitlines()[0] or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+@contextmanager
+def atomic_write(path: Location) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: written as `.name.tmp` beside it and renamed over
+    `path` only once complete, so readers and later runs never see half a file.
+
+    On any failure the temporary file is removed; an OSError (a full disk, say) becomes an
+    OutputError naming `path`.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            yield f
+            if isinstance(f, io.BufferedWriter):  # local: on disk before the rename, so a power cut keeps it
+                f.flush()
+                os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {os_reason(e)}") from None
+        raise
 
 
 def readable(location: Path | RemotePath):

@@ -22,11 +22,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .pcm import StreamFormatError, read_up_to
+from .pcm import MAX_RATE, StreamFormatError, read_up_to
 
 MAGIC = b"MIMI"
 VERSION = 1
 HEADER = struct.Struct("<4sHHIII")
+MAX_CODEBOOKS = 32  # Mimi's RVQ depth
+MAX_LINE = 1 << 16  # bytes in one jsonl/text line
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,11 @@ class TokenWriter:
 
 
 def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
-    """Detects the format from the first bytes; returns the header and an iterator of [K] frames."""
+    """Detects the format from the first bytes; returns the header and an iterator of [K] frames.
+
+    Anything that is not a well-formed stream (a bad header, a frame of another length, a token
+    out of range or not an integer, an over-long line) raises StreamFormatError.
+    """
     first = stream.read(1)
     if not first:
         raise StreamFormatError("empty token stream")
@@ -77,33 +83,54 @@ def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
         magic, version, k, rate, milli, size = HEADER.unpack(rest)
         if magic != MAGIC:
             raise StreamFormatError(f"not a mimi token stream (magic {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            raise StreamFormatError(f"token stream version {version}; this mimi reads version {VERSION}")
-        header = StreamHeader(k, rate, milli / 1000, size)
+        header = _header(version, k, rate, milli / 1000, size)
         return header, _binary_frames(stream, header)
     if first in b"{0123456789":
         lines = _lines(stream, first)
         line = next(lines, None)
+        if line is None:
+            raise StreamFormatError("empty token stream")
         if first == b"{":
-            obj = json.loads(line)
+            obj = _json(line, 0)
             if obj.get("format") == "mimi-tokens":
-                header = StreamHeader(obj["num_codebooks"], obj.get("sample_rate", 24000),
-                                      obj.get("frame_rate", 12.5), obj.get("codebook_size", 2048))
-                return header, _json_frames(lines, header)
-            frame = np.asarray(obj["codes"])
+                header = _header(obj.get("version"), obj.get("num_codebooks"), obj.get("sample_rate", 24000),
+                                 obj.get("frame_rate", 12.5), obj.get("codebook_size", 2048))
+                return header, _json_frames(lines, header, 0)
+            values = obj.get("codes")
         else:
-            frame = np.asarray([int(v) for v in line.split()])
-        header = StreamHeader(len(frame))
-        return header, _prepend(frame, _json_frames(lines, header))
+            values = _text_values(line, 0)
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_CODEBOOKS:
+            raise StreamFormatError(f"frame 0: not a frame of 1 to {MAX_CODEBOOKS} codes: {line[:60]!r}")
+        header = StreamHeader(len(values))
+        return header, _prepend(_check(values, header, 0), _json_frames(lines, header, 1))
     raise StreamFormatError(f"not a mimi token stream (starts with {first!r}; expected binary, jsonl or text)")
 
 
-def _check(frame: np.ndarray, header: StreamHeader, index: int) -> np.ndarray:
-    if frame.shape != (header.num_codebooks,):
-        raise StreamFormatError(f"frame {index} has {frame.size} codes, the stream has {header.num_codebooks}")
-    if frame.size and (frame.min() < 0 or frame.max() >= header.codebook_size):
-        raise StreamFormatError(f"frame {index}: token out of range 0..{header.codebook_size - 1}")
-    return frame
+def _header(version: object, k: object, rate: object, frame_rate: object, size: object) -> StreamHeader:
+    """The stream's header, once each field is of a kind and size mimi can decode."""
+    if version != VERSION:
+        raise StreamFormatError(f"token stream version {version!r}; this mimi reads version {VERSION}")
+    if not _is_int(k) or not 1 <= k <= MAX_CODEBOOKS:
+        raise StreamFormatError(f"token stream header: {k!r} codebooks per frame, not 1..{MAX_CODEBOOKS}")
+    if not _is_int(size) or not 1 <= size <= 1 << 16:
+        raise StreamFormatError(f"token stream header: codebook size {size!r}, not 1..65536")
+    if not _is_int(rate) or not 1 <= rate <= MAX_RATE:
+        raise StreamFormatError(f"token stream header: sample rate {rate!r}, not 1..{MAX_RATE}")
+    if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not 0 < frame_rate < 1e6:
+        raise StreamFormatError(f"token stream header: frame rate {frame_rate!r} is not a positive number")
+    return StreamHeader(k, rate, float(frame_rate), size)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(values: list, header: StreamHeader, index: int) -> np.ndarray:
+    if len(values) != header.num_codebooks:
+        raise StreamFormatError(f"frame {index} has {len(values)} codes, the stream has {header.num_codebooks}")
+    if not all(_is_int(v) and 0 <= v < header.codebook_size for v in values):
+        raise StreamFormatError(f"frame {index}: a token that is not an integer in 0..{header.codebook_size - 1}")
+    return np.asarray(values, dtype=np.int64)
 
 
 def _binary_frames(stream: BinaryIO, header: StreamHeader) -> Iterator[np.ndarray]:
@@ -112,17 +139,26 @@ def _binary_frames(stream: BinaryIO, header: StreamHeader) -> Iterator[np.ndarra
     while data := read_up_to(stream, size):
         if len(data) < size:
             raise StreamFormatError(f"token stream truncated inside frame {index}")
-        yield _check(np.frombuffer(data, "<u2").astype(np.int64), header, index)
+        frame = np.frombuffer(data, "<u2").astype(np.int64)
+        if frame.max() >= header.codebook_size:
+            raise StreamFormatError(f"frame {index}: token out of range 0..{header.codebook_size - 1}")
+        yield frame
         index += 1
 
 
 def _lines(stream: BinaryIO, first: bytes) -> Iterator[str]:
+    """Non-empty lines, each at most MAX_LINE bytes (a frame of 32 codes needs a few hundred)."""
     buf = first
     while True:
-        chunk = stream.readline()
+        chunk = stream.readline(MAX_LINE + 1 - len(buf))
         buf += chunk
+        if len(buf) > MAX_LINE:
+            raise StreamFormatError(f"a line of over {MAX_LINE} bytes: not a token stream")
         if not chunk or buf.endswith(b"\n"):
-            text = buf.decode().strip()
+            try:
+                text = buf.decode().strip()
+            except UnicodeDecodeError:
+                raise StreamFormatError("a line that is not UTF-8 text: not a token stream") from None
             if text:
                 yield text
             if not chunk:
@@ -130,13 +166,29 @@ def _lines(stream: BinaryIO, first: bytes) -> Iterator[str]:
             buf = b""
 
 
-def _json_frames(lines: Iterator[str], header: StreamHeader) -> Iterator[np.ndarray]:
-    for index, line in enumerate(lines):
-        try:
-            values = json.loads(line)["codes"] if line.startswith("{") else [int(v) for v in line.split()]
-        except (ValueError, KeyError, TypeError):
-            raise StreamFormatError(f"frame {index}: not a frame of codes: {line[:60]!r}") from None
-        yield _check(np.asarray(values, dtype=np.int64), header, index)
+def _json(line: str, index: int) -> dict:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise StreamFormatError(f"frame {index}: not a JSON object: {line[:60]!r}")
+    return obj
+
+
+def _text_values(line: str, index: int) -> list[int]:
+    try:
+        return [int(v) for v in line.split()]
+    except ValueError:
+        raise StreamFormatError(f"frame {index}: not a line of integer codes: {line[:60]!r}") from None
+
+
+def _json_frames(lines: Iterator[str], header: StreamHeader, start: int) -> Iterator[np.ndarray]:
+    for index, line in enumerate(lines, start=start):
+        values = _json(line, index).get("codes") if line.startswith("{") else _text_values(line, index)
+        if not isinstance(values, list):
+            raise StreamFormatError(f"frame {index}: no list of codes: {line[:60]!r}")
+        yield _check(values, header, index)
 
 
 def _prepend(frame: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

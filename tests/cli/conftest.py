@@ -56,9 +56,10 @@ def tiny_codec():
 
 
 @pytest.fixture
-def run(monkeypatch, tiny_codec):
-    """Runs `mimi ARGS...` in-process on the tiny codec; returns the click Result."""
+def run(monkeypatch, tiny_codec, tmp_path):
+    """Runs `mimi ARGS...` in-process on the tiny codec, from tmp_path; returns the click Result."""
     monkeypatch.setattr(cli, "_load", lambda weights, device, dtype: tiny_codec)
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
     def invoke(*args: str, input: bytes | None = None):
