@@ -100,3 +100,62 @@ def test_encode_pcm_round_trip(sample_format):
     header = streaming_wav_header(24000, sample_format)
     parsed, size = read_wav_header(io.BytesIO(header))
     assert parsed == fmt and size is None
+
+
+def _chunk(chunk_id: bytes, body: bytes, claimed: int | None = None) -> bytes:
+    return chunk_id + struct.pack("<I", len(body) if claimed is None else claimed) + body
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"RIFF\0\0\0\0WAVE" + _chunk(b"fmt ", b"\x01\x00\x01\x00"), "a fmt chunk of 4 bytes"),
+    (b"RF64\xff\xff\xff\xffWAVE" + _chunk(b"ds64", b"\0" * 8), "a ds64 chunk of 8 bytes"),
+    (b"RIFF\0\0\0\0WAVE" + _chunk(b"fmt ", b"", claimed=2 << 30), "a fmt chunk of 2147483648 bytes"),
+    (b"RIFF\0\0\0\0WAVE" + _chunk(b"LIST", b"", claimed=1 << 30), "chunk of 1073741824 bytes"),
+    (wav_bytes(PCM16, rate=10 ** 9), "at up to 768000 Hz"),
+    (wav_bytes(PCM16, channels=0), "0 channels"),
+])
+def test_header_fields_that_do_not_fit_are_refused_without_reading_them(data, message):
+    with pytest.raises(StreamFormatError, match=message):
+        read_wav_header(io.BytesIO(data))
+
+
+def test_a_claimed_huge_fmt_chunk_on_an_endless_stream_is_refused_at_once():
+    class Endless(io.RawIOBase):
+        def __init__(self, head):
+            self.head, self.given = head, 0
+
+        def readinto(self, b):
+            n = len(b)
+            chunk = (self.head[self.given:self.given + n] or b"\0" * n)[:n]
+            b[:len(chunk)] = chunk
+            self.given += len(chunk)
+            return len(chunk)
+
+    stream = Endless(b"RIFF\0\0\0\0WAVE" + _chunk(b"fmt ", b"", claimed=0x7FFFFFF0))
+    with pytest.raises(StreamFormatError):
+        read_wav_header(stream)
+    assert stream.given < 1 << 16  # refused from the size alone, nothing of it read
+
+
+def test_fuzzed_headers_raise_only_stream_format_errors():
+    """Seeded byte flips over real writers' headers (arecord, ffmpeg, sox) and ours."""
+    import random
+    from pathlib import Path
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "streams"
+    heads = [p.read_bytes()[:200] for p in sorted(fixtures.glob("*.wav"))]
+    heads += [wav_bytes(PCM16[:100], rf64=True, extensible=True, bits=16), streaming_wav_header(24000, "f32le")]
+    rng = random.Random(7)
+    errors = 0
+    for _ in range(2000):
+        data = bytearray(rng.choice(heads))
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(min(len(data), 80))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        try:
+            fmt, _ = read_wav_header(io.BytesIO(bytes(data)))
+            PcmDecoder(fmt)(bytes(data[-50:]))
+        except StreamFormatError:
+            errors += 1
+    assert errors > 200
