@@ -53,7 +53,7 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     """Rate, channels and length from the header alone (cheap: used to batch by length)."""
     check_readable(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 reach libsndfile as they are
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(_reason(e)) from None
     return AudioInfo(info.samplerate, info.channels, info.frames)
@@ -75,7 +75,7 @@ def _reason(e: Exception) -> str:
 def read_audio(path: str | os.PathLike | io.IOBase) -> tuple[np.ndarray, int]:
     """Samples [channels, frames] float32 and the sample rate, with a clear AudioError if unusable."""
     try:
-        data, rate = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(path if hasattr(path, "read") else os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         raise AudioError(_reason(e)) from None
     if data.shape[0] == 0:
@@ -96,5 +96,7 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str = "wav") -> None:
     """Writes mono float audio atomically (temporary name, then rename): never half a file."""
     subtype = "PCM_16" if fmt == "flac" else "FLOAT"
+    encoded = io.BytesIO()  # libsndfile's own writes hide a full disk's error; ours report it
+    sf.write(encoded, np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate, format=fmt.upper(), subtype=subtype)
     with atomic_write(path) as f:
-        sf.write(f, np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate, format=fmt.upper(), subtype=subtype)
+        f.write(encoded.getbuffer())

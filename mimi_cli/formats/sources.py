@@ -109,7 +109,7 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None) -> tuple[l
             if not files:
                 problems.append(Problem(printable(item), printable(item), "directory holds no audio files"))
             found.extend(files)
-        elif path.is_file():
+        elif path.is_file() or path.exists():  # a FIFO or device too: reading it reports what it is
             found.append(Source(path, _relative_id(path, base)))
         elif glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
