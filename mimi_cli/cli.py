@@ -278,8 +278,8 @@ def info(
     typer.echo("\n".join([
         f"dataset      {d['path']}",
         f"rows         {d['rows']} ({d['files']} files), {d['hours']:.3f} h of audio, {d['frames']} frames",
-        f"codebooks    {m['num_codebooks']} of {m['codebook_size']} entries, {m['frame_rate']} frames/s, "
-        f"{m['sample_rate']} Hz, channels: {m['channels']}",
+        f"codebooks    {m['num_codebooks']} of {m['codebook_size']} entries, {m.get('frame_rate', '?')} frames/s, "
+        f"{m.get('sample_rate', '?')} Hz, channels: {m.get('channels', '?')}",
         f"model        {model.get('source', '?')}"
         + (f" @ {model['revision']}" if model.get("revision") else "")
         + (f" (sha256 {model['sha256'][:12]})" if model.get("sha256") else ""),

@@ -3,7 +3,8 @@
 An id names a row for good: it is what resume, `mimi decode` and users key on, so two inputs
 never share one. A file found under a directory INPUT is named by its path relative to that
 directory; a file named directly, by a glob or in the `@-` list (read from stdin), by its path
-relative to the current directory; a file in an `@list.txt`, relative to the list's directory.
+relative to the current directory; a file in an `@list.txt`, relative to the list's directory
+(a list that is a pipe, such as `@/dev/stdin`, counts as `@-`).
 A file outside that base is named by its absolute path without the leading `/`. Ids are
 normalised and `/`-separated; bytes of a file name that are not UTF-8 appear as `\\xNN`.
 """
@@ -65,7 +66,8 @@ def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
     else:
         listing = Path(item[1:])
         data = listing.read_bytes()
-        base = listing.parent
+        # A list from a pipe (@/dev/stdin, bash's @<(find ...)) is relative to where we run, like @-.
+        base = listing.parent if listing.is_file() else Path.cwd()
     lines = [os.fsdecode(ln.strip()) for ln in data.splitlines()]
     return [str(base / ln) for ln in lines if ln and not ln.startswith("#")], base
 

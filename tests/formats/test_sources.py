@@ -91,3 +91,15 @@ def test_names_that_are_not_utf8_become_escaped_ids(tmp_path):
     (tmp_path / "list.txt").write_bytes(b"d/caf\xe9.wav\n")
     sources, problems = collect_sources([f"@{tmp_path / 'list.txt'}"])
     assert not problems and [s.id for s in sources] == ["d/caf\\xe9.wav"]
+
+
+def test_a_list_from_a_pipe_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    _wav(tmp_path / "a" / "x.wav")
+    monkeypatch.chdir(tmp_path)
+    read, write = os.pipe()
+    os.write(write, b"a/x.wav\n")
+    os.close(write)
+    try:
+        assert _ids([f"@/dev/fd/{read}"]) == ["a/x.wav"]
+    finally:
+        os.close(read)
