@@ -21,11 +21,14 @@ from pathlib import Path
 import typer
 
 from . import __version__
+from .codec import DEFAULT_CODEBOOKS, DEFAULT_WEIGHTS, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE
 from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
+from .formats.pcm import SAMPLE_FORMATS, WRITTEN_FORMATS
 from .formats.storage import as_location
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Kyutai's Mimi codec: audio to tokens (12.5 frames/s, up to 32 codebooks) and back.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+                  help=f"Kyutai's Mimi codec: audio to tokens ({FRAME_RATE} frames/s, up to {MAX_CODEBOOKS} "
+                       "codebooks) and back.")
 log = logging.getLogger("mimi_cli")
 
 
@@ -42,12 +45,43 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class Channels(str, Enum):
+    mix = "mix"
+    each = "each"
+
+
+class DatasetFormat(str, Enum):
+    parquet = "parquet"
+    npy = "npy"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class AudioFormat(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class TokenFormat(str, Enum):
+    binary = "binary"
+    jsonl = "jsonl"
+    text = "text"
+
+
+ReadSampleFormat = Enum("ReadSampleFormat", {name: name for name in SAMPLE_FORMATS}, type=str)
+WrittenSampleFormat = Enum("WrittenSampleFormat", {name: name for name in WRITTEN_FORMATS}, type=str)
+
+
 WEIGHTS_HELP = ("Hub repo id (org/name[@revision]), local .safetensors file or directory (kyutai/mimi or moshi "
                 "layout), or synthetic[:SEED] for offline trials (tokens are NOT Mimi's).")
-Weights = typer.Option("kyutai/mimi", "--weights", envvar="MIMI_WEIGHTS", help=WEIGHTS_HELP, show_default=True)
-NumCodebooks = typer.Option(8, "-q", "--num-codebooks", min=1, max=32,
+Weights = typer.Option(DEFAULT_WEIGHTS, "--weights", envvar="MIMI_WEIGHTS", help=WEIGHTS_HELP, show_default=True)
+NumCodebooks = typer.Option(DEFAULT_CODEBOOKS, "-q", "--num-codebooks", min=1, max=MAX_CODEBOOKS,
                             help="RVQ depth: codebooks per frame (1 semantic + acoustic; Moshi uses 8).")
-DeviceOpt = typer.Option(Device.auto, "--device", help="auto picks cuda, then mps, then cpu.")
+DeviceOpt = typer.Option(Device.auto, "--device", envvar="MIMI_DEVICE", help="auto picks cuda, then mps, then cpu.")
+AsJson = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout.")
 DTypeOpt = typer.Option(DType.float32, "--dtype", help="Model precision (float32 is exact to the reference).")
 Quiet = typer.Option(False, "--quiet", help="No progress bars or summaries (warnings and errors still shown).")
 StreamThreads = typer.Option(None, "--threads", min=1, show_default="2, or 1 on a 1-CPU machine",
@@ -105,7 +139,7 @@ def command(fn: Callable) -> Callable:
         except StreamFormatError as e:  # the input stream itself is bad: what was complete is written
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(1) from None
-        except (MimiError, DatasetError, AudioError, InputError, OutputError, ValueError) as e:
+        except (MimiError, DatasetError, AudioError, InputError, OutputError) as e:
             typer.echo(f"mimi: error: {e}", err=True)
             raise typer.Exit(2) from None
         except _Terminated:
@@ -135,18 +169,55 @@ def _load(weights: str, device: Device, dtype: DType):
     return load_codec(weights, device=device.value, dtype=dtype.value)
 
 
+class _PlainProgress:
+    """Progress for a log file or a batch job's stderr: a plain line every `every_s`, no `\\r` frames."""
+
+    def __init__(self, total: int, unit: str, every_s: float = 30.0) -> None:
+        import time
+
+        self.clock, self.total, self.unit, self.every_s = time.monotonic, total, unit, every_s
+        self.done, self.postfix, self.last = 0, "", self.clock()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.clock() - self.last >= self.every_s:
+            self.last = self.clock()
+            self._line()
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def _line(self) -> None:
+        extra = f", {self.postfix}" if self.postfix else ""
+        typer.echo(f"mimi: {self.done}/{self.total} {self.unit}s{extra}", err=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(quiet: bool, unit: str):
+    """A progress bar on a terminal, periodic plain lines elsewhere, nothing with --quiet."""
     if quiet:
         return None
     from functools import partial
 
+    if not sys.stderr.isatty():
+        return partial(_PlainProgress, unit=unit)
     from tqdm import tqdm
 
     return partial(tqdm, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
-def _report(summary, done: str, target, items: str, quiet: bool) -> None:
-    """The one-line summary of a corpus job on stderr; exit 1 if some of its inputs failed."""
+def _report(summary, done: str, target, items: str, quiet: bool, as_json: bool = False) -> None:
+    """The one-line summary of a corpus job on stderr (with --json, an object on stdout too);
+    exit 1 if some of its inputs failed."""
+    if as_json:
+        typer.echo(json.dumps({
+            "output": str(target), "rows": summary.rows, "files": summary.files, "skipped": summary.skipped,
+            "failed": len(summary.failed), "audio_seconds": round(summary.audio_seconds, 3),
+            "wall_seconds": round(summary.wall_seconds, 3),
+            "x_real_time": round(summary.audio_seconds / max(summary.wall_seconds, 1e-9), 2),
+            "errors_path": str(summary.errors_path) if summary.failed else None}, indent=2))
     if not quiet:
         xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
         typer.echo(f"mimi: {done} ({summary.audio_seconds / 3600:.2f} h of audio, {xrt:.1f}x real time) into "
@@ -166,15 +237,17 @@ def encode(
                                             "on stdin), then the OUTPUT: a .parquet file, or a directory of "
                                             "shards."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
-    channels: str = typer.Option("mix", "--channels", help="mix: average channels to mono; each: one row per channel."),
-    fmt: str = typer.Option("parquet", "--format", help="parquet, or npy (one .npy per input + a manifest; "
-                                                         "OUTPUT must be a directory)."),
+    channels: Channels = typer.Option(Channels.mix, "--channels",
+                                      help="mix: average channels to mono; each: one row per channel."),
+    fmt: DatasetFormat = typer.Option(DatasetFormat.parquet, "--format",
+                                      help="parquet, or npy (one .npy per input + a manifest; OUTPUT must be a "
+                                           "directory)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     shard_index: int = typer.Option(0, "--shard-index", min=0, help="This job's index, for N array jobs."),
     num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the inputs into N disjoint jobs."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Files of similar length encoded together."),
-    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data on a Ray cluster; "
-                                                         "pip install 'mimi-cli[ray]')."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local, or ray (Ray Data on a Ray cluster; "
+                                                                 "pip install 'mimi-cli[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join (auto: the one this node "
                                                                 "belongs to); default: start a local one."),
     workers: int = typer.Option(1, "--workers", min=1, help="Ray: model workers (each loads the model once)."),
@@ -182,6 +255,7 @@ def encode(
     commit_seconds: float = typer.Option(30.0, "--commit-seconds", min=0.0,
                                          help="Finished rows are written as a complete shard at least this often, "
                                               "so a killed run loses at most this much work."),
+    as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
     """Encode audio files into a token dataset (one row of codes [K, frames] per file).
@@ -199,23 +273,17 @@ def encode(
 
     if len(inputs) < 2:
         raise _Fail("give at least one INPUT and the OUTPUT (a .parquet file or a directory)", 2)
-    if channels not in ("mix", "each"):
-        raise _Fail(f"--channels {channels}: use mix or each", 2)
-    if fmt not in ("parquet", "npy"):
-        raise _Fail(f"--format {fmt}: use parquet or npy", 2)
     if shard_index >= num_shards:
         raise _Fail(f"--shard-index {shard_index} must be below --num-shards {num_shards}", 2)
-    if engine not in ("local", "ray"):
-        raise _Fail(f"--engine {engine}: use local or ray", 2)
     run_engine = None
-    if engine == "ray":
+    if engine is Engine.ray:
         from .ray_engine import RayEngine, require_ray
 
         require_ray()
         run_engine = RayEngine(weights, device=device.value, dtype=dtype.value, address=ray_address,
                                workers=workers, gpus_per_worker=gpus_per_worker)
     *sources, output = inputs
-    options = EncodeOptions(num_codebooks=num_codebooks, channels=channels, format=fmt, overwrite=overwrite,
+    options = EncodeOptions(num_codebooks=num_codebooks, channels=channels.value, format=fmt.value, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
                             commit_seconds=commit_seconds)
     from .formats.lock import OutputLock
@@ -224,7 +292,7 @@ def encode(
         codec = _load(weights, device, dtype)
         summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),
                                  engine=run_engine)
-    _report(summary, f"encoded {summary.files} files, {summary.rows} rows", output, "inputs", quiet)
+    _report(summary, f"encoded {summary.files} files, {summary.rows} rows", output, "inputs", quiet, as_json)
 
 
 @app.command()
@@ -236,27 +304,36 @@ def decode(
     weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     num_codebooks: int = typer.Option(None, "-q", "--num-codebooks", min=1, max=32,
                                       help="Decode with only the first K codebooks (default: all stored)."),
-    audio_format: str = typer.Option("wav", "--audio-format", help="wav (float) or flac (16-bit)."),
-    sample_rate: int = typer.Option(24000, "--sample-rate", min=1000, max=MAX_OUTPUT_RATE,
+    audio_format: AudioFormat = typer.Option(AudioFormat.wav, "--audio-format", help="wav or flac."),
+    sample_format: WrittenSampleFormat = typer.Option(
+        WrittenSampleFormat.s16le, "--sample-format",
+        help="Samples: s16le, 16-bit PCM (what every player reads), s24le, s32le, or f32le (float WAV, unclipped). "
+             "FLAC takes s16le and s24le."),
+    sample_rate: int = typer.Option(SAMPLE_RATE, "--sample-rate", min=1000, max=MAX_OUTPUT_RATE,
                                     help="Resample the output to this rate."),
     ids: list[str] = typer.Option(None, "--id", help="Decode only this row id (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace audio files that already exist."),
+    as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
-    """Decode a token dataset back to audio, one file per row, trimmed to its original length."""
+    """Decode a token dataset back to audio, one file per row, trimmed to its original length.
+
+    Files are named after each row's id inside OUTDIR; rows that cannot be decoded (or whose id
+    would lead outside OUTDIR) are listed in OUTDIR.errors.jsonl beside it, and the exit code is 1.
+    """
     from .dataset import DecodeOptions, decode_dataset
 
-    if audio_format not in ("wav", "flac"):
-        raise _Fail(f"--audio-format {audio_format}: use wav or flac", 2)
+    if audio_format is AudioFormat.flac and sample_format.value not in ("s16le", "s24le"):
+        raise _Fail(f"--sample-format {sample_format.value}: FLAC holds 16- or 24-bit samples (s16le, s24le)", 2)
     from .formats.shards import read_metadata
 
     tokens = as_location(tokens)
     read_metadata(tokens)  # a bad TOKENS path fails before the model loads
     codec = _load(weights, device, dtype)
-    options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format,
-                            ids=ids or None, overwrite=overwrite)
+    options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format.value,
+                            sample_format=sample_format.value, ids=ids or None, overwrite=overwrite)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
-    _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet)
+    _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet, as_json)
 
 
 @app.command()
@@ -329,14 +406,14 @@ def stream_encode(
                                                            "- is stdin."),
     target: str = typer.Argument("-", metavar="[OUT]", help="Token stream; - is stdout."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
-    output_format: str = typer.Option(None, "--output-format",
-                                      help="binary (default when stdout is not a terminal), jsonl (default on a "
-                                           "terminal) or text (one line of ints a frame)."),
+    output_format: TokenFormat = typer.Option(None, "--output-format", show_default=False,
+                                              help="binary (default when stdout is not a terminal), jsonl (default "
+                                                   "on a terminal) or text (one line of ints a frame)."),
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM input (e.g. arecord -t raw)."),
     rate: int = typer.Option(None, "--rate", min=1, max=MAX_INPUT_RATE, help="Sample rate of raw input."),
     channels: int = typer.Option(1, "--channels", min=1, help="Channels of raw input (mixed to mono)."),
-    sample_format: str = typer.Option("s16le", "--sample-format",
-                                      help="Raw input: s16le, s24le, s32le, f32le, u8 or f64le."),
+    sample_format: ReadSampleFormat = typer.Option(ReadSampleFormat.s16le, "--sample-format",
+                                                   help="Sample format of raw input."),
     threads: int | None = StreamThreads,
     quiet: bool = Quiet,
 ) -> None:
@@ -346,19 +423,15 @@ def stream_encode(
 
     (-F 20000: arecord writes every 20 ms; its default period, 125 ms, delays audio by up to that.)
     """
-    from .formats.pcm import SAMPLE_FORMATS, PcmFormat
+    from .formats.pcm import PcmFormat
     from .streaming import encode_stream
 
-    fmt = output_format or ("binary" if target != "-" or not sys.stdout.isatty() else "jsonl")
-    if fmt not in ("binary", "jsonl", "text"):
-        raise _Fail(f"--output-format {fmt}: use binary, jsonl or text", 2)
+    fmt = output_format.value if output_format else "binary" if target != "-" or not sys.stdout.isatty() else "jsonl"
     raw_fmt = None
     if raw:
         if rate is None:
             raise _Fail("--raw needs --rate (the input's sample rate)", 2)
-        if sample_format not in SAMPLE_FORMATS:
-            raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(SAMPLE_FORMATS)}", 2)
-        raw_fmt = PcmFormat(rate, channels, sample_format)
+        raw_fmt = PcmFormat(rate, channels, sample_format.value)
     adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
@@ -374,23 +447,21 @@ def stream_decode(
                                                            "- is stdin."),
     target: str = typer.Argument("-", metavar="[OUT]", help="Audio; - is stdout."),
     weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
-    rate: int = typer.Option(24000, "--rate", min=1000, max=MAX_OUTPUT_RATE,
+    rate: int = typer.Option(SAMPLE_RATE, "--rate", min=1000, max=MAX_OUTPUT_RATE,
                              help="Output sample rate (streaming resample)."),
     raw: bool = typer.Option(False, "--raw", help="Headerless PCM output instead of WAV."),
-    sample_format: str = typer.Option("s16le", "--sample-format", help="s16le, s24le, s32le or f32le."),
+    sample_format: WrittenSampleFormat = typer.Option(WrittenSampleFormat.s16le, "--sample-format",
+                                                      help="Output samples."),
     threads: int | None = StreamThreads,
     quiet: bool = Quiet,
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
-    from .formats.pcm import WRITTEN_FORMATS
     from .streaming import decode_stream
 
-    if sample_format not in WRITTEN_FORMATS:
-        raise _Fail(f"--sample-format {sample_format}: use one of {', '.join(WRITTEN_FORMATS)}", 2)
     adapt = _stream_threads(threads)
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
-        stats = decode_stream(codec, src, out, rate, sample_format, wav=not raw, adapt_threads=adapt)
+        stats = decode_stream(codec, src, out, rate, sample_format.value, wav=not raw, adapt_threads=adapt)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 

@@ -390,7 +390,8 @@ def _write_errors(path: Location, failed: list[Problem]) -> None:
 class DecodeOptions:
     num_codebooks: int | None = None  # None: all stored
     sample_rate: int = SAMPLE_RATE
-    audio_format: str = "wav"
+    audio_format: str = "wav"  # or "flac"
+    sample_format: str = "s16le"  # 16-bit PCM, which every player and stdlib `wave` read; or s24le, s32le, f32le
     ids: list[str] | None = None
     overwrite: bool = False
     max_batch: int = 8
@@ -415,7 +416,8 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     # Named from every row, not only the ones asked for, so a row's file name never depends on --id.
     names = audio_file_names([(r["id"], r["channel"]) for r in keys
                               if isinstance(r["id"], str) and isinstance(r["channel"], int)], o.audio_format)
-    summary = Summary(output=outdir, errors_path=outdir / "errors.jsonl")
+    named = outdir if outdir.name else outdir.resolve()  # beside OUTDIR, as encode's is beside its OUTPUT
+    summary = Summary(output=outdir, errors_path=named.with_name(f"{named.name}.errors.jsonl"))
     bar = progress(total=len(keys) if wanted is None else len(wanted)) if progress else None
     seen: set[str] = set()
     done: set[tuple[str, int]] = set()
@@ -435,7 +437,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
             pcm = audio[i, :r["num_samples"]]
             if o.sample_rate != SAMPLE_RATE:
                 pcm = resample(pcm[None], SAMPLE_RATE, o.sample_rate)[0]
-            write_audio(target, pcm, o.sample_rate, o.audio_format)
+            write_audio(target, pcm, o.sample_rate, o.audio_format, o.sample_format)
             summary.rows += 1
             summary.audio_seconds += r["num_samples"] / SAMPLE_RATE
         if bar is not None:

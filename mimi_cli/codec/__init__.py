@@ -1,12 +1,36 @@
-"""Mimi's streaming codec core: tensors in, tensors out (no files, no flags)."""
-from .config import CODEBOOK_SIZE, DEFAULT_CODEBOOKS, FRAME_RATE, FRAME_SAMPLES, MAX_CODEBOOKS, SAMPLE_RATE, MimiConfig
-from .errors import DeviceError, MimiError, StreamError, WeightsError
-from .load import load_codec
-from .model import MimiCodec
-from .state import DecoderState, EncoderState, concat_states
+"""Mimi's streaming codec core: tensors in, tensors out (no files, no flags).
+
+The constants and errors import without torch (so `mimi --help` starts quickly); the model,
+its states and the loader load torch on first use.
+"""
+from importlib import import_module
+
+from .config import (
+    CODEBOOK_SIZE,
+    DEFAULT_CODEBOOKS,
+    DEFAULT_WEIGHTS,
+    FRAME_RATE,
+    FRAME_SAMPLES,
+    MAX_CODEBOOKS,
+    SAMPLE_RATE,
+    MimiConfig,
+)
+from .errors import DeviceError, InvalidArgument, MimiError, StreamError, WeightsError
+
+_LAZY = {"load_codec": ".load", "MimiCodec": ".model", "EncoderState": ".state", "DecoderState": ".state",
+         "concat_states": ".state"}
 
 __all__ = [
-    "CODEBOOK_SIZE", "DEFAULT_CODEBOOKS", "FRAME_RATE", "FRAME_SAMPLES", "MAX_CODEBOOKS", "SAMPLE_RATE",
+    "CODEBOOK_SIZE", "DEFAULT_CODEBOOKS", "DEFAULT_WEIGHTS", "FRAME_RATE", "FRAME_SAMPLES", "MAX_CODEBOOKS",
+    "SAMPLE_RATE",
     "MimiConfig", "MimiCodec", "load_codec", "EncoderState", "DecoderState", "concat_states",
-    "MimiError", "WeightsError", "DeviceError", "StreamError",
+    "MimiError", "WeightsError", "DeviceError", "StreamError", "InvalidArgument",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

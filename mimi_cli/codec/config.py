@@ -11,6 +11,7 @@ FRAME_SAMPLES = 1920
 CODEBOOK_SIZE = 2048
 MAX_CODEBOOKS = 32
 DEFAULT_CODEBOOKS = 8  # what Moshi uses
+DEFAULT_WEIGHTS = "kyutai/mimi"  # the Hub repo the weights come from unless told otherwise
 
 
 @dataclass(frozen=True)

@@ -15,3 +15,7 @@ class DeviceError(MimiError):
 
 class StreamError(MimiError):
     """A streaming call that does not fit the state it was given."""
+
+
+class InvalidArgument(MimiError, ValueError):
+    """A call with arguments outside what the codec takes (a codebook count, a codes tensor's shape)."""

@@ -17,7 +17,7 @@ from torch import nn
 from .config import MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
 from .device import ieee_float32
-from .errors import StreamError
+from .errors import InvalidArgument, StreamError
 from .quantizer import SplitResidualVQ
 from .seanet import SeanetDecoder, SeanetEncoder
 from .state import DecoderState, EncoderState
@@ -87,7 +87,7 @@ class MimiCodec(nn.Module):
 
     def _check_codebooks(self, num_codebooks: int) -> None:
         if not 1 <= num_codebooks <= self.config.num_codebooks:
-            raise ValueError(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
+            raise InvalidArgument(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
 
     def prepare_for_inference(self) -> MimiCodec:
         """Re-lays weights for fast steps; values (and state_dict) are unchanged.
@@ -200,10 +200,10 @@ class MimiCodec(nn.Module):
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.dim() != 3:
-            raise ValueError(f"codes must be [batch, codebooks, frames], got shape {tuple(codes.shape)}")
+            raise InvalidArgument(f"codes must be [batch, codebooks, frames], got shape {tuple(codes.shape)}")
         self._check_codebooks(codes.shape[1])
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
-            raise ValueError(f"codes must be in 0..{self.config.codebook_size - 1}")
+            raise InvalidArgument(f"codes must be in 0..{self.config.codebook_size - 1}")
 
     # -- offline ----------------------------------------------------------------------------
     def encode(self, audio: torch.Tensor, num_codebooks: int = 8,

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import MimiConfig
+from .config import DEFAULT_WEIGHTS, MimiConfig
 from .errors import WeightsError
 
-DEFAULT_WEIGHTS = "kyutai/mimi"
 HF_FILENAME = "model.safetensors"
 MOSHI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 SYNTHETIC_WARNING = ("synthetic weights (seed {seed}): the tokens are NOT Mimi's; use them only for "

@@ -93,10 +93,15 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[0]).T)
 
 
-def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str = "wav") -> None:
-    """Writes mono float audio atomically (temporary name, then rename): never half a file."""
-    subtype = "PCM_16" if fmt == "flac" else "FLOAT"
+SUBTYPES = {"s16le": "PCM_16", "s24le": "PCM_24", "s32le": "PCM_32", "f32le": "FLOAT"}  # our names -> libsndfile's
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str = "wav", sample_format: str = "s16le") -> None:
+    """Writes mono audio atomically (temporary name, then rename): never half a file. Integer
+    formats are clipped to [-1, 1]; float WAV keeps the decoder's values as they are."""
+    subtype = SUBTYPES[sample_format]
     encoded = io.BytesIO()  # libsndfile's own writes hide a full disk's error; ours report it
-    sf.write(encoded, np.clip(audio, -1.0, 1.0) if fmt == "flac" else audio, rate, format=fmt.upper(), subtype=subtype)
+    sf.write(encoded, audio if subtype == "FLOAT" else np.clip(audio, -1.0, 1.0), rate, format=fmt.upper(),
+             subtype=subtype)
     with atomic_write(path) as f:
         f.write(encoded.getbuffer())

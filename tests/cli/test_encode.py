@@ -201,7 +201,7 @@ def test_info(run, corpus, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["encode", "only_one_arg"], "at least one INPUT and the OUTPUT"),
-    (["encode", "x", "y.parquet", "--channels", "left"], "--channels left"),
+    (["encode", "x", "y.parquet", "--channels", "left"], "'left' is not one of 'mix', 'each'"),
     (["encode", "x", "y", "--shard-index", "3", "--num-shards", "2"], "below --num-shards"),
     (["info", "/nonexistent/tokens.parquet"], "no such token file"),
     (["decode", "/nonexistent", "out"], "no such token file"),

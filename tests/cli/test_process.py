@@ -14,8 +14,8 @@ from tests.cli.conftest import write_corpus
 MIMI = [sys.executable, "-m", "mimi_cli.cli"]
 
 
-def mimi(*args, check_code=0):
-    env = {**os.environ, "MIMI_WEIGHTS": "synthetic"}
+def mimi(*args, check_code=0, **env_vars):
+    env = {**os.environ, "MIMI_WEIGHTS": "synthetic", **env_vars}
     p = subprocess.run([*MIMI, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == check_code, p.stderr
     assert "Traceback" not in p.stderr
@@ -43,6 +43,8 @@ def test_unreadable_weights_exit_2(tmp_path: Path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_missing_device_exit_2(tmp_path: Path):
     p = mimi("encode", tmp_path, tmp_path / "t.parquet", "--device", "cuda", check_code=2)
+    assert "no CUDA GPU" in p.stderr
+    p = mimi("encode", tmp_path, tmp_path / "t.parquet", check_code=2, MIMI_DEVICE="cuda")
     assert "no CUDA GPU" in p.stderr
 
 
