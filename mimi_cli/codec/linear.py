@@ -33,19 +33,21 @@ def column_blocks(weight: torch.Tensor) -> torch.Tensor | None:
 
 
 class WeightBlocks:
-    """A layer's cache of `column_blocks` of its weight, made on its first few-row product (so
-    offline-only use costs no memory) and made again if the weight is replaced or edited."""
+    """A layer's `column_blocks` of its weight, made on its first few-row product, so offline-only
+    use keeps no copy. Weights are frozen once loaded: after editing one, call the codec's
+    `prepare_for_inference`, which clears every layer's copy."""
 
     def __init__(self) -> None:
-        self._blocks: torch.Tensor | None = None
-        self._source: tuple | None = None
+        self.blocks: torch.Tensor | None = None
+        self.made = False
 
     def of(self, weight: torch.Tensor) -> torch.Tensor | None:
-        # Views of one parameter (a conv's [out, in * kernel]) share its memory and version.
-        source = (weight.data_ptr(), weight._version, weight.shape, weight.stride(), weight.dtype, weight.device)
-        if source != self._source:
-            self._blocks, self._source = column_blocks(weight), source
-        return self._blocks
+        if not self.made:
+            self.blocks, self.made = column_blocks(weight), True
+        return self.blocks
+
+    def clear(self) -> None:
+        self.blocks, self.made = None, False
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -18,6 +18,7 @@ from .config import MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
 from .device import ieee_float32
 from .errors import InvalidArgument, StreamError
+from .linear import WeightBlocks
 from .quantizer import SplitResidualVQ
 from .seanet import SeanetDecoder, SeanetEncoder
 from .state import DecoderState, EncoderState
@@ -90,7 +91,8 @@ class MimiCodec(nn.Module):
             raise InvalidArgument(f"num_codebooks must be in 1..{self.config.num_codebooks}, got {num_codebooks}")
 
     def prepare_for_inference(self) -> MimiCodec:
-        """Re-lays weights for fast steps; values (and state_dict) are unchanged.
+        """Re-lays weights for fast steps; values (and state_dict) are unchanged. `load_codec`
+        calls it; call it again after editing weights, since the layouts are copies.
 
         Streaming steps multiply a few rows by each weight and are bound by reading weights from
         memory; `linear` reads a weight fastest as a contiguous [out, in] matrix (see linear.py).
@@ -106,6 +108,9 @@ class MimiCodec(nn.Module):
                     conv.store_time_major()
             for rvq in (self.quantizer.semantic, self.quantizer.acoustic):
                 rvq.prepare_search()
+        for module in self.modules():  # few-row copies of the old layout would be stale
+            if isinstance(getattr(module, "blocks", None), WeightBlocks):
+                module.blocks.clear()
         return self
 
     # -- states -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mimi_cli.codec.linear import BLOCK_COLUMNS, BLOCKED_ROWS, SKINNY_ROWS, Linear, WeightBlocks, linear
+from tests.conftest import full_codec
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 16, SKINNY_ROWS, SKINNY_ROWS + 1, 300])
@@ -52,18 +53,24 @@ def test_column_blocks_equal_f_linear(rows: int, with_bias: bool) -> None:
     blocks = WeightBlocks()
     out = linear(x, weight, bias, blocks)
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
-    assert (blocks._blocks is not None) == (rows <= BLOCKED_ROWS)  # made only by a few-row product
+    assert (blocks.blocks is not None) == (rows <= BLOCKED_ROWS)  # made only by a few-row product
 
 
-def test_column_blocks_follow_the_weight() -> None:
-    """An edited or replaced weight is re-blocked, never read from a stale copy."""
+def test_edited_weights_are_blocked_again_after_prepare_for_inference() -> None:
+    """The copy is of the weight as it was; prepare_for_inference (what a user calls after editing
+    weights) clears every layer's copy, so the next few-row product reads the new weight."""
     layer = Linear(2 * BLOCK_COLUMNS, 16, bias=False).requires_grad_(False)
     x = torch.randn(2, 2 * BLOCK_COLUMNS)
     layer(x)
     layer.weight.mul_(-1)
+    layer.blocks.clear()
     torch.testing.assert_close(layer(x), F.linear(x, layer.weight), rtol=1e-5, atol=1e-4)
-    layer.weight = torch.nn.Parameter(torch.randn(16, 2 * BLOCK_COLUMNS), requires_grad=False)
-    torch.testing.assert_close(layer(x), F.linear(x, layer.weight), rtol=1e-5, atol=1e-4)
+    codec = full_codec(0)
+    codec.encode_step(codec.init_encoder_state(1), torch.zeros(1, 1, 1920))
+    made = [m.blocks for m in codec.modules() if isinstance(getattr(m, "blocks", None), WeightBlocks)]
+    assert any(b.blocks is not None for b in made)
+    codec.prepare_for_inference()
+    assert all(b.blocks is None and not b.made for b in made)
 
 
 def test_no_column_blocks_for_narrow_or_offline_use() -> None:
@@ -73,7 +80,7 @@ def test_no_column_blocks_for_narrow_or_offline_use() -> None:
     assert blocks.of(torch.randn(8, 2 * BLOCK_COLUMNS).bfloat16()) is None
     layer = Linear(2 * BLOCK_COLUMNS, 16)
     layer(torch.randn(1, SKINNY_ROWS + 1, 2 * BLOCK_COLUMNS))
-    assert layer.blocks._blocks is None  # offline-sized products never copy the weight
+    assert layer.blocks.blocks is None  # offline-sized products never copy the weight
 
 
 def test_one_window_view_does_not_copy_the_weight() -> None:
