@@ -11,7 +11,7 @@ import torch
 
 from mimi_cli.formats.pcm import PcmFormat
 from mimi_cli.streaming import BacklogThreads, StreamEncoder, backlog_threads_useful
-from tests.conftest import noise
+from tests.helpers import noise
 
 
 def test_each_frame_leaves_before_the_next_frames_samples_go_in(tiny):

@@ -9,8 +9,8 @@ from mimi_cli import bench
 
 
 @pytest.fixture
-def tiny_bench(monkeypatch, tiny_codec):
-    monkeypatch.setattr(bench, "load_codec", lambda *a, **k: tiny_codec)
+def tiny_bench(monkeypatch, tiny):
+    monkeypatch.setattr(bench, "load_codec", lambda *a, **k: tiny)
 
 
 ARGS = ["bench", "--device", "cpu", "--seconds", "2", "--streams", "1,2", "--repeats", "1", "-q", "4"]
@@ -61,12 +61,12 @@ def test_compare_needs_moshi(run, tiny_bench, monkeypatch):
     assert result.exit_code == 2 and "needs Kyutai's `moshi` package" in result.stderr
 
 
-def test_bench_uses_synthetic_weights_when_none_cached(run, monkeypatch, tiny_codec):
+def test_bench_uses_synthetic_weights_when_none_cached(run, monkeypatch, tiny):
     seen = {}
 
     def fake_load(weights, **kwargs):
         seen["weights"] = weights
-        return tiny_codec
+        return tiny
 
     monkeypatch.setattr(bench, "load_codec", fake_load)
     monkeypatch.setattr("mimi_cli.codec.weights.cached_hub_weights", lambda repo="kyutai/mimi": None)

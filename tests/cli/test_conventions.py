@@ -7,7 +7,7 @@ import wave
 import pytest
 import soundfile as sf
 
-from tests.cli.conftest import write_corpus
+from tests.helpers import write_corpus
 
 K = 4
 

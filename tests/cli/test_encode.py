@@ -12,7 +12,7 @@ import soundfile as sf
 
 from mimi_cli import dataset
 from mimi_cli.formats.audio import read_audio, resample
-from tests.cli.conftest import CORPUS, write_corpus
+from tests.helpers import CORPUS, write_corpus
 
 K = 4
 
@@ -21,7 +21,7 @@ def _rows(path):
     return {(r["id"], r["channel"]): r for r in pq.read_table(path).to_pylist()}
 
 
-def test_encode_corpus_to_parquet(run, corpus, tmp_path, tiny_codec):
+def test_encode_corpus_to_parquet(run, corpus, tmp_path, tiny):
     out = tmp_path / "tokens.parquet"
     result = run("encode", corpus, out, "-q", K, "--weights", "synthetic")
     assert result.exit_code == 0, result.output
@@ -39,11 +39,11 @@ def test_encode_corpus_to_parquet(run, corpus, tmp_path, tiny_codec):
         mono = resample(audio, sr, 24000).mean(axis=0)
         import torch
 
-        alone = tiny_codec.encode(torch.from_numpy(mono)[None, None], K)[0].numpy()
+        alone = tiny.encode(torch.from_numpy(mono)[None, None], K)[0].numpy()
         np.testing.assert_array_equal(np.asarray(r["codes"]), alone)
     meta = json.loads(pq.read_schema(out).metadata[b"mimi_cli"])
     assert meta["num_codebooks"] == K and meta["sample_rate"] == 24000 and meta["frame_rate"] == 12.5
-    assert meta["codebook_size"] == 2048 or meta["codebook_size"] == tiny_codec.config.codebook_size
+    assert meta["codebook_size"] == 2048 or meta["codebook_size"] == tiny.config.codebook_size
     assert meta["model"]["source"] == "synthetic:3"
     df = pd.read_parquet(out)
     assert list(df.columns)[:3] == ["id", "channel", "codes"] and len(df) == len(CORPUS)
@@ -140,12 +140,12 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(run, corpus, tmp_path):
     assert "2 inputs failed" not in info.output and "6 inputs failed" in info.output
 
 
-def test_refuses_to_mix_codebook_counts_or_models(run, corpus, tmp_path, monkeypatch, tiny_codec):
+def test_refuses_to_mix_codebook_counts_or_models(run, corpus, tmp_path, monkeypatch, tiny):
     out = tmp_path / "t.parquet"
     assert run("encode", corpus / "a", out, "-q", K).exit_code == 0
     result = run("encode", corpus / "a", out, "-q", 2)
     assert result.exit_code == 2 and "num_codebooks=4" in result.output and "--overwrite" in result.output
-    monkeypatch.setitem(tiny_codec.weights_info, "source", "synthetic:99")
+    monkeypatch.setitem(tiny.weights_info, "source", "synthetic:99")
     result = run("encode", corpus / "a", out, "-q", K)
     assert result.exit_code == 2 and "another model" in result.output
     assert run("encode", corpus / "a", out, "-q", K, "--overwrite").exit_code == 0

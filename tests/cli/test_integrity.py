@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from mimi_cli.formats import shards
-from tests.cli.conftest import write_corpus
+from tests.helpers import write_corpus
 
 K = 4
 

@@ -10,7 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cli.conftest import write_corpus
+from tests.helpers import write_corpus
 
 MIMI = [sys.executable, "-m", "mimi_cli.cli"]
 FILES = [(f"in/{i:02d}.wav", 24000, 1, 1.5, "WAV", "PCM_16") for i in range(16)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli.conftest import write_corpus
+from tests.helpers import write_corpus
 
 MIMI = [sys.executable, "-m", "mimi_cli.cli"]
 

@@ -33,7 +33,7 @@ def _codes_of_binary(data: bytes, k: int) -> np.ndarray:
 @pytest.mark.parametrize("name", WRITERS)
 def test_real_writers_streams_through_a_real_process(name):
     """arecord, sox and ffmpeg byte streams into the stdin of the real program (full-size model)."""
-    from tests.conftest import full_codec
+    from tests.helpers import full_codec
 
     data = (STREAMS / name).read_bytes()
     env = {**os.environ, "MIMI_WEIGHTS": "synthetic"}
@@ -51,7 +51,7 @@ def test_real_writers_streams_through_a_real_process(name):
         np.testing.assert_array_equal(codes, expected)
 
 
-def test_stream_codes_equal_mimi_encode(run, tiny_codec, tmp_path):
+def test_stream_codes_equal_mimi_encode(run, tiny, tmp_path):
     audio = (0.2 * np.random.default_rng(1).standard_normal(24000 * 2 + 77)).astype(np.float32)
     sf.write(tmp_path / "x.wav", audio, 24000, subtype="FLOAT")
     assert run("encode", tmp_path / "x.wav", tmp_path / "t.parquet", "-q", K).exit_code == 0
@@ -63,13 +63,13 @@ def test_stream_codes_equal_mimi_encode(run, tiny_codec, tmp_path):
     np.testing.assert_array_equal(np.array([[int(v) for v in ln.split()] for ln in lines]).T, expected)
 
 
-def test_stream_decode_equals_core_decode(run, tiny_codec):
+def test_stream_decode_equals_core_decode(run, tiny):
     codes = torch.randint(0, 64, (1, K, 9))
     payload = HEADER.pack(MAGIC, 1, K, 24000, 12500, 64) + codes[0].T.numpy().astype("<u2").tobytes()
     result = run("stream-decode", "--raw", "--sample-format", "f32le", input=payload)
     assert result.exit_code == 0, result.stderr
     got = np.frombuffer(result.stdout_bytes, "<f4")
-    expected = tiny_codec.decode(codes)[0, 0].numpy()
+    expected = tiny.decode(codes)[0, 0].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
     wav = run("stream-decode", "--rate", 16000, input=payload).stdout_bytes
     assert wav[:4] == b"RIFF" and struct.unpack("<I", wav[4:8])[0] == 0xFFFFFFFF

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mimi_cli.codec import load_codec
-from tests.conftest import GOLDEN, golden_input
+from tests.helpers import GOLDEN, golden_input
 
 
 def _accelerator() -> str | None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mimi_cli.codec.device import ieee_float32
-from tests.conftest import noise
+from tests.helpers import noise
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 
 from mimi_cli.codec import weights
 from mimi_cli.codec.config import MimiConfig
-from tests.conftest import GOLDEN, full_codec, golden_input
+from tests.helpers import GOLDEN, full_codec, golden_input
 
 CASES = [(0, "short"), (0, "long"), (1, "short"), (1, "long")]
 

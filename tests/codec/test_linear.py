@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mimi_cli.codec.linear import BLOCK_COLUMNS, BLOCKED_ROWS, SKINNY_ROWS, Linear, WeightBlocks, linear
-from tests.conftest import full_codec
+from tests.helpers import full_codec
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 16, SKINNY_ROWS, SKINNY_ROWS + 1, 300])

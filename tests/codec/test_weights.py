@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from mimi_cli.codec import MimiConfig, WeightsError, load_codec, weights
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN
 
 TINY = MimiConfig.tiny()
 

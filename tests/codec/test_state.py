@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mimi_cli.codec import FRAME_SAMPLES, StreamError, concat_states
-from tests.conftest import noise
+from tests.helpers import noise
 
 K = 8
 
