@@ -21,20 +21,20 @@ from . import __version__
 from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
 from .formats.audio import AudioError, check_readable, probe, read_audio, resample, write_audio
 from .formats.lock import OutputLock
+from .formats.output import DatasetOutput, OutputLayout, errors_path, recorded_errors
 from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import (
     COMMIT_SECONDS,
     DatasetError,
     Row,
-    ShardWriter,
+    SourceInfo,
     iter_rows,
     read_metadata,
     read_table,
     shard_files,
-    write_parquet_atomic,
 )
 from .formats.sources import Problem, Source, collect_sources, select_shard
-from .formats.storage import Location, RemotePath, atomic_write, readable, rmtree
+from .formats.storage import Location, RemotePath, atomic_write, readable
 
 
 @dataclass
@@ -60,10 +60,7 @@ class AudioItem:
     id: str
     channel: int
     pcm: np.ndarray
-    source_sample_rate: int
-    source_channels: int
-    source_bytes: int
-    source_mtime_ns: int
+    source: SourceInfo
 
 
 @dataclass
@@ -86,12 +83,6 @@ def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
             "codebook_size": codec.config.codebook_size, "channels": channels}
 
 
-def _same_model(a: dict, b: dict) -> bool:
-    if a.get("sha256") and b.get("sha256"):
-        return a["sha256"] == b["sha256"]
-    return a.get("source") == b.get("source")
-
-
 # -- reading --------------------------------------------------------------------------------------
 def load_items(source: Source, channels: str) -> list[AudioItem]:
     """The audio of one file as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
@@ -105,11 +96,10 @@ def load_items(source: Source, channels: str) -> list[AudioItem]:
         raise AudioError("empty file (0 bytes)")
     audio, rate = read_audio(readable(source.path))
     pcm = resample(audio, rate, SAMPLE_RATE)
-    common = dict(source_sample_rate=rate, source_channels=audio.shape[0], source_bytes=stat.st_size,
-                  source_mtime_ns=stat.st_mtime_ns)
+    info = SourceInfo(rate, audio.shape[0], stat.st_size, stat.st_mtime_ns)
     if channels == "each":
-        return [AudioItem(source.id, c, pcm[c], **common) for c in range(pcm.shape[0])]
-    return [AudioItem(source.id, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], **common)]
+        return [AudioItem(source.id, c, pcm[c], info) for c in range(pcm.shape[0])]
+    return [AudioItem(source.id, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], info)]
 
 
 def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -> list[Row]:
@@ -121,8 +111,7 @@ def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -
     for i, it in enumerate(items):
         batch[i, 0, :len(it.pcm)] = torch.from_numpy(it.pcm)
     codes = codec.encode(batch, num_codebooks).cpu().numpy().astype(np.int16)
-    return [Row(it.id, it.channel, codes[i, :, :math.ceil(len(it.pcm) / FRAME_SAMPLES)], len(it.pcm),
-                it.source_sample_rate, it.source_channels, it.source_bytes, it.source_mtime_ns)
+    return [Row(it.id, it.channel, codes[i, :, :math.ceil(len(it.pcm) / FRAME_SAMPLES)], len(it.pcm), it.source)
             for i, it in enumerate(items)]
 
 
@@ -140,96 +129,6 @@ def plan_batches(sources: list[tuple[Source, float]], batch_seconds: float, max_
     if current:
         batches.append(current)
     return batches
-
-
-# -- the output ----------------------------------------------------------------------------------
-class DatasetOutput:
-    """Where rows go: a single .parquet file (staged in shards beside it) or a shard directory."""
-
-    def __init__(self, path: Location, options: EncodeOptions, metadata: dict) -> None:
-        self.path, self.options, self.metadata = path, options, metadata
-        self.single_file = path.suffix == ".parquet"
-        if self.single_file and options.format == "npy":
-            raise DatasetError("--format npy writes one file per input: give a directory as OUTPUT, not a .parquet")
-        if self.single_file and options.num_shards > 1:
-            raise DatasetError("array jobs (--num-shards) write side by side into a directory: give a directory "
-                               "as OUTPUT, not a .parquet")
-        if self.single_file:
-            self.directory = path.with_name(f".{path.name}.parts")
-            self.errors_path = path.with_name(f"{path.stem}.errors.jsonl")
-        else:
-            self.directory = path
-            # Beside the directory, not in it: readers of `path/` then see only Parquet shards.
-            suffix = f"-{options.shard_index:05d}" if options.num_shards > 1 else ""
-            self.errors_path = path.with_name(f"{path.name}.errors{suffix}.jsonl")
-        if options.overwrite:
-            self._remove_existing()
-        self.existing = self._existing_rows()
-        prefix = "manifest" if options.format == "npy" else "part"
-        if options.num_shards > 1:
-            prefix += f"-{options.shard_index:05d}"
-        self.writer = ShardWriter(self.directory, metadata, prefix, commit_seconds=options.commit_seconds,
-                                  npy_root=self.directory if options.format == "npy" else None)
-
-    def _remove_existing(self) -> None:
-        if self.single_file:
-            self.path.unlink(missing_ok=True)
-            rmtree(self.directory)
-        elif self.path.is_dir():
-            for p in [*self.path.glob("*.parquet"), *self.path.parent.glob(f"{self.path.name}.errors*.jsonl")]:
-                p.unlink()
-        self.errors_path.unlink(missing_ok=True)
-
-    def _datasets(self) -> list[Location]:
-        found = [self.path] if self.single_file and self.path.is_file() else []
-        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
-            found.append(self.directory)
-        return found
-
-    def _existing_rows(self) -> dict[str, tuple[int, int]]:
-        """id -> (bytes, mtime) of what is already encoded; refuses a different model or K."""
-        existing: dict[str, tuple[int, int]] = {}
-        for ds in self._datasets():
-            meta = read_metadata(ds)
-            if not _same_model(meta.get("model", {}), self.metadata["model"]):
-                other = meta.get("model", {}).get("source")
-                raise DatasetError(f"{self.path} holds tokens of another model ({other}); "
-                                   "use another OUTPUT, or --overwrite to start over")
-            for key in ("num_codebooks", "channels"):
-                if meta.get(key) != self.metadata[key]:
-                    raise DatasetError(f"{self.path} holds tokens with {key}={meta.get(key)}, this run asks for "
-                                       f"{self.metadata[key]}; use another OUTPUT, or --overwrite to start over")
-            table = read_table(ds, columns=["id", "source_bytes", "source_mtime_ns"])
-            for i, b, m in zip(*(table.column(c).to_pylist() for c in ("id", "source_bytes", "source_mtime_ns"))):
-                existing[i] = (b, m)
-        return existing
-
-    def finish(self) -> None:
-        """Writes the last shard; a single-file output is then assembled and its staging removed.
-
-        Staged rows already in the file are left out, so a crash between writing the file and
-        removing the staging (a rerun finds both) cannot duplicate rows.
-        """
-        self.writer.flush()
-        if not self.single_file:
-            return
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        parts = []
-        if self.path.is_file():
-            parts.append(read_table(self.path))
-        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
-            staged = read_table(self.directory)
-            if parts:
-                staged = staged.filter(pc.invert(pc.is_in(staged.column("id"),
-                                                          value_set=parts[0].column("id").combine_chunks())))
-            parts.append(staged)
-        if parts:
-            table = pa.concat_tables(parts).replace_schema_metadata(
-                {b"mimi_cli": json.dumps(self.metadata)})
-            write_parquet_atomic(self.path, table)
-        rmtree(self.directory)
 
 
 # -- encode ----------------------------------------------------------------------------------------
@@ -281,7 +180,8 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     metadata = model_metadata(codec, o.num_codebooks, o.channels)
     with OutputLock(output, o.shard_index, o.num_shards):
         sources, problems = collect_sources(inputs)
-        out = DatasetOutput(output, o, metadata)
+        out = DatasetOutput(output, metadata, OutputLayout(o.format, o.shard_index, o.num_shards),
+                            overwrite=o.overwrite, commit_seconds=o.commit_seconds)
         summary = Summary(output=output, errors_path=out.errors_path)
         summary.failed.extend(problems)
         if o.num_shards > 1:
@@ -327,7 +227,7 @@ def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: Datase
             for row in batch.rows:
                 rows = pending.setdefault(row.id, [])
                 rows.append(row)
-                if len(rows) < (row.source_channels if o.channels == "each" else 1):
+                if len(rows) < (row.source.channels if o.channels == "each" else 1):
                     continue
                 for r in pending.pop(row.id):
                     out.writer.add(r)
@@ -416,8 +316,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     # Named from every row, not only the ones asked for, so a row's file name never depends on --id.
     names = audio_file_names([(r["id"], r["channel"]) for r in keys
                               if isinstance(r["id"], str) and isinstance(r["channel"], int)], o.audio_format)
-    named = outdir if outdir.name else outdir.resolve()  # beside OUTDIR, as encode's is beside its OUTPUT
-    summary = Summary(output=outdir, errors_path=named.with_name(f"{named.name}.errors.jsonl"))
+    summary = Summary(output=outdir, errors_path=errors_path(outdir))  # beside OUTDIR, as encode's is
     bar = progress(total=len(keys) if wanted is None else len(wanted)) if progress else None
     seen: set[str] = set()
     done: set[tuple[str, int]] = set()
@@ -493,8 +392,7 @@ def dataset_info(tokens: Location) -> dict:
     meta = read_metadata(tokens)
     table = read_table(tokens, columns=["id", "num_frames", "num_samples"])
     shards = shard_files(tokens)
-    pattern = f"{tokens.name}.errors*.jsonl" if tokens.is_dir() else f"{tokens.stem}.errors.jsonl"
-    errors = sum(p.read_bytes().count(b"\n") for p in tokens.parent.glob(pattern))
+    errors = sum(p.read_bytes().count(b"\n") for p in recorded_errors(tokens))
 
     def total(column: str) -> int:
         try:

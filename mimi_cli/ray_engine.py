@@ -15,7 +15,7 @@ import numpy as np
 from .codec import MimiError
 from .dataset import AudioItem, Batch, EncodeOptions, encode_items, load_items
 from .formats.audio import AudioError
-from .formats.shards import Row
+from .formats.shards import Row, SourceInfo
 from .formats.sources import Problem, Source
 from .formats.storage import as_location
 
@@ -38,11 +38,9 @@ def _read(record: dict, channels: str) -> list[dict]:
         items = load_items(source, channels)
     except AudioError as e:
         return [{"id": source.id, "path": record["path"], "error": str(e), "channel": -1,
-                 "pcm": np.zeros(0, np.float32), "source_sample_rate": 0, "source_channels": 0, "source_bytes": 0,
-                 "source_mtime_ns": 0}]
+                 "pcm": np.zeros(0, np.float32), **SourceInfo().columns()}]
     return [{"id": it.id, "path": record["path"], "error": "", "channel": it.channel, "pcm": it.pcm,
-             "source_sample_rate": it.source_sample_rate, "source_channels": it.source_channels,
-             "source_bytes": it.source_bytes, "source_mtime_ns": it.source_mtime_ns} for it in items]
+             **it.source.columns()} for it in items]
 
 
 class _EncodeWorker:
@@ -61,8 +59,7 @@ class _EncodeWorker:
     def __call__(self, batch: dict) -> dict:
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         items = [AudioItem(batch["id"][i], int(batch["channel"][i]), np.asarray(batch["pcm"][i], np.float32),
-                           int(batch["source_sample_rate"][i]), int(batch["source_channels"][i]),
-                           int(batch["source_bytes"][i]), int(batch["source_mtime_ns"][i])) for i in ok]
+                           SourceInfo.from_columns(batch, i)) for i in ok]
         rows = {i: r for i, r in zip(ok, encode_items(self.codec, items, self.k))}
         n = len(batch["id"])
         return {
@@ -70,8 +67,7 @@ class _EncodeWorker:
             "channel": [int(c) for c in batch["channel"]],
             "codes": [rows[i].codes if i in rows else np.zeros((self.k, 0), np.int16) for i in range(n)],
             "num_samples": [rows[i].num_samples if i in rows else 0 for i in range(n)],
-            **{k: [int(v) for v in batch[k]] for k in ("source_sample_rate", "source_channels", "source_bytes",
-                                                     "source_mtime_ns")},
+            **{k: [int(v) for v in batch[k]] for k in SourceInfo.COLUMNS},
         }
 
 
@@ -115,6 +111,5 @@ class RayEngine:
                     continue
                 codes = np.asarray(out["codes"][i], dtype=np.int16).reshape(o.num_codebooks, -1)
                 rows.append(Row(str(out["id"][i]), int(out["channel"][i]), codes, int(out["num_samples"][i]),
-                                int(out["source_sample_rate"][i]), int(out["source_channels"][i]),
-                                int(out["source_bytes"][i]), int(out["source_mtime_ns"][i])))
+                                SourceInfo.from_columns(out, i)))
             yield Batch(rows, failed, len({r.id for r in rows} | {p.id for p in failed}))

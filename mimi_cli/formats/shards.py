@@ -48,23 +48,40 @@ class DatasetError(Exception):
     """A token dataset that cannot be read or cannot be added to."""
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a row records of its input: the file's own rate and channel count, and its size and
+    mtime (what resume compares). Stored as the `source_*` columns."""
+
+    sample_rate: int = 0
+    channels: int = 0
+    bytes: int = 0
+    mtime_ns: int = 0
+
+    COLUMNS = ("source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns")
+
+    def columns(self) -> dict[str, int]:
+        return dict(zip(self.COLUMNS, (self.sample_rate, self.channels, self.bytes, self.mtime_ns)))
+
+    @classmethod
+    def from_columns(cls, record, i: int | None = None) -> SourceInfo:
+        """From a mapping of the `source_*` columns: of one row, or of row `i` of column arrays."""
+        values = [record[c] if i is None else record[c][i] for c in cls.COLUMNS]
+        return cls(*(int(v) for v in values))
+
+
 @dataclass
 class Row:
     id: str
     channel: int
     codes: np.ndarray  # [K, frames] int16
     num_samples: int
-    source_sample_rate: int
-    source_channels: int
-    source_bytes: int
-    source_mtime_ns: int
+    source: SourceInfo
 
     def as_dict(self) -> dict:
         frames = self.codes.shape[1]
         return {"id": self.id, "channel": self.channel, "codes": self.codes, "num_frames": frames,
-                "num_samples": self.num_samples, "duration_s": self.num_samples / 24000,
-                "source_sample_rate": self.source_sample_rate, "source_channels": self.source_channels,
-                "source_bytes": self.source_bytes, "source_mtime_ns": self.source_mtime_ns}
+                "num_samples": self.num_samples, "duration_s": self.num_samples / 24000, **self.source.columns()}
 
 
 def _table(rows: list[dict], columns, metadata: dict) -> pa.Table:

@@ -10,7 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from mimi_cli.dataset import dataset_info
-from mimi_cli.formats.shards import METADATA_KEY, DatasetError, Row, ShardWriter, iter_rows, read_metadata
+from mimi_cli.formats.shards import (
+    METADATA_KEY,
+    DatasetError,
+    Row,
+    ShardWriter,
+    SourceInfo,
+    iter_rows,
+    read_metadata,
+)
 
 META = {"tool": "mimi-cli", "model": {"source": "synthetic:0"}, "num_codebooks": 2, "codebook_size": 2048,
         "frame_rate": 12.5, "sample_rate": 24000, "channels": "mix"}
@@ -19,7 +27,7 @@ META = {"tool": "mimi-cli", "model": {"source": "synthetic:0"}, "num_codebooks":
 def good_rows(n=3):
     rng = np.random.default_rng(0)
     return [Row(f"r{i}.wav", -1, rng.integers(0, 2048, (2, 3 + i)).astype(np.int16), (3 + i) * 1920 - 5,
-                16000, 1, 100, 0) for i in range(n)]
+                SourceInfo(16000, 1, 100, 0)) for i in range(n)]
 
 
 def write_good(directory):

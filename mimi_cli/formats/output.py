@@ -1,0 +1,127 @@
+"""Where a token dataset is written: a single `.parquet` file (staged as shards beside it) or a
+directory of shards, its errors file, and what an earlier run already put there."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .shards import COMMIT_SECONDS, DatasetError, ShardWriter, read_metadata, read_table, write_parquet_atomic
+from .storage import Location, rmtree
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """How the dataset is laid out: shard format, and this job's place among array jobs."""
+
+    format: str = "parquet"  # or "npy"
+    shard_index: int = 0
+    num_shards: int = 1
+
+
+def errors_path(output: Location, shard_index: int = 0, num_shards: int = 1) -> Location:
+    """Where the inputs or rows that failed are listed: beside OUTPUT, never in it, so readers of a
+    shard directory see only shards (`out.errors.jsonl`; array job i: `out.errors-0000i.jsonl`)."""
+    named = output if output.name else output.resolve()
+    stem = named.stem if named.suffix == ".parquet" else named.name
+    suffix = f"-{shard_index:05d}" if num_shards > 1 else ""
+    return named.with_name(f"{stem}.errors{suffix}.jsonl")
+
+
+def recorded_errors(output: Location) -> list[Location]:
+    """Every errors file of a dataset (all array jobs')."""
+    stem = output.stem if output.suffix == ".parquet" else output.name
+    return list(output.parent.glob(f"{stem}.errors*.jsonl"))
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two datasets' `model` records name the same weights (by sha256 where both have it)."""
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]
+    return a.get("source") == b.get("source")
+
+
+class DatasetOutput:
+    """Where rows go: a single .parquet file (staged in shards beside it) or a shard directory."""
+
+    def __init__(self, path: Location, metadata: dict, layout: OutputLayout, overwrite: bool = False,
+                 commit_seconds: float = COMMIT_SECONDS) -> None:
+        self.path, self.metadata = path, metadata
+        self.single_file = path.suffix == ".parquet"
+        if self.single_file and layout.format == "npy":
+            raise DatasetError("--format npy writes one file per input: give a directory as OUTPUT, not a .parquet")
+        if self.single_file and layout.num_shards > 1:
+            raise DatasetError("array jobs (--num-shards) write side by side into a directory: give a directory "
+                               "as OUTPUT, not a .parquet")
+        if self.single_file:
+            self.directory = path.with_name(f".{path.name}.parts")
+        else:
+            self.directory = path
+        self.errors_path = errors_path(path, layout.shard_index, layout.num_shards)
+        if overwrite:
+            self._remove_existing()
+        self.existing = self._existing_rows()
+        prefix = "manifest" if layout.format == "npy" else "part"
+        if layout.num_shards > 1:
+            prefix += f"-{layout.shard_index:05d}"
+        self.writer = ShardWriter(self.directory, metadata, prefix, commit_seconds=commit_seconds,
+                                  npy_root=self.directory if layout.format == "npy" else None)
+
+    def _remove_existing(self) -> None:
+        if self.single_file:
+            self.path.unlink(missing_ok=True)
+            rmtree(self.directory)
+        elif self.path.is_dir():
+            for p in [*self.path.glob("*.parquet"), *recorded_errors(self.path)]:
+                p.unlink()
+        self.errors_path.unlink(missing_ok=True)
+
+    def _datasets(self) -> list[Location]:
+        found = [self.path] if self.single_file and self.path.is_file() else []
+        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
+            found.append(self.directory)
+        return found
+
+    def _existing_rows(self) -> dict[str, tuple[int, int]]:
+        """id -> (bytes, mtime) of what is already encoded; refuses a different model or K."""
+        existing: dict[str, tuple[int, int]] = {}
+        for ds in self._datasets():
+            meta = read_metadata(ds)
+            if not same_model(meta.get("model", {}), self.metadata["model"]):
+                other = meta.get("model", {}).get("source")
+                raise DatasetError(f"{self.path} holds tokens of another model ({other}); "
+                                   "use another OUTPUT, or --overwrite to start over")
+            for key in ("num_codebooks", "channels"):
+                if meta.get(key) != self.metadata[key]:
+                    raise DatasetError(f"{self.path} holds tokens with {key}={meta.get(key)}, this run asks for "
+                                       f"{self.metadata[key]}; use another OUTPUT, or --overwrite to start over")
+            table = read_table(ds, columns=["id", "source_bytes", "source_mtime_ns"])
+            for i, b, m in zip(*(table.column(c).to_pylist() for c in ("id", "source_bytes", "source_mtime_ns"))):
+                existing[i] = (b, m)
+        return existing
+
+    def finish(self) -> None:
+        """Writes the last shard; a single-file output is then assembled and its staging removed.
+
+        Staged rows already in the file are left out, so a crash between writing the file and
+        removing the staging (a rerun finds both) cannot duplicate rows.
+        """
+        self.writer.flush()
+        if not self.single_file:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts = []
+        if self.path.is_file():
+            parts.append(read_table(self.path))
+        if self.directory.is_dir() and any(self.directory.glob("*.parquet")):
+            staged = read_table(self.directory)
+            if parts:
+                staged = staged.filter(pc.invert(pc.is_in(staged.column("id"),
+                                                          value_set=parts[0].column("id").combine_chunks())))
+            parts.append(staged)
+        if parts:
+            table = pa.concat_tables(parts).replace_schema_metadata(
+                {b"mimi_cli": json.dumps(self.metadata)})
+            write_parquet_atomic(self.path, table)
+        rmtree(self.directory)
