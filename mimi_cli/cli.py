@@ -32,47 +32,20 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=
 log = logging.getLogger("mimi_cli")
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A choice option's values as a str Enum (what typer validates and lists in --help)."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class Channels(str, Enum):
-    mix = "mix"
-    each = "each"
-
-
-class DatasetFormat(str, Enum):
-    parquet = "parquet"
-    npy = "npy"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-class AudioFormat(str, Enum):
-    wav = "wav"
-    flac = "flac"
-
-
-class TokenFormat(str, Enum):
-    binary = "binary"
-    jsonl = "jsonl"
-    text = "text"
-
-
-ReadSampleFormat = Enum("ReadSampleFormat", {name: name for name in SAMPLE_FORMATS}, type=str)
-WrittenSampleFormat = Enum("WrittenSampleFormat", {name: name for name in WRITTEN_FORMATS}, type=str)
+Device = _choices("Device", "auto", "cpu", "cuda", "mps")
+DType = _choices("DType", "float32", "bfloat16", "float16")
+Channels = _choices("Channels", "mix", "each")
+DatasetFormat = _choices("DatasetFormat", "parquet", "npy")
+Engine = _choices("Engine", "local", "ray")
+AudioFormat = _choices("AudioFormat", "wav", "flac")
+TokenFormat = _choices("TokenFormat", "binary", "jsonl", "text")
+ReadSampleFormat = _choices("ReadSampleFormat", *SAMPLE_FORMATS)
+WrittenSampleFormat = _choices("WrittenSampleFormat", *WRITTEN_FORMATS)
 
 
 WEIGHTS_HELP = ("Hub repo id (org/name[@revision]), local .safetensors file or directory (kyutai/mimi or moshi "
