@@ -4,7 +4,7 @@
 
 Offline x real time, batch-1 and batch-64 streaming steps, and the share of frames of the golden
 clip whose codes equal the CPU's, in float32 and bfloat16. (The codec runs float32 with TF32 off;
-docs/performance.md has what TF32 did.)
+docs/design.md says why.)
 """
 import argparse
 import statistics

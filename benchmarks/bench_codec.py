@@ -2,8 +2,8 @@
 
   python benchmarks/bench_codec.py [--compare moshi] [--seconds 30] [--threads 2] [--json out.json]
 
-To compare with moshi, run it with the reference virtualenv's python and this repo on the path:
-  PYTHONPATH=. ~/.cache/mimi-reference-venv/bin/python benchmarks/bench_codec.py --compare moshi
+To compare with moshi, run it with a python that has `moshi` installed and this repo on the path:
+  PYTHONPATH=. /path/to/moshi-venv/bin/python benchmarks/bench_codec.py --compare moshi
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one run on a lent machine (device tool): its python3 has torch and
-# most dependencies; soundfile, soxr and cffi travel as wheels in .whl/ (see docs/performance.md).
+# Every check that needs a GPU, as one script for a machine that has one: the accelerator tests,
+# the CLI on --device cuda, bench_accelerator.py and `mimi bench --device cuda`, results in OUTDIR.
+# Where the machine's python3 has torch but not soundfile/soxr/cffi, put their wheels in .whl/
+# (ignored by git) and the script installs them into /tmp/site first.
 #   bash benchmarks/gpu_check.sh OUTDIR
 set -uo pipefail
 OUT=${1:-/tmp/gpu_check}

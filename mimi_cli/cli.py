@@ -58,8 +58,8 @@ AsJson = typer.Option(False, "--json", help="Print the summary as one JSON objec
 DTypeOpt = typer.Option(DType.float32, "--dtype", help="Model precision (float32 is exact to the reference).")
 Quiet = typer.Option(False, "--quiet", help="No progress bars or summaries (warnings and errors still shown).")
 StreamThreads = typer.Option(None, "--threads", min=1, show_default="2, or 1 on a 1-CPU machine",
-                             help="CPU threads. A streaming step is bound by reading weights from memory; two "
-                                  "threads read them ~1.4x faster than one (measured on 2 cores). By default, on "
+                             help="CPU threads. A streaming step is bound by reading weights from memory, "
+                                  "which two threads do faster than one. By default, on "
                                   "up to 4 CPUs, steps run on one thread while input is backlogged (a file piped "
                                   "as fast as it goes), so that the two processes of a pipe do not stall each "
                                   "other; a number given here is kept throughout.")

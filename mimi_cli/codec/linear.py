@@ -1,12 +1,9 @@
 """Linear layers laid out for the few-row products of streaming steps.
 
-A streaming step multiplies 1-32 rows by each weight, so it is bound by reading the weight from
-memory. On CPU, MKL reads a [out, in] weight 1.5-3x faster as `weight @ x.T` than as
-`x @ weight.T`, and only the first form uses more than one thread for so few rows; a weight wider
-than 512 columns reads another 1.3-1.9x faster for 1-4 rows when its columns are stored in
-contiguous blocks of 512 (a batch of narrow products, summed), so layers keep such a copy for
-their few-row products (measured in docs/performance.md). Many rows (offline chunks), bfloat16
-(oneDNN's path is faster there) and other devices take the usual path.
+A streaming step multiplies 1-32 rows by each weight, so it is bound by reading weights from
+memory: on CPU, MKL reads them fastest as `weight @ x.T`, and a wide weight faster still as
+contiguous 512-column blocks (docs/design.md). Many rows (offline chunks), bfloat16 and other
+devices take the usual path.
 """
 from __future__ import annotations
 
