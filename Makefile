@@ -22,12 +22,13 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Speed and live-stream capacity of this machine (benchmarks/ holds the finer-grained scripts).
 bench: install
-	$(PY) benchmarks/bench_codec.py
+	$(VENV)/bin/mimi bench
 
 # Offline demo on synthetic weights (the Hub is not needed): audio -> tokens -> audio, then `mimi info`.
 demo: install
-	$(PY) benchmarks/make_audio.py demo/audio
+	$(PY) scripts/make_audio.py demo/audio
 	$(VENV)/bin/mimi encode demo/audio demo/tokens.parquet --weights $(WEIGHTS) --overwrite
 	$(VENV)/bin/mimi decode demo/tokens.parquet demo/decoded --weights $(WEIGHTS) --overwrite
 	$(VENV)/bin/mimi info demo/tokens.parquet

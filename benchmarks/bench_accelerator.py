@@ -8,23 +8,21 @@ docs/design.md says why.)
 """
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mimi_cli.bench import _timed  # noqa: E402
-from mimi_cli.codec import load_codec  # noqa: E402
+from mimi_cli.bench import timed
+from mimi_cli.codec import load_codec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden"
 
 
-def timed(fn, device, repeats=5):
+def median_seconds(fn, device, repeats=5):
     """Median seconds of `repeats` calls, each synchronised with the device (mimi bench's timer)."""
-    return statistics.median(_timed(fn, device) for _ in range(repeats))
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def measure(dtype: str, device: str, clip, expected, long, seconds: float) -> str:
@@ -34,9 +32,9 @@ def measure(dtype: str, device: str, clip, expected, long, seconds: float) -> st
     first = (codes[0] == expected[0]).mean()
     eight = (codes[:8] == expected[:8]).all(0).mean()
     every = (codes == expected).all(0).mean()
-    enc = timed(lambda: codec.encode(long, 8), dev)
+    enc = median_seconds(lambda: codec.encode(long, 8), dev)
     c8 = codec.encode(long, 8)
-    dec = timed(lambda: codec.decode(c8), dev)
+    dec = median_seconds(lambda: codec.decode(c8), dev)
     steps = {}
     for batch in (1, 64):
         state, dstate = codec.init_encoder_state(batch), codec.init_decoder_state(batch)
@@ -45,8 +43,8 @@ def measure(dtype: str, device: str, clip, expected, long, seconds: float) -> st
         for _ in range(5):
             codec.encode_step(state, frame, 8)
             codec.decode_step(dstate, fc)
-        e = timed(lambda: codec.encode_step(state, frame, 8), dev, 30)  # noqa: B023
-        d = timed(lambda: codec.decode_step(dstate, fc), dev, 30)  # noqa: B023
+        e = median_seconds(lambda: codec.encode_step(state, frame, 8), dev, 30)  # noqa: B023
+        d = median_seconds(lambda: codec.decode_step(dstate, fc), dev, 30)  # noqa: B023
         steps[batch] = (e * 1000, d * 1000)
     return (f"{dtype:9s} codes vs CPU/moshi: first {first:.4f}, 8 codebooks {eight:.4f}, 32 {every:.4f} | "
             f"offline encode {seconds / enc:5.0f}x RT, decode {seconds / dec:5.0f}x RT | step ms enc/dec: "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mimi_cli.bench import _timed
+from mimi_cli.bench import timed
 from mimi_cli.codec import load_codec
 from mimi_cli.dataset import EncodeOptions, encode_dataset
 
@@ -30,12 +30,12 @@ ap.add_argument("--readers", default=None, help="comma-separated reader counts (
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 work = Path(tempfile.mkdtemp(prefix="mimi-corpus-"))
-subprocess.run([sys.executable, str(Path(__file__).with_name("make_audio.py")), str(work / "audio"),
+subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "make_audio.py"), str(work / "audio"),
                 "--files", str(a.files), "--min-s", str(a.min_s), "--max-s", str(a.max_s)], check=True)
 codec = load_codec("synthetic", device=a.device)
 clip = 0.1 * torch.randn(1, 1, 30 * 24000)
 codec.encode(clip, 8)
-times = [_timed(lambda: codec.encode(clip, 8), codec.device) for _ in range(3)]
+times = [timed(lambda: codec.encode(clip, 8), codec.device) for _ in range(3)]
 core = 30 / statistics.median(times)
 print(f"core offline encode: {core:.1f}x real time (30 s clip), {codec.device}")
 for readers in a.readers.split(",") if a.readers else [None]:

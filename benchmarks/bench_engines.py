@@ -20,7 +20,7 @@ ap.add_argument("--files", type=int, default=60)
 ap.add_argument("--max-s", type=float, default=12.0)
 a = ap.parse_args()
 work = Path(tempfile.mkdtemp(prefix="mimi-engines-"))
-subprocess.run([sys.executable, str(Path(__file__).with_name("make_audio.py")), str(work / "audio"),
+subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "make_audio.py"), str(work / "audio"),
                 "--files", str(a.files), "--max-s", str(a.max_s)], check=True)
 codec = load_codec("synthetic", device="cpu")
 local = encode_dataset(codec, [str(work / "audio")], work / "local", EncodeOptions())

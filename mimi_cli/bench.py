@@ -40,7 +40,8 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of `fn` takes, the device synchronised before and after (CUDA, MPS)."""
     _sync(device)
     start = time.perf_counter()
     fn()
@@ -147,8 +148,8 @@ def _offline(engines: list[Engine], s: BenchSettings) -> list[dict]:
     dec: list[list[float]] = [[] for _ in engines]
     for _ in range(s.repeats):
         for i, e in enumerate(engines):
-            enc[i].append(_timed(lambda e=e, i=i: e.encode(audio[i]), e.device))
-            dec[i].append(_timed(lambda e=e, i=i: e.decode(codes[i]), e.device))
+            enc[i].append(timed(lambda e=e, i=i: e.encode(audio[i]), e.device))
+            dec[i].append(timed(lambda e=e, i=i: e.decode(codes[i]), e.device))
     return [{"encode_x_realtime": s.seconds / statistics.median(a),
              "decode_x_realtime": s.seconds / statistics.median(b)} for a, b in zip(enc, dec)]
 
@@ -159,9 +160,9 @@ def _step_times(engine: Engine, batch: int, frames: int, num_codebooks: int) -> 
     codes = torch.randint(0, engine.codebook_size, (batch, num_codebooks, 1), device=engine.device)
     warmup = 5
     encode = engine.stream_encoder(batch)
-    enc = [_timed(lambda: encode(frame), engine.device) for _ in range(warmup + frames)][warmup:]
+    enc = [timed(lambda: encode(frame), engine.device) for _ in range(warmup + frames)][warmup:]
     decode = engine.stream_decoder(batch)
-    dec = [_timed(lambda: decode(codes), engine.device) for _ in range(warmup + frames)][warmup:]
+    dec = [timed(lambda: decode(codes), engine.device) for _ in range(warmup + frames)][warmup:]
     return enc, dec
 
 

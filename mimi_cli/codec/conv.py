@@ -38,6 +38,7 @@ class StreamingConv1d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = (kernel_size - 1) * dilation + 1 - stride
         self.blocks = WeightBlocks()  # of `matrix`, for few-step products
+        self.slot = -1  # this layer's index in a state's `contexts`, given by ConvSlots.register
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.context_size, self.in_channels, device=device, dtype=dtype)
@@ -94,6 +95,7 @@ class StreamingConvTranspose1d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.context_size = kernel_size - stride
         self.blocks = WeightBlocks()  # of `matrix`, for few-step products
+        self.slot = -1  # this layer's index in a state's `contexts`, given by ConvSlots.register
 
     def init_context(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return torch.zeros(batch_size, self.context_size, self.out_channels, device=device, dtype=dtype)

@@ -1,6 +1,6 @@
 """Writes a small corpus of synthetic speech-like clips (for `make demo` and speed trials).
 
-  python benchmarks/make_audio.py OUTDIR [--files 6] [--min-s 1] [--max-s 4] [--seed 0]
+  python scripts/make_audio.py OUTDIR [--files 6] [--min-s 1] [--max-s 4] [--seed 0]
 """
 import argparse
 from pathlib import Path

@@ -1,0 +1,49 @@
+"""Where datasets live: atomic writes that leave nothing half-written, and URIs through pyarrow's filesystems."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from mimi_cli.formats.storage import OutputError, RemotePath, as_location, atomic_write, is_uri, readable
+
+
+def test_atomic_write_replaces_only_when_complete(tmp_path):
+    target = tmp_path / "sub" / "x.bin"
+    with atomic_write(target) as f:
+        f.write(b"new")
+        assert not target.exists() and (tmp_path / "sub" / ".x.bin.tmp").exists()
+    assert target.read_bytes() == b"new" and not (tmp_path / "sub" / ".x.bin.tmp").exists()
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_full_disk_is_an_output_error_naming_the_file(tmp_path):
+    target = tmp_path / "x.bin"
+    with pytest.raises(OutputError, match=r"cannot write .*x\.bin: no space left on device"), atomic_write(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uris_go_through_pyarrow_filesystems(tmp_path):
+    assert is_uri("s3://bucket/key") and is_uri("file:///tmp") and not is_uri("/tmp/x") and not is_uri("c:/x")
+    root = as_location(f"file://{tmp_path}")
+    assert isinstance(root, RemotePath) and str(root) == f"file://{tmp_path}"
+    with atomic_write(root / "d" / "x.bin") as f:
+        f.write(b"remote")
+    x = root / "d" / "x.bin"
+    assert x.is_file() and not x.is_dir() and x.parent.is_dir() and x.name == "x.bin" and x.suffix == ".bin"
+    assert readable(x).read() == b"remote" and x.stat().st_size == 6
+    assert [str(p) for p in root.files()] == [str(x)]
+    assert [p.name for p in (root / "d").glob("*.bin")] == ["x.bin"]
+    x.unlink()
+    assert not x.exists()
+    with pytest.raises(FileNotFoundError):
+        x.stat()
