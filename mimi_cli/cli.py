@@ -341,17 +341,6 @@ def info(
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
 
 
-def _stream_threads(threads: int | None) -> bool:
-    """Sets torch's CPU threads for a stream command (default: 2, or 1 on a 1-CPU machine);
-    returns whether they should follow the input's backlog (only when not given)."""
-    import torch
-
-    from .streaming import backlog_threads_useful
-
-    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    return threads is None and backlog_threads_useful(torch.get_num_threads())
-
-
 def _open_in(path: str):
     """The input as a context manager: a file (closed after), or stdin (left open)."""
     if path == "-":
@@ -397,7 +386,7 @@ def stream_encode(
     (-F 20000: arecord writes every 20 ms; its default period, 125 ms, delays audio by up to that.)
     """
     from .formats.pcm import PcmFormat
-    from .streaming import encode_stream
+    from .streaming import ThreadPolicy, encode_stream
 
     fmt = output_format.value if output_format else "binary" if target != "-" or not sys.stdout.isatty() else "jsonl"
     raw_fmt = None
@@ -405,10 +394,10 @@ def stream_encode(
         if rate is None:
             raise _Fail("--raw needs --rate (the input's sample rate)", 2)
         raw_fmt = PcmFormat(rate, channels, sample_format.value)
-    adapt = _stream_threads(threads)
+    policy = ThreadPolicy.for_command(threads).apply()
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
-        stats = encode_stream(codec, src, out, num_codebooks, fmt, raw_fmt, adapt_threads=adapt)
+        stats = encode_stream(codec, src, out, num_codebooks, fmt, raw_fmt, threads=policy)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames ({stats.frames / codec.frame_rate:.1f} s of audio)", err=True)
 
@@ -429,12 +418,12 @@ def stream_decode(
     quiet: bool = Quiet,
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
-    from .streaming import decode_stream
+    from .streaming import ThreadPolicy, decode_stream
 
-    adapt = _stream_threads(threads)
+    policy = ThreadPolicy.for_command(threads).apply()
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
-        stats = decode_stream(codec, src, out, rate, sample_format.value, wav=not raw, adapt_threads=adapt)
+        stats = decode_stream(codec, src, out, rate, sample_format.value, wav=not raw, threads=policy)
     if not quiet:
         typer.echo(f"mimi: {stats.frames} frames decoded ({stats.samples_out / rate:.1f} s of audio)", err=True)
 

@@ -59,8 +59,8 @@ class StreamEncoder:
         self.held = held[start:]
         if self.held.size and in_frame + self.held.size >= self.codec.frame_samples * 3 // 4:
             # 60 of the frame's 80 ms are in: the SEANet front starts on them now, so that little
-            # is left to do when the frame's last sample comes (`_one_thread` says why one thread).
-            with _one_thread():
+            # is left to do when the frame's last sample comes (`partial_frame` says why one thread).
+            with ThreadPolicy.partial_frame():
                 self._step(self.held)
             self.held = self.held[:0]
 
@@ -150,18 +150,42 @@ def backlog_threads_useful(threads: int) -> bool:
     return threads > 1 and (os.cpu_count() or 1) < 2 * threads + 1
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
-    any frame's latency path, and two OpenMP teams of 2 threads (`stream-encode` working on a
-    piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads
-    (docs/design.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """How a stream process uses CPU threads: `threads` for a frame's step, one thread while the
+    input is backlogged if `follow_backlog` (`BacklogThreads`), and one for work on part of a
+    frame (`partial_frame`). `for_command` is what the stream commands use."""
+
+    threads: int
+    follow_backlog: bool = False
+
+    @classmethod
+    def for_command(cls, threads: int | None = None) -> ThreadPolicy:
+        """`--threads N` kept as given; by default 2 (1 on a 1-CPU machine), following the backlog
+        where the two processes of a pipe would oversubscribe the CPUs."""
+        n = threads or min(2, os.cpu_count() or 1)
+        return cls(n, threads is None and backlog_threads_useful(n))
+
+    def apply(self) -> ThreadPolicy:
+        torch.set_num_threads(self.threads)
+        return self
+
+    def backlog(self, stream: BinaryIO, frame_bytes: int) -> BacklogThreads:
+        return BacklogThreads(stream, frame_bytes, enabled=self.follow_backlog)
+
+    @staticmethod
+    @contextmanager
+    def partial_frame() -> Iterator[None]:
+        """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
+        any frame's latency path, and two OpenMP teams of 2 threads (`stream-encode` working on a
+        piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads
+        (docs/design.md)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 class StreamDecoder:
@@ -206,24 +230,20 @@ class StreamStats:
     samples_out: int = 0
 
 
-def open_pcm(stream: BinaryIO, raw: PcmFormat | None) -> tuple[PcmFormat, int | None]:
-    """The input's PCM format: from its WAV header, or as given for raw PCM."""
-    return (raw, None) if raw is not None else read_wav_header(stream)
-
-
 def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int = 8,
                   output_format: str = "binary", raw: PcmFormat | None = None,
-                  stats: StreamStats | None = None, adapt_threads: bool = False) -> StreamStats:
-    """Reads audio to end of stream and writes each frame's codes the moment they exist;
-    `adapt_threads`: one thread while input is backlogged (`BacklogThreads`)."""
-    stats = stats or StreamStats()
+                  threads: ThreadPolicy | None = None) -> StreamStats:
+    """Reads audio (WAV, or `raw` PCM) to end of stream and writes each frame's codes the moment
+    they exist; `threads` (default: torch's current count, not following the backlog)."""
+    stats = StreamStats()
+    policy = threads or ThreadPolicy(torch.get_num_threads())
     warm_up(codec, "encode")
-    fmt, remaining = open_pcm(instream, raw)
+    fmt, remaining = (raw, None) if raw is not None else read_wav_header(instream)
     encoder = StreamEncoder(codec, fmt, num_codebooks)
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
                                                                 codec.config.codebook_size))
     frame_bytes = round(fmt.rate / codec.frame_rate) * fmt.frame_bytes
-    with BacklogThreads(instream, frame_bytes, enabled=adapt_threads) as threads:
+    with policy.backlog(instream, frame_bytes) as backlog:
         while remaining is None or remaining > 0:
             data = instream.read(READ_BYTES if remaining is None else min(READ_BYTES, remaining))
             if not data:
@@ -233,7 +253,7 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
             for codes in encoder.feed(data):
                 writer.frames(codes)
                 stats.frames += codes.shape[1]
-                threads.after_frame()
+                backlog.after_frame()
         for codes in encoder.finish():
             writer.frames(codes)
             stats.frames += codes.shape[1]
@@ -241,11 +261,11 @@ def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num
 
 
 def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int = SAMPLE_RATE,
-                  sample_format: str = "s16le", wav: bool = True, stats: StreamStats | None = None,
-                  adapt_threads: bool = False) -> StreamStats:
+                  sample_format: str = "s16le", wav: bool = True, threads: ThreadPolicy | None = None) -> StreamStats:
     """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a
-    time; `adapt_threads`: one thread while input is backlogged (`BacklogThreads`)."""
-    stats = stats or StreamStats()
+    time; `threads` as for `encode_stream`."""
+    stats = StreamStats()
+    policy = threads or ThreadPolicy(torch.get_num_threads())
     warm_up(codec, "decode")
     header, frames = read_tokens(instream)
     if header.num_codebooks > codec.config.num_codebooks:
@@ -256,14 +276,14 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
         outstream.write(streaming_wav_header(rate, sample_format))
         outstream.flush()
     # A binary frame is 2 bytes a code; a text one is longer, so this waits for a frame or more.
-    with BacklogThreads(instream, 2 * header.num_codebooks, enabled=adapt_threads) as threads:
+    with policy.backlog(instream, 2 * header.num_codebooks) as backlog:
         for frame in frames:
             audio = decoder.feed(frame[:, None])
             outstream.write(encode_pcm(audio, sample_format))
             outstream.flush()
             stats.frames += 1
             stats.samples_out += audio.size
-            threads.after_frame()
+            backlog.after_frame()
     tail = decoder.finish()
     if tail.size:
         outstream.write(encode_pcm(tail, sample_format))

@@ -190,4 +190,4 @@ def test_threads_adapt_to_backlog_unless_given(run, monkeypatch, command, runner
     monkeypatch.setattr(streaming, runner, lambda *a, **kw: seen.update(kw) or streaming.StreamStats())
     result = run(command, *args, input=b"")
     assert result.exit_code == 0, result.stderr
-    assert seen["adapt_threads"] is adapt
+    assert seen["threads"].follow_backlog is adapt and seen["threads"].threads == 2
