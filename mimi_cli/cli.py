@@ -242,7 +242,7 @@ def encode(
     OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
     finished (exit 130, 143).
     """
-    from .dataset import EncodeOptions, encode_dataset
+    from .dataset import EncodeOptions, encode_dataset, output_lock
 
     if len(inputs) < 2:
         raise _Fail("give at least one INPUT and the OUTPUT (a .parquet file or a directory)", 2)
@@ -259,9 +259,7 @@ def encode(
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels.value, format=fmt.value, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
                             commit_seconds=commit_seconds)
-    from .formats.lock import OutputLock
-
-    with OutputLock(as_location(output), shard_index, num_shards):  # a busy OUTPUT is refused before the model loads
+    with output_lock(as_location(output), options):  # a busy OUTPUT is refused before the model loads
         codec = _load(weights, device, dtype)
         summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),
                                  engine=run_engine)

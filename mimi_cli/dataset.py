@@ -159,6 +159,12 @@ class LocalEngine:
                 yield Batch(encode_items(self.codec, items, o.num_codebooks), failed, len(loaded))
 
 
+def output_lock(output: Location, options: EncodeOptions) -> OutputLock:
+    """The lock `encode_dataset` holds on `output` (re-entrant): take it before a slow model load
+    to refuse a busy OUTPUT at once."""
+    return OutputLock(output, options.shard_index, options.num_shards)
+
+
 def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, options: EncodeOptions | None = None,
                    progress: Callable[..., object] | None = None,
                    engine: Callable[[list[tuple[Source, float]], EncodeOptions], Iterator[Batch]] | None = None
@@ -176,7 +182,7 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     o = options or EncodeOptions()
     start = time.perf_counter()
     metadata = model_metadata(codec, o.num_codebooks, o.channels)
-    with OutputLock(output, o.shard_index, o.num_shards):
+    with output_lock(output, o):
         sources, problems = collect_sources(inputs)
         out = DatasetOutput(output, metadata, OutputLayout(o.format, o.shard_index, o.num_shards),
                             overwrite=o.overwrite, commit_seconds=o.commit_seconds)

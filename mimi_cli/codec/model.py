@@ -133,7 +133,10 @@ class MimiCodec(nn.Module):
     # -- the core steps ---------------------------------------------------------------------
     @_entry_point
     def encode_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
-        """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`."""
+        """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`.
+
+        The core step that `encode`, `encode_step` and every job run through; public for callers
+        that hold whole frames and their own state (no partial-frame bookkeeping)."""
         x = self.encoder.front(pcm.to(self.dtype).transpose(1, 2), state.contexts)
         return self._encode_front_latents(state, x, num_codebooks)
 
@@ -150,7 +153,8 @@ class MimiCodec(nn.Module):
 
     @_entry_point
     def decode_frames(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
-        """Audio [B, 1, n * 1920] of codes [B, K, n]; advances `state`."""
+        """Audio [B, 1, n * 1920] of codes [B, K, n]; advances `state`. The core step that `decode`
+        and `decode_step` run through."""
         x = self.quantizer.decode(codes.to(self.device, torch.long))
         x, state.contexts[self.upsample.slot] = self.upsample(x, state.contexts[self.upsample.slot])
         x = self.decoder_transformer(x, state.transformer)
