@@ -53,7 +53,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     with `blocks` (the layer's cache), a wide weight's 1-4 row products read its column blocks."""
     rows = x.numel() // max(x.shape[-1], 1)
     # As rows on every path: F.linear copies the weight on every call for a 3-D x it cannot fold
-    # into one matrix, such as a conv's one-window view (bfloat16 12.5 Hz downsampling: 1.7 ms a step).
+    # into one matrix, such as a conv's one-window view (the bfloat16 12.5 Hz downsampling).
     flat = x.reshape(rows, x.shape[-1]).contiguous()
     if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
         return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
