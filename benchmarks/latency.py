@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+from commands import run_commands
 
 from mimi_cli import streaming
 from mimi_cli.codec import MimiConfig, load_codec
@@ -244,20 +245,11 @@ def parts(a: argparse.Namespace) -> None:
         print(f"  moshi step   {statistics.median(times[10:]) * 1000:6.2f}")
 
 
+COMMANDS = {"pipe": (_pipe_args, pipe), "timeline": (_timeline_args, timeline), "parts": (_parts_args, parts)}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = ap.add_subparsers(dest='command', required=True)
-    p = commands.add_parser('pipe')
-    _pipe_args(p)
-    p.set_defaults(run=pipe)
-    p = commands.add_parser('timeline')
-    _timeline_args(p)
-    p.set_defaults(run=timeline)
-    p = commands.add_parser('parts')
-    _parts_args(p)
-    p.set_defaults(run=parts)
-    a = ap.parse_args()
-    a.run(a)
+    run_commands(__doc__, COMMANDS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from commands import run_commands
 
 from mimi_cli.bench import peak_rss_mb
 from mimi_cli.codec import SAMPLE_RATE, load_codec
@@ -76,17 +77,11 @@ def stream(a: argparse.Namespace) -> None:
           f"at the end {warm[-1]:.0f} MB, max {max(warm):.0f} MB ({len(samples)} samples)")
 
 
+COMMANDS = {"long-file": (_long_file_args, long_file), "stream": (_stream_args, stream)}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = ap.add_subparsers(dest='command', required=True)
-    p = commands.add_parser('long-file')
-    _long_file_args(p)
-    p.set_defaults(run=long_file)
-    p = commands.add_parser('stream')
-    _stream_args(p)
-    p.set_defaults(run=stream)
-    a = ap.parse_args()
-    a.run(a)
+    run_commands(__doc__, COMMANDS)
 
 
 if __name__ == "__main__":
