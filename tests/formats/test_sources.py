@@ -103,3 +103,29 @@ def test_a_list_from_a_pipe_is_relative_to_the_current_directory(tmp_path, monke
         assert _ids([f"@/dev/fd/{read}"]) == ["a/x.wav"]
     finally:
         os.close(read)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to read the file as another user")
+def test_an_unreadable_file_is_named_in_the_os_words(tmp_path):
+    """As an ordinary user (root reads everything): a forked child drops to `nobody` and reads."""
+    from mimi_cli.formats.audio import AudioError, check_readable
+
+    f = _wav(tmp_path / "locked.wav")
+    os.chmod(f, 0o600)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only os calls, then out without running any cleanup
+        message = b"read it"
+        try:
+            os.setuid(65534)
+            check_readable(f)
+        except AudioError as e:
+            message = str(e).encode()
+        except BaseException as e:  # noqa: BLE001 - anything else is reported to the parent
+            message = repr(e).encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as r:
+        assert r.read().decode() == f"permission denied: {f}"
