@@ -228,6 +228,15 @@ def encode(
     commit_seconds: float = typer.Option(30.0, "--commit-seconds", min=0.0,
                                          help="Finished rows are written as a complete shard at least this often, "
                                               "so a killed run loses at most this much work."),
+    path_column: str = typer.Option(None, "--path-column", show_default="path, else audio, else audio_filepath",
+                                    help="Manifests (.tsv, .csv, .jsonl): the column naming each audio file."),
+    audio_root: Path = typer.Option(None, "--audio-root", show_default="the manifest's directory",
+                                    help="Manifests: where their relative paths start."),
+    id_column: str = typer.Option(None, "--id-column", show_default="the audio file's path below --audio-root",
+                                  help="Manifests: the column to take each row's id from."),
+    keep_columns: str = typer.Option(None, "--keep-columns", metavar="A,B",
+                                     help="Manifests: copy these columns into every output row, as their own "
+                                          "Parquet columns with their types (text, speaker, ...)."),
     as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
@@ -237,12 +246,17 @@ def encode(
     directly or by a glob, relative to the current directory; in an @list, relative to the
     list. Two inputs that would get one id are refused before any work.
 
+    A .tsv, .csv or .jsonl INPUT is a manifest: one audio file a row (--path-column, relative to
+    --audio-root), its id from --id-column or the path, and --keep-columns copied into the rows:
+    mimi encode cv/train.tsv tokens/ --audio-root cv/clips --keep-columns sentence,client_id
+
     Resumes by default: inputs already in OUTPUT (same id, size and mtime) are skipped. Bad inputs
     are listed in an errors file beside the output; the exit code is then 1. One run writes an
     OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
     finished (exit 130, 143).
     """
     from .dataset import EncodeOptions, encode_dataset, output_lock
+    from .formats.manifests import ManifestOptions
 
     if len(inputs) < 2:
         raise _Fail("give at least one INPUT and the OUTPUT (a .parquet file or a directory)", 2)
@@ -258,7 +272,9 @@ def encode(
     *sources, output = inputs
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels.value, format=fmt.value, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
-                            commit_seconds=commit_seconds)
+                            commit_seconds=commit_seconds,
+                            manifest=ManifestOptions(path_column, id_column, audio_root, tuple(
+                                c.strip() for c in (keep_columns or "").split(",") if c.strip())))
     with output_lock(as_location(output), options):  # a busy OUTPUT is refused before the model loads
         codec = _load(weights, device, dtype)
         summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),

@@ -21,6 +21,7 @@ from . import __version__
 from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
 from .formats.audio import AudioError, check_readable, probe, read_audio, resample, write_audio
 from .formats.lock import OutputLock
+from .formats.manifests import ManifestOptions
 from .formats.output import DatasetOutput, OutputLayout, errors_path, recorded_errors
 from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import (
@@ -48,6 +49,7 @@ class EncodeOptions:
     batch_seconds: float = 240.0  # padded audio per model batch
     max_batch: int = 16
     readers: int = 2  # background threads that decode and resample; 2 keep up with a GPU (docs/performance.md)
+    manifest: ManifestOptions = field(default_factory=ManifestOptions)  # how .tsv/.csv/.jsonl inputs are read
     commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
 
 
@@ -183,7 +185,7 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     start = time.perf_counter()
     metadata = model_metadata(codec, o.num_codebooks, o.channels)
     with output_lock(output, o):
-        sources, problems = collect_sources(inputs)
+        sources, problems = collect_sources(inputs, manifest=o.manifest)
         out = DatasetOutput(output, metadata, OutputLayout(o.format, o.shard_index, o.num_shards),
                             overwrite=o.overwrite, commit_seconds=o.commit_seconds)
         summary = Summary(output=output, errors_path=out.errors_path)
@@ -224,6 +226,9 @@ def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: Datase
     """Feeds the engine's rows to the writer, an input's rows together, committing as they age."""
     bar = progress(total=len(todo)) if progress else None
     pending: dict[str, list[Row]] = {}  # rows of inputs whose other channels have not come yet
+    kept = {s.id: s.columns for s, _ in todo if s.columns}  # joined here, so every engine's rows get them
+    if o.manifest.keep_columns:
+        out.writer.keep_columns(next((s.types for s, _ in todo if s.types), {}))
     last_batch = time.perf_counter()
     try:
         for batch in engine(todo, o):
@@ -234,6 +239,7 @@ def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: Datase
                 if len(rows) < (row.source.channels if o.channels == "each" else 1):
                     continue
                 for r in pending.pop(row.id):
+                    r.kept = kept.get(r.id, {})
                     out.writer.add(r)
                     summary.rows += 1
                     summary.audio_seconds += r.num_samples / SAMPLE_RATE

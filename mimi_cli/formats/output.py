@@ -121,7 +121,7 @@ class DatasetOutput:
                                                           value_set=parts[0].column("id").combine_chunks())))
             parts.append(staged)
         if parts:
-            table = pa.concat_tables(parts).replace_schema_metadata(
+            table = pa.concat_tables(parts, promote_options="default").replace_schema_metadata(
                 {b"mimi_cli": json.dumps(self.metadata)})
             write_parquet_atomic(self.path, table)
         rmtree(self.directory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -77,11 +77,13 @@ class Row:
     codes: np.ndarray  # [K, frames] int16
     num_samples: int
     source: SourceInfo
+    kept: dict = field(default_factory=dict)  # the input's own fields (--keep-columns), as their own columns
 
     def as_dict(self) -> dict:
         frames = self.codes.shape[1]
         return {"id": self.id, "channel": self.channel, "codes": self.codes, "num_frames": frames,
-                "num_samples": self.num_samples, "duration_s": self.num_samples / 24000, **self.source.columns()}
+                "num_samples": self.num_samples, "duration_s": self.num_samples / 24000, **self.source.columns(),
+                **self.kept}
 
 
 def _table(rows: list[dict], columns, metadata: dict) -> pa.Table:
@@ -91,7 +93,7 @@ def _table(rows: list[dict], columns, metadata: dict) -> pa.Table:
         if name == "codes":
             arrays.append(_codes_array([r["codes"] for r in rows]))
         else:
-            arrays.append(pa.array([r[name] for r in rows], type=typ))
+            arrays.append(pa.array([r.get(name) for r in rows], type=typ))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -123,6 +125,7 @@ class ShardWriter:
         self.directory, self.metadata, self.prefix = directory, metadata, prefix
         self.npy_root = npy_root  # set: codes go to .npy files and shards are the manifest
         self.commit_seconds = commit_seconds
+        self.kept_types: dict[str, pa.DataType] = {}  # columns kept from the inputs, after ours (keep_columns)
         self.rows: list[dict] = []
         self.code_bytes = 0
         self.oldest = 0.0
@@ -130,6 +133,10 @@ class ShardWriter:
         taken = [int(p.stem.rsplit("-", 1)[1]) for p in directory.glob(f"{prefix}-*.parquet")
                  if p.stem.rsplit("-", 1)[1].isdigit()]
         self.next_index = max(taken, default=-1) + 1
+
+    def keep_columns(self, types: dict[str, pa.DataType]) -> None:
+        """Adds the inputs' own columns (name -> Arrow type) to every shard written from now on."""
+        self.kept_types = dict(types)
 
     def add(self, row: Row) -> None:
         d = row.as_dict()
@@ -161,7 +168,7 @@ class ShardWriter:
         """Writes the buffered rows as one complete shard (nothing if the buffer is empty)."""
         if not self.rows:
             return
-        columns = NPY_COLUMNS if self.npy_root is not None else COLUMNS
+        columns = (NPY_COLUMNS if self.npy_root is not None else COLUMNS) + list(self.kept_types.items())
         path = self.directory / f"{self.prefix}-{self.next_index:05d}.parquet"
         write_parquet_atomic(path, _table(self.rows, columns, self.metadata))
         self.next_index += 1

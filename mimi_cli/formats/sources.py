@@ -13,11 +13,12 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from .audio import AUDIO_EXTENSIONS
+from .manifests import ManifestError, ManifestOptions, is_manifest, read_manifest
 from .storage import RemotePath, is_uri
 
 
@@ -29,6 +30,9 @@ class InputError(Exception):
 class Source:
     path: Path | RemotePath
     id: str
+    # Fields a manifest row carries to the dataset (--keep-columns), and their Arrow types.
+    columns: dict = field(default_factory=dict, compare=False)
+    types: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,47 @@ def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
     return [str(base / ln) for ln in lines if ln and not ln.startswith("#")], base
 
 
-def collect_sources(inputs: list[str], stdin: BinaryIO | None = None) -> tuple[list[Source], list[Problem]]:
+def _manifest_sources(item: str, options: ManifestOptions) -> tuple[list[Source], list[Problem]]:
+    """A manifest's rows as sources: paths relative to the audio root, ids from --id-column or
+    the path; a row without a path is a problem, not the end of the run."""
+    try:
+        rows = read_manifest(Path(item), options)
+    except ManifestError as e:
+        raise InputError(str(e)) from None
+    found, problems = [], []
+    for i, (value, given_id) in enumerate(zip(rows.paths, rows.ids)):
+        if value is None:
+            problems.append(Problem(f"{printable(item)}:{i}", printable(item), f"row {i} names no audio file"))
+            continue
+        path = Path(value) if os.path.isabs(value) else rows.root / value
+        kept = {c: values[i] for c, values in rows.kept.items()}
+        found.append(Source(path, given_id if given_id is not None else _relative_id(path, rows.root), kept,
+                            rows.types))
+    return found, problems
+
+
+def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
+                    manifest: ManifestOptions | None = None) -> tuple[list[Source], list[Problem]]:
     """Every audio file named by `inputs`, in a stable order, and the inputs that named none.
 
-    InputError if two different files would get one id (listing them), before anything is read.
+    `.tsv`, `.csv` and `.jsonl` files are manifests, read as `manifest` says. InputError if two
+    different files would get one id (listing them), or a manifest lacks a column asked for,
+    before anything is read.
     """
+    manifest = manifest or ManifestOptions()
     found: list[Source] = []
     problems: list[Problem] = []
     pending = [(item, Path.cwd()) for item in inputs]
     while pending:
         item, base = pending.pop(0)
+        if not is_uri(item) and not item.startswith("@") and is_manifest(Path(item)):
+            more, trouble = _manifest_sources(item, manifest)
+            found.extend(more)
+            problems.extend(trouble)
+            continue
+        if manifest.keep_columns:
+            raise InputError(f"--keep-columns copies fields of manifest rows; {printable(item)} is not a manifest "
+                             "(.tsv, .csv, .jsonl)")
         if item.startswith("@"):
             try:
                 entries, list_base = _list_entries(item, stdin)

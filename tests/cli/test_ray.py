@@ -69,3 +69,14 @@ def test_without_ray_installed_says_how(run, corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(ray_engine, "require_ray", missing)
     result = run("encode", corpus, tmp_path / "o", "--engine", "ray")
     assert result.exit_code == 2 and "pip install 'mimi-cli[ray]'" in result.output
+
+
+def test_ray_engine_reads_manifests_and_keeps_their_columns(real_run, corpus, tmp_path, local_cluster):
+    (corpus / "list.tsv").write_text("path\tspeaker\na/one.wav\tann\nc/opus.ogg\tbob\n")
+    local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    for out, engine in ((local, "local"), (distributed, "ray")):
+        result = real_run("encode", corpus / "list.tsv", out, "-q", K, "--engine", engine, "--keep-columns", "speaker",
+                          "--weights", "synthetic:3")
+        assert result.exit_code == 0, result.output
+    a, b = _rows(local), _rows(distributed)
+    assert a == b and {k[0]: r["speaker"] for k, r in a.items()} == {"a/one.wav": "ann", "c/opus.ogg": "bob"}
