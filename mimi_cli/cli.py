@@ -248,7 +248,9 @@ def encode(
 
     A .tsv, .csv or .jsonl INPUT is a manifest: one audio file a row (--path-column, relative to
     --audio-root), its id from --id-column or the path, and --keep-columns copied into the rows:
-    mimi encode cv/train.tsv tokens/ --audio-root cv/clips --keep-columns sentence,client_id
+
+    \b
+      mimi encode cv/train.tsv tokens/ --audio-root cv/clips --keep-columns sentence,client_id
 
     Resumes by default: inputs already in OUTPUT (same id, size and mtime) are skipped. Bad inputs
     are listed in an errors file beside the output; the exit code is then 1. One run writes an
