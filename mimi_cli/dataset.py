@@ -205,7 +205,11 @@ def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[t
     changed: list[str] = []
     for s in sources:
         if s.id in out.existing:
-            st = s.path.stat()
+            try:
+                st = s.path.stat()
+            except OSError:  # encoded before, gone since: its row stays as it is
+                summary.skipped += 1
+                continue
             if out.existing[s.id] == (st.st_size, st.st_mtime_ns):
                 summary.skipped += 1
             else:

@@ -82,3 +82,14 @@ def test_columns_that_are_not_there_are_usage_errors_before_any_work(run, tmp_pa
     (tmp_path / "bad.csv").write_text("x,y\n1\n1,2,3\n")
     result = run("encode", "bad.csv", "out", "-q", K)
     assert result.exit_code == 2 and "bad.csv" in result.output and "Traceback" not in result.output
+
+
+def test_a_row_whose_file_is_gone_since_it_was_encoded_is_kept(run, tmp_path):
+    write_corpus(tmp_path, CLIPS)
+    (tmp_path / "cv" / "train.tsv").write_text("path\na.mp3\nc.wav\n")
+    args = ("encode", "cv/train.tsv", "t.parquet", "-q", K, "--audio-root", "cv/clips")
+    assert run(*args).exit_code == 0
+    (tmp_path / "cv" / "clips" / "a.mp3").unlink()
+    again = run(*args)
+    assert again.exit_code == 0 and "2 already there" in again.output
+    assert set(rows(tmp_path / "t.parquet")) == {"a.mp3", "c.wav"}
