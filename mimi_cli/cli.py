@@ -229,7 +229,8 @@ def encode(
                                          help="Finished rows are written as a complete shard at least this often, "
                                               "so a killed run loses at most this much work."),
     path_column: str = typer.Option(None, "--path-column", show_default="path, else audio, else audio_filepath",
-                                    help="Manifests (.tsv, .csv, .jsonl): the column naming each audio file."),
+                                    help="Manifests (.tsv, .csv, .jsonl, .parquet): the column naming each audio "
+                                         "file."),
     audio_root: Path = typer.Option(None, "--audio-root", show_default="the manifest's directory",
                                     help="Manifests: where their relative paths start."),
     id_column: str = typer.Option(None, "--id-column", show_default="the audio file's path below --audio-root",
@@ -246,7 +247,7 @@ def encode(
     directly or by a glob, relative to the current directory; in an @list, relative to the
     list. Two inputs that would get one id are refused before any work.
 
-    A .tsv, .csv or .jsonl INPUT is a manifest: one audio file a row (--path-column, relative to
+    A .tsv, .csv, .jsonl or .parquet INPUT is a manifest: one audio file a row (--path-column, relative to
     --audio-root), its id from --id-column or the path, and --keep-columns copied into the rows:
 
     \b

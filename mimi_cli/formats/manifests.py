@@ -1,4 +1,5 @@
-"""Listings of a corpus as they ship (Common Voice's `train.tsv`, a CSV, NeMo's JSONL) as inputs.
+"""Listings of a corpus as they ship (Common Voice's `train.tsv`, a CSV, NeMo's JSONL, a Parquet
+table of paths) as inputs.
 
 Each row names one audio file (by a path column) and may carry other fields (text, speaker) that
 `--keep-columns` copies into the token dataset with their types.
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl")
+MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 PATH_COLUMNS = ("path", "audio", "audio_filepath")  # tried in this order: ours, Common Voice's, NeMo's
 RESERVED = {"id", "channel", "codes", "num_frames", "num_samples", "duration_s", "npy_path",
             "source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns"}
@@ -51,6 +52,10 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     table = _read(path)
     names = table.column_names
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
+    audio_held = [c for c in names if _holds_audio(table.schema.field(c).type)]
+    if audio_held and (column is None or column in audio_held):
+        raise ManifestError(f"{path}: its audio is stored in the table (a {{bytes, path}} column); mimi reads "
+                            "Parquet manifests whose rows name audio files")
     if column is None or column not in names:
         wanted = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
         raise ManifestError(f"{path}: no {wanted} (its columns: {', '.join(names)}); name the one that holds "
@@ -70,11 +75,19 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
                         {c: table.schema.field(c).type for c in options.keep_columns})
 
 
+def _holds_audio(t: pa.DataType) -> bool:
+    """A `datasets` Audio column: a struct with the file's bytes."""
+    return pa.types.is_struct(t) and "bytes" in [t.field(i).name for i in range(t.num_fields)]
+
+
 def _read(path: Path) -> pa.Table:
     import pyarrow.csv as pcsv
     import pyarrow.json as pjson
+    import pyarrow.parquet as pq
 
     try:
+        if path.suffix.lower() == ".parquet":
+            return pq.read_table(path)
         if path.suffix.lower() == ".jsonl":
             return pjson.read_json(path)
         # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.

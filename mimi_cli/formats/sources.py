@@ -99,7 +99,7 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
                     manifest: ManifestOptions | None = None) -> tuple[list[Source], list[Problem]]:
     """Every audio file named by `inputs`, in a stable order, and the inputs that named none.
 
-    `.tsv`, `.csv` and `.jsonl` files are manifests, read as `manifest` says. InputError if two
+    `.tsv`, `.csv`, `.jsonl` and `.parquet` files are manifests, read as `manifest` says. InputError if two
     different files would get one id (listing them), or a manifest lacks a column asked for,
     before anything is read.
     """
@@ -116,7 +116,7 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
             continue
         if manifest.keep_columns:
             raise InputError(f"--keep-columns copies fields of manifest rows; {printable(item)} is not a manifest "
-                             "(.tsv, .csv, .jsonl)")
+                             "(.tsv, .csv, .jsonl, .parquet)")
         if item.startswith("@"):
             try:
                 entries, list_base = _list_entries(item, stdin)

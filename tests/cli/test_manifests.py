@@ -93,3 +93,18 @@ def test_a_row_whose_file_is_gone_since_it_was_encoded_is_kept(run, tmp_path):
     again = run(*args)
     assert again.exit_code == 0 and "2 already there" in again.output
     assert set(rows(tmp_path / "t.parquet")) == {"a.mp3", "c.wav"}
+
+
+def test_parquet_manifest_and_parquet_that_holds_its_audio(run, tmp_path):
+    write_corpus(tmp_path, CLIPS)
+    table = pa.table({"path": ["cv/clips/a.mp3", "cv/clips/c.wav"], "speaker_id": pa.array([7, 9], pa.int32())})
+    pq.write_table(table, tmp_path / "list.parquet")
+    result = run("encode", "list.parquet", "out", "-q", K, "--keep-columns", "speaker_id")
+    assert result.exit_code == 0, result.output
+    got = rows(tmp_path / "out")
+    assert {i: r["speaker_id"] for i, r in got.items()} == {"cv/clips/a.mp3": 7, "cv/clips/c.wav": 9}
+    assert pq.read_schema(next((tmp_path / "out").glob("*.parquet"))).field("speaker_id").type == pa.int32()
+    audio = pa.array([{"bytes": b"RIFF", "path": "a.wav"}], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"audio": audio, "text": ["hi"]}), tmp_path / "hf.parquet")
+    result = run("encode", "hf.parquet", "out2", "-q", K)
+    assert result.exit_code == 2 and "audio is stored in the table" in result.output
