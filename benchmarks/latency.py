@@ -194,6 +194,8 @@ def timeline(a: argparse.Namespace) -> None:
 
 
 def parts(a: argparse.Namespace) -> None:
+    if a.frames <= 10:
+        raise SystemExit("latency.py parts: --frames must be above 10 (the first 10 steps warm up)")
     torch.set_num_threads(a.threads)
     config = dataclasses.replace(MimiConfig.tiny(), num_layers=8) if a.tiny else MimiConfig()
     codec = load_codec("synthetic:3" if a.tiny else "synthetic:0", device="cpu", config=config)
