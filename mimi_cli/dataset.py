@@ -87,13 +87,14 @@ def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
 def load_items(source: Source, channels: str) -> list[AudioItem]:
     """The audio of one file as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
     if isinstance(source.path, Path):
-        check_readable(source.path)
-    try:
-        stat = source.path.stat()
-    except OSError as e:
-        raise AudioError(f"cannot read: {e.strerror or e}") from None
-    if stat.st_size == 0:
-        raise AudioError("empty file (0 bytes)")
+        stat = check_readable(source.path)
+    else:
+        try:
+            stat = source.path.stat()
+        except OSError as e:
+            raise AudioError(f"cannot read: {e.strerror or e}") from None
+        if stat.st_size == 0:
+            raise AudioError("empty file (0 bytes)")
     audio, rate = read_audio(readable(source.path))
     pcm = resample(audio, rate, SAMPLE_RATE)
     info = SourceInfo(rate, audio.shape[0], stat.st_size, stat.st_mtime_ns)

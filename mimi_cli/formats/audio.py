@@ -33,9 +33,9 @@ class AudioInfo:
         return self.num_frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def check_readable(path: str | os.PathLike) -> int:
-    """The size of a local audio file; AudioError, in the OS's words, if it is no regular file
-    that can be opened (a FIFO or device would hang or mislead the decoder)."""
+def check_readable(path: str | os.PathLike) -> os.stat_result:
+    """The stat of a local audio file; AudioError, in the OS's words, if it is no regular file
+    that can be opened (a FIFO or device would hang or mislead the decoder), or empty."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -46,7 +46,7 @@ def check_readable(path: str | os.PathLike) -> int:
         raise AudioError(f"{os_reason(e)}: {path}") from None
     if st.st_size == 0:
         raise AudioError("empty file (0 bytes)")
-    return st.st_size
+    return st
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:

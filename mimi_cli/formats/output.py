@@ -22,15 +22,18 @@ def errors_path(output: Location, shard_index: int = 0, num_shards: int = 1) -> 
     """Where the inputs or rows that failed are listed: beside OUTPUT, never in it, so readers of a
     shard directory see only shards (`out.errors.jsonl`; array job i: `out.errors-0000i.jsonl`)."""
     named = output if output.name else output.resolve()
-    stem = named.stem if named.suffix == ".parquet" else named.name
     suffix = f"-{shard_index:05d}" if num_shards > 1 else ""
-    return named.with_name(f"{stem}.errors{suffix}.jsonl")
+    return named.with_name(f"{_stem(named)}.errors{suffix}.jsonl")
 
 
 def recorded_errors(output: Location) -> list[Location]:
     """Every errors file of a dataset (all array jobs')."""
-    stem = output.stem if output.suffix == ".parquet" else output.name
-    return list(output.parent.glob(f"{stem}.errors*.jsonl"))
+    return list(output.parent.glob(f"{_stem(output)}.errors*.jsonl"))
+
+
+def _stem(output: Location) -> str:
+    """What errors files are named after: `out` for `out.parquet` and for a directory `out/`."""
+    return output.stem if output.suffix == ".parquet" else output.name
 
 
 def same_model(a: dict, b: dict) -> bool:

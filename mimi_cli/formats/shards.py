@@ -191,9 +191,10 @@ def shard_files(path: Location) -> list[Location]:
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarrow raises on a bad file
 
 
-def _schema(shard: Location) -> pa.Schema:
+def _parquet(shard: Location) -> pq.ParquetFile:
+    """The shard opened (its footer read), or DatasetError if it is no readable Parquet file."""
     try:
-        return pq.read_schema(readable(shard))
+        return pq.ParquetFile(readable(shard))
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({_first_line(e)})") from None
 
@@ -204,7 +205,7 @@ def _first_line(e: Exception) -> str:
 
 def read_metadata(path: Location) -> dict:
     """The dataset's provenance (from its first shard), checked to be usable."""
-    meta = _schema(shard_files(path)[0]).metadata or {}
+    meta = _parquet(shard_files(path)[0]).schema_arrow.metadata or {}
     if METADATA_KEY not in meta:
         raise DatasetError(f"{path}: a Parquet file, but not one written by mimi (no '{METADATA_KEY.decode()}' "
                            "metadata)")
@@ -267,10 +268,7 @@ def iter_rows(path: Location, ids: set[str] | None = None) -> Iterator[dict]:
     size = read_metadata(path)["codebook_size"]
     root = path if path.is_dir() else path.parent
     for shard in shard_files(path):
-        try:
-            parquet = pq.ParquetFile(readable(shard))
-        except _READ_ERRORS as e:
-            raise DatasetError(f"{shard}: not a readable Parquet token file ({_first_line(e)})") from None
+        parquet = _parquet(shard)
         _check_schema(shard, parquet.schema_arrow)
         for g in range(parquet.metadata.num_row_groups):
             if parquet.metadata.row_group(g).total_byte_size > MAX_ROW_GROUP_BYTES:
