@@ -206,9 +206,10 @@ def _report(summary, done: str, target, items: str, quiet: bool, as_json: bool =
 @command
 def encode(
     inputs: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
-                                       help="Audio files, directories (recursive), globs, @list.txt or @- (a list "
-                                            "on stdin), then the OUTPUT: a .parquet file, or a directory of "
-                                            "shards."),
+                                       help="Audio files, directories (recursive), globs, brace ranges, @list.txt "
+                                            "or @- (a list on stdin), manifests, WebDataset .tar shards, Hugging "
+                                            "Face audio Parquet, lhotse cuts; then the OUTPUT: a .parquet file, or "
+                                            "a directory of shards."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     channels: Channels = typer.Option(Channels.mix, "--channels",
                                       help="mix: average channels to mono; each: one row per channel."),
@@ -234,26 +235,36 @@ def encode(
     audio_root: Path = typer.Option(None, "--audio-root", show_default="the manifest's directory",
                                     help="Manifests: where their relative paths start."),
     id_column: str = typer.Option(None, "--id-column", show_default="the audio file's path below --audio-root",
-                                  help="Manifests: the column to take each row's id from."),
+                                  help="Manifests and audio Parquet: the column to take each row's id from."),
     keep_columns: str = typer.Option(None, "--keep-columns", metavar="A,B",
-                                     help="Manifests: copy these columns into every output row, as their own "
-                                          "Parquet columns with their types (text, speaker, ...)."),
+                                     help="Copy these fields of each input into its rows, as their own Parquet "
+                                          "columns with their types: manifest and Parquet columns, fields of a "
+                                          "tar sample's .json (and .txt as txt), a cut's text / speaker."),
+    audio_column: str = typer.Option(None, "--audio-column", show_default="the one {bytes, path} column",
+                                     help="Hugging Face audio Parquet: the column holding the audio."),
     as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
-    """Encode audio files into a token dataset (one row of codes [K, frames] per file).
+    """Encode audio into a token dataset (one row of codes [K, frames] per file or item).
 
     Ids: a file's path relative to the directory INPUT it was found under; for a file named
     directly or by a glob, relative to the current directory; in an @list, relative to the
     list. Two inputs that would get one id are refused before any work.
 
-    A .tsv, .csv, .jsonl or .parquet INPUT is a manifest: one audio file a row (--path-column, relative to
-    --audio-root), its id from --id-column or the path, and --keep-columns copied into the rows:
+    Corpora as they ship, read without extracting anything:
 
     \b
       mimi encode cv/train.tsv tokens/ --audio-root cv/clips --keep-columns sentence,client_id
+      mimi encode 'shards/train-{000000..000099}.tar' tokens/ --keep-columns text   # WebDataset
+      mimi encode hf_dataset_dir/ tokens/ --keep-columns text,speaker    # Parquet with an Audio column
+      mimi encode cuts.jsonl.gz tokens/                                  # lhotse cuts or recordings
 
-    Resumes by default: inputs already in OUTPUT (same id, size and mtime) are skipped. Bad inputs
+    A .tsv, .csv, .jsonl or .parquet of paths is a manifest: one audio file a row (--path-column,
+    relative to --audio-root), its id from --id-column or the path. A tar sample's id is its key,
+    a cut's its id, a Parquet row's its audio path (or FILE:ROW).
+
+    Resumes by default: inputs already in OUTPUT (same id, size and mtime; items in a tar or
+    Parquet file: same id and bytes) are skipped. Bad inputs
     are listed in an errors file beside the output; the exit code is then 1. One run writes an
     OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
     finished (exit 130, 143).
@@ -277,7 +288,7 @@ def encode(
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
                             commit_seconds=commit_seconds,
                             manifest=ManifestOptions(path_column, id_column, audio_root, tuple(
-                                c.strip() for c in (keep_columns or "").split(",") if c.strip())))
+                                c.strip() for c in (keep_columns or "").split(",") if c.strip()), audio_column))
     with output_lock(as_location(output), options):  # a busy OUTPUT is refused before the model loads
         codec = _load(weights, device, dtype)
         summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),

@@ -85,7 +85,11 @@ def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
 
 # -- reading --------------------------------------------------------------------------------------
 def load_items(source: Source, channels: str) -> list[AudioItem]:
-    """The audio of one file as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
+    """The audio of one input as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
+    if source.member is not None:  # inside a container: as listed, read again now
+        audio, rate = source.member.load()
+        info = SourceInfo(rate, audio.shape[0], *source.resume_key())
+        return _items(source.id, resample(audio, rate, SAMPLE_RATE), info, channels)
     if isinstance(source.path, Path):
         stat = check_readable(source.path)
     else:
@@ -97,10 +101,13 @@ def load_items(source: Source, channels: str) -> list[AudioItem]:
             raise AudioError("empty file (0 bytes)")
     audio, rate = read_audio(readable(source.path))
     pcm = resample(audio, rate, SAMPLE_RATE)
-    info = SourceInfo(rate, audio.shape[0], stat.st_size, stat.st_mtime_ns)
+    return _items(source.id, pcm, SourceInfo(rate, audio.shape[0], stat.st_size, stat.st_mtime_ns), channels)
+
+
+def _items(ident: str, pcm: np.ndarray, info: SourceInfo, channels: str) -> list[AudioItem]:
     if channels == "each":
-        return [AudioItem(source.id, c, pcm[c], info) for c in range(pcm.shape[0])]
-    return [AudioItem(source.id, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], info)]
+        return [AudioItem(ident, c, pcm[c], info) for c in range(pcm.shape[0])]
+    return [AudioItem(ident, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], info)]
 
 
 def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -> list[Row]:
@@ -117,12 +124,14 @@ def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -
 
 
 def plan_batches(sources: list[tuple[Source, float]], batch_seconds: float, max_batch: int) -> list[list[Source]]:
-    """Groups (source, duration) by similar length so that padding wastes little."""
+    """Groups (source, duration) by similar length so that padding wastes little; items read
+    together (one Parquet row group) are batched among themselves."""
     batches: list[list[Source]] = []
     current: list[Source] = []
     longest = 0.0
-    for source, duration in sorted(sources, key=lambda sd: sd[1]):
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * max(longest, duration) > batch_seconds):
+    for source, duration in sorted(sources, key=lambda sd: (sd[0].locality, sd[1])):
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * max(longest, duration) > batch_seconds
+                        or source.locality != current[0].locality):
             batches.append(current)
             current, longest = [], 0.0
         current.append(source)
@@ -207,11 +216,11 @@ def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[t
     for s in sources:
         if s.id in out.existing:
             try:
-                st = s.path.stat()
+                key = s.resume_key()
             except OSError:  # encoded before, gone since: its row stays as it is
                 summary.skipped += 1
                 continue
-            if out.existing[s.id] == (st.st_size, st.st_mtime_ns):
+            if out.existing[s.id] == key:
                 summary.skipped += 1
             else:
                 changed.append(s.id)
@@ -268,8 +277,10 @@ def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: Datase
 
 
 def _duration_hint(source: Source) -> float:
-    """Length used to batch similar files: the header's for local files; for remote ones, the
-    size (reading every header would fetch every object twice)."""
+    """Length used to batch similar files: the listing's for items in containers, the header's
+    for local files; for remote ones, the size (reading every header would fetch every object twice)."""
+    if source.duration_s is not None:
+        return source.duration_s
     if isinstance(source.path, RemotePath):
         return source.path.stat().st_size / (2 * SAMPLE_RATE)
     return probe(source.path).duration_s

@@ -7,6 +7,7 @@ shards, errors file and resume. Nothing here schedules work itself; Ray Data doe
 """
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,6 @@ from .dataset import AudioItem, Batch, EncodeOptions, encode_items, load_items
 from .formats.audio import AudioError
 from .formats.shards import Row, SourceInfo
 from .formats.sources import Problem, Source
-from .formats.storage import as_location
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mimi-cli[ray]'"
 
@@ -33,14 +33,20 @@ def require_ray():
 
 def _read(record: dict, channels: str) -> list[dict]:
     """Ray stage 1 (CPU): one source -> its items, or one error record."""
-    source = Source(as_location(record["path"]), record["id"])
+    source: Source = pickle.loads(record["source"])  # a file, or an item inside a container
     try:
         items = load_items(source, channels)
     except AudioError as e:
         return [{"id": source.id, "path": record["path"], "error": str(e), "channel": -1,
-                 "pcm": np.zeros(0, np.float32), **SourceInfo().columns()}]
+                 "pcm": np.zeros(0, np.float32), **_columns(SourceInfo())}]
     return [{"id": it.id, "path": record["path"], "error": "", "channel": it.channel, "pcm": it.pcm,
-             **it.source.columns()} for it in items]
+             **_columns(it.source)} for it in items]
+
+
+def _columns(info: SourceInfo) -> dict:
+    """The `source_*` values with no nulls (a missing fingerprint travels as ''), so every Ray
+    block has one schema."""
+    return {k: "" if v is None else v for k, v in info.columns().items()}
 
 
 class _EncodeWorker:
@@ -67,7 +73,7 @@ class _EncodeWorker:
             "channel": [int(c) for c in batch["channel"]],
             "codes": [rows[i].codes if i in rows else np.zeros((self.k, 0), np.int16) for i in range(n)],
             "num_samples": [rows[i].num_samples if i in rows else 0 for i in range(n)],
-            **{k: [int(v) for v in batch[k]] for k in SourceInfo.COLUMNS},
+            **{k: list(batch[k]) for k in SourceInfo.COLUMNS},
         }
 
 
@@ -93,10 +99,10 @@ class RayEngine:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # sorted by length: neighbours batch well
         ctx.enable_progress_bars = False
-        ordered = sorted(todo, key=lambda sd: sd[1])
+        ordered = sorted(todo, key=lambda sd: (sd[0].locality, sd[1]))
         if not ordered:
             return
-        ds = ray.data.from_items([{"path": str(s.path), "id": s.id} for s, _ in ordered])
+        ds = ray.data.from_items([{"path": str(s.path), "id": s.id, "source": pickle.dumps(s)} for s, _ in ordered])
         ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels}, num_cpus=self.read_cpus)
         ds = ds.map_batches(
             _EncodeWorker, batch_size=o.max_batch, batch_format="numpy", concurrency=self.workers,

@@ -59,6 +59,15 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
+def probe_bytes(data: bytes) -> AudioInfo:
+    """`probe` for an audio file held in memory (a tar member, a Parquet cell)."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(_reason(e)) from None
+    return AudioInfo(info.samplerate, info.channels, info.frames)
+
+
 def _reason(e: Exception) -> str:
     """libsndfile's complaint in a user's words."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

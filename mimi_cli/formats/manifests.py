@@ -14,7 +14,7 @@ import pyarrow as pa
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 PATH_COLUMNS = ("path", "audio", "audio_filepath")  # tried in this order: ours, Common Voice's, NeMo's
 RESERVED = {"id", "channel", "codes", "num_frames", "num_samples", "duration_s", "npy_path",
-            "source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns"}
+            "source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns", "source_fingerprint"}
 
 
 class ManifestError(Exception):
@@ -23,13 +23,14 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class ManifestOptions:
-    """How to read manifests: which columns hold the path and the id, where relative paths start,
-    and which other columns to keep."""
+    """How to read manifests and containers: which columns hold the path (or the audio) and the
+    id, where relative paths start, and which other columns to keep."""
 
     path_column: str | None = None  # None: the first of PATH_COLUMNS present
     id_column: str | None = None  # None: the audio file's path relative to the audio root
     audio_root: Path | None = None  # None: the manifest's own directory
     keep_columns: tuple[str, ...] = ()
+    audio_column: str | None = None  # Hugging Face audio Parquet: None, the one `{bytes, path}` column
 
 
 @dataclass
@@ -52,18 +53,10 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     table = _read(path)
     names = table.column_names
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
-    audio_held = [c for c in names if _holds_audio(table.schema.field(c).type)]
-    if audio_held and (column is None or column in audio_held):
-        raise ManifestError(f"{path}: its audio is stored in the table (a {{bytes, path}} column); mimi reads "
-                            "Parquet manifests whose rows name audio files")
     if column is None or column not in names:
         wanted = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
         raise ManifestError(f"{path}: no {wanted} (its columns: {', '.join(names)}); name the one that holds "
                             "the audio file with --path-column")
-    clash = RESERVED & set(options.keep_columns)
-    if clash:
-        raise ManifestError(f"--keep-columns {', '.join(sorted(clash))}: a token dataset has its own column of "
-                            "that name; rename it in the manifest")
     for name in (options.id_column, *options.keep_columns):
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
@@ -73,11 +66,6 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     return ManifestRows(paths, ids, options.audio_root or path.parent,
                         {c: table.column(c).to_pylist() for c in options.keep_columns},
                         {c: table.schema.field(c).type for c in options.keep_columns})
-
-
-def _holds_audio(t: pa.DataType) -> bool:
-    """A `datasets` Audio column: a struct with the file's bytes."""
-    return pa.types.is_struct(t) and "bytes" in [t.field(i).name for i in range(t.num_fields)]
 
 
 def _read(path: Path) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .provenance import sidecar_path, write_sidecar
 from .shards import COMMIT_SECONDS, DatasetError, ShardWriter, read_metadata, read_table, write_parquet_atomic
 from .storage import Location, rmtree
 
@@ -67,7 +68,8 @@ class DatasetOutput:
         if layout.num_shards > 1:
             prefix += f"-{layout.shard_index:05d}"
         self.writer = ShardWriter(self.directory, metadata, prefix, commit_seconds=commit_seconds,
-                                  npy_root=self.directory if layout.format == "npy" else None)
+                                  npy_root=self.directory if layout.format == "npy" else None,
+                                  sidecar=not self.single_file)
 
     def _remove_existing(self) -> None:
         if self.single_file:
@@ -76,6 +78,7 @@ class DatasetOutput:
         elif self.path.is_dir():
             for p in [*self.path.glob("*.parquet"), *recorded_errors(self.path)]:
                 p.unlink()
+        sidecar_path(self.path).unlink(missing_ok=True)
         self.errors_path.unlink(missing_ok=True)
 
     def _datasets(self) -> list[Location]:
@@ -84,9 +87,9 @@ class DatasetOutput:
             found.append(self.directory)
         return found
 
-    def _existing_rows(self) -> dict[str, tuple[int, int]]:
-        """id -> (bytes, mtime) of what is already encoded; refuses a different model or K."""
-        existing: dict[str, tuple[int, int]] = {}
+    def _existing_rows(self) -> dict[str, tuple[int, int, str | None]]:
+        """id -> (bytes, mtime, fingerprint) of what is already encoded; refuses a different model or K."""
+        existing: dict[str, tuple[int, int, str | None]] = {}
         for ds in self._datasets():
             meta = read_metadata(ds)
             if not same_model(meta.get("model", {}), self.metadata["model"]):
@@ -97,9 +100,10 @@ class DatasetOutput:
                 if meta.get(key) != self.metadata[key]:
                     raise DatasetError(f"{self.path} holds tokens with {key}={meta.get(key)}, this run asks for "
                                        f"{self.metadata[key]}; use another OUTPUT, or --overwrite to start over")
-            table = read_table(ds, columns=["id", "source_bytes", "source_mtime_ns"])
-            for i, b, m in zip(*(table.column(c).to_pylist() for c in ("id", "source_bytes", "source_mtime_ns"))):
-                existing[i] = (b, m)
+            columns = ["id", "source_bytes", "source_mtime_ns", "source_fingerprint"]
+            table = read_table(ds, columns=columns, optional=("source_fingerprint",))  # older shards lack it
+            for i, b, m, f in zip(*(table.column(c).to_pylist() for c in columns)):
+                existing[i] = (b, m, f)
         return existing
 
     def finish(self) -> None:
@@ -127,4 +131,5 @@ class DatasetOutput:
             table = pa.concat_tables(parts, promote_options="default").replace_schema_metadata(
                 {b"mimi_cli": json.dumps(self.metadata)})
             write_parquet_atomic(self.path, table)
+            write_sidecar(self.path, self.metadata)
         rmtree(self.directory)

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
+from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, readable
 from .tokenstream import MAX_CODEBOOKS
 
-METADATA_KEY = b"mimi_cli"
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
 SHARD_CODE_BYTES = 64 << 20  # ... or this many bytes of codes, whichever comes first ...
 COMMIT_SECONDS = 30.0  # ... or when its oldest row is this old: a crash loses at most that much work
@@ -40,7 +40,11 @@ COLUMNS = [  # name, type, meaning (docs/token-format.md repeats this)
     ("source_channels", pa.int16()),
     ("source_bytes", pa.int64()),  # size and mtime of the input, to resume safely
     ("source_mtime_ns", pa.int64()),
+    ("source_fingerprint", pa.string()),  # items inside a tar or Parquet: a hash of their bytes; else null
 ]
+# Where --format npy puts its .npy files: a folder that Parquet readers pointed at the dataset skip
+# (pyarrow skips names starting with `_`, `datasets` folders starting with `__`).
+NPY_DIR = "__codes__"
 NPY_COLUMNS = [c for c in COLUMNS if c[0] != "codes"] + [("npy_path", pa.string())]
 
 
@@ -50,24 +54,31 @@ class DatasetError(Exception):
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """What a row records of its input: the file's own rate and channel count, and its size and
-    mtime (what resume compares). Stored as the `source_*` columns."""
+    """What a row records of its input: its own rate and channel count, and what resume compares
+    (a file's size and mtime; an item's size and the fingerprint of its bytes). Stored as the
+    `source_*` columns."""
 
     sample_rate: int = 0
     channels: int = 0
     bytes: int = 0
     mtime_ns: int = 0
+    fingerprint: str | None = None
 
-    COLUMNS = ("source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns")
+    COLUMNS = ("source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns", "source_fingerprint")
 
-    def columns(self) -> dict[str, int]:
-        return dict(zip(self.COLUMNS, (self.sample_rate, self.channels, self.bytes, self.mtime_ns)))
+    def columns(self) -> dict:
+        return dict(zip(self.COLUMNS, (self.sample_rate, self.channels, self.bytes, self.mtime_ns,
+                                       self.fingerprint)))
+
+    @property
+    def resume_key(self) -> tuple[int, int, str | None]:
+        return self.bytes, self.mtime_ns, self.fingerprint
 
     @classmethod
     def from_columns(cls, record, i: int | None = None) -> SourceInfo:
         """From a mapping of the `source_*` columns: of one row, or of row `i` of column arrays."""
-        values = [record[c] if i is None else record[c][i] for c in cls.COLUMNS]
-        return cls(*(int(v) for v in values))
+        *numbers, fp = [record[c] if i is None else record[c][i] for c in cls.COLUMNS]
+        return cls(*(int(v) for v in numbers), str(fp) if fp else None)
 
 
 @dataclass
@@ -121,8 +132,9 @@ class ShardWriter:
     """
 
     def __init__(self, directory: Location, metadata: dict, prefix: str = "part", npy_root: Location | None = None,
-                 commit_seconds: float = COMMIT_SECONDS):
+                 commit_seconds: float = COMMIT_SECONDS, sidecar: bool = False):
         self.directory, self.metadata, self.prefix = directory, metadata, prefix
+        self.sidecar = sidecar  # the directory is the dataset: its first shard brings the sidecar
         self.npy_root = npy_root  # set: codes go to .npy files and shards are the manifest
         self.commit_seconds = commit_seconds
         self.kept_types: dict[str, pa.DataType] = {}  # columns kept from the inputs, after ours (keep_columns)
@@ -141,7 +153,7 @@ class ShardWriter:
     def add(self, row: Row) -> None:
         d = row.as_dict()
         if self.npy_root is not None:
-            rel = npy_file_name(row.id, row.channel)
+            rel = f"{NPY_DIR}/{npy_file_name(row.id, row.channel)}"
             try:
                 target = confined(self.npy_root, rel)
             except UnsafePathError as e:
@@ -171,6 +183,9 @@ class ShardWriter:
         columns = (NPY_COLUMNS if self.npy_root is not None else COLUMNS) + list(self.kept_types.items())
         path = self.directory / f"{self.prefix}-{self.next_index:05d}.parquet"
         write_parquet_atomic(path, _table(self.rows, columns, self.metadata))
+        if self.sidecar:
+            write_sidecar(self.directory, self.metadata)
+            self.sidecar = False
         self.next_index += 1
         self.rows, self.code_bytes = [], 0
 
@@ -203,30 +218,23 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
+class NoProvenanceError(DatasetError):
+    """Token shards with no provenance at all: rewritten by a tool that drops Parquet metadata."""
+
+
 def read_metadata(path: Location) -> dict:
-    """The dataset's provenance (from its first shard), checked to be usable."""
-    meta = _parquet(shard_files(path)[0]).schema_arrow.metadata or {}
-    if METADATA_KEY not in meta:
-        raise DatasetError(f"{path}: a Parquet file, but not one written by mimi (no '{METADATA_KEY.decode()}' "
-                           "metadata)")
+    """The dataset's provenance (its first shard's footer, else its sidecar), checked to be usable;
+    NoProvenanceError if it has neither."""
+    footer = _parquet(shard_files(path)[0]).schema_arrow.metadata or {}
     try:
-        info = json.loads(meta[METADATA_KEY])
-    except (ValueError, UnicodeDecodeError):
-        info = None
-    if not isinstance(info, dict):
-        raise DatasetError(f"{path}: its '{METADATA_KEY.decode()}' metadata is not a JSON object")
-    k, size = info.get("num_codebooks"), info.get("codebook_size")
-    if not _is_int(k) or not 1 <= k <= MAX_CODEBOOKS:
-        raise DatasetError(f"{path}: its metadata gives num_codebooks={k!r}, not 1..{MAX_CODEBOOKS}")
-    if not _is_int(size) or not 1 <= size <= 1 << 15:
-        raise DatasetError(f"{path}: its metadata gives codebook_size={size!r}, not 1..32768 (int16 codes)")
-    if not isinstance(info.get("model", {}), dict):
-        raise DatasetError(f"{path}: its metadata's 'model' is not an object")
-    return info
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+        found = find(path, footer)
+    except ProvenanceError as e:
+        raise DatasetError(str(e)) from None
+    if found is None:
+        raise NoProvenanceError(f"{path}: Parquet without mimi's provenance (no '{METADATA_KEY.decode()}' footer "
+                                f"metadata and no {sidecar_path(path).name}): it was not written by mimi, or was "
+                                "rewritten by a tool that drops it")
+    return found[0]
 
 
 def _check_schema(shard: Location, schema: pa.Schema) -> None:
@@ -249,48 +257,86 @@ def _check_schema(shard: Location, schema: pa.Schema) -> None:
         need("npy_path", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string")
 
 
-def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
+def read_table(path: Location, columns: list[str] | None = None, optional: tuple[str, ...] = ()) -> pa.Table:
+    """The dataset's rows (these columns); `optional` ones read as null from shards that lack them."""
     files = shard_files(path)
+
+    def one(f: Location) -> pa.Table:
+        if not optional or columns is None:
+            return pq.read_table(readable(f), columns=columns)
+        names = set(pq.read_schema(readable(f)).names)
+        table = pq.read_table(readable(f), columns=[c for c in columns if c in names or c not in optional])
+        for c in columns:
+            if c not in names and c in optional:
+                table = table.append_column(c, pa.nulls(table.num_rows))
+        return table.select(columns)
+
     try:
-        tables = [pq.read_table(readable(f), columns=columns) for f in files]
+        tables = [one(f) for f in files]
         return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     except _READ_ERRORS as e:
         raise DatasetError(f"{path}: cannot read token shards ({_first_line(e)})") from None
 
 
-def iter_rows(path: Location, ids: set[str] | None = None) -> Iterator[dict]:
+def open_shard(shard: Location) -> pq.ParquetFile:
+    """A shard ready to read row groups from: its footer read, its columns and sizes checked."""
+    parquet = _parquet(shard)
+    _check_schema(shard, parquet.schema_arrow)
+    for g in range(parquet.metadata.num_row_groups):
+        if parquet.metadata.row_group(g).total_byte_size > MAX_ROW_GROUP_BYTES:
+            raise DatasetError(f"{shard}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} GiB; "
+                               "mimi reads row groups up to that size")
+    return parquet
+
+
+def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Location, codebook_size: int,
+               ids: set[str] | None = None, columns: list[str] | None = None, first_row: int = 0) -> Iterator[dict]:
+    """The rows of one row group, as `iter_rows` gives them; `columns` (None: all) are read besides
+    the ones every reader needs; `first_row` is the group's first row number in the shard."""
+    names = parquet.schema_arrow.names
+    if columns is not None:
+        needed = ["id", "channel", "num_samples", "codes" if "codes" in names else "npy_path", *columns]
+        columns = list(dict.fromkeys(c for c in needed if c in names))
+    number = first_row
+    try:
+        table = parquet.read_row_group(group, columns=columns)
+        for batch in table.to_batches(max_chunksize=256):
+            codes = _codes_of(batch.column("codes")) if "codes" in batch.schema.names else None
+            for i, r in enumerate(batch.drop_columns(["codes"]).to_pylist() if codes is not None
+                                  else batch.to_pylist()):
+                where = f"{shard.name}: row {number}"
+                number += 1
+                if ids is not None and r["id"] not in ids:
+                    continue
+                r["codes"] = codes[i] if codes is not None else _load_npy(root, r.get("npy_path"))
+                if (error := _row_error(r, codebook_size)) is not None:
+                    r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else where,
+                         "channel": r["channel"], "error": error}
+                yield r
+    except _READ_ERRORS as e:
+        raise DatasetError(f"{shard}: cannot read its rows ({_first_line(e)})") from None
+
+
+def iter_rows(path: Location, ids: set[str] | None = None, codebook_size: int | None = None) -> Iterator[dict]:
     """Rows as dicts with `codes` as an int16 array [K, frames] (npy datasets load their files).
 
     A row that cannot be used (no id, ragged or out-of-range codes, an unsafe `npy_path` ...)
     comes as a dict with an "error" key saying why, and the reading goes on; a shard that cannot
-    be read at all raises DatasetError.
+    be read at all raises DatasetError. `codebook_size` (default: the provenance's) bounds codes.
     """
-    size = read_metadata(path)["codebook_size"]
-    root = path if path.is_dir() else path.parent
+    size = codebook_size or read_metadata(path)["codebook_size"]
+    root = dataset_root(path)
     for shard in shard_files(path):
-        parquet = _parquet(shard)
-        _check_schema(shard, parquet.schema_arrow)
+        parquet = open_shard(shard)
+        first = 0
         for g in range(parquet.metadata.num_row_groups):
-            if parquet.metadata.row_group(g).total_byte_size > MAX_ROW_GROUP_BYTES:
-                raise DatasetError(f"{shard}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} GiB; "
-                                   "mimi reads row groups up to that size")
-        number = 0
-        try:
-            for batch in parquet.iter_batches(batch_size=256):
-                codes = _codes_of(batch.column("codes")) if "codes" in batch.schema.names else None
-                for i, r in enumerate(batch.drop_columns(["codes"]).to_pylist() if codes is not None
-                                      else batch.to_pylist()):
-                    where = f"{shard.name}: row {number}"
-                    number += 1
-                    if ids is not None and r["id"] not in ids:
-                        continue
-                    r["codes"] = codes[i] if codes is not None else _load_npy(root, r.get("npy_path"))
-                    if (error := _row_error(r, size)) is not None:
-                        r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else where,
-                             "channel": r["channel"], "error": error}
-                    yield r
-        except _READ_ERRORS as e:
-            raise DatasetError(f"{shard}: cannot read its rows ({_first_line(e)})") from None
+            yield from read_group(parquet, shard, g, root, size, ids, first_row=first)
+            first += parquet.metadata.row_group(g).num_rows
+
+
+def dataset_root(path: Location) -> Location:
+    """What a dataset's `npy_path`s are relative to: its directory (a single file's folder)."""
+    return path if path.is_dir() else path.parent
 
 
 def _row_error(r: dict, codebook_size: int) -> str | None:
@@ -302,7 +348,7 @@ def _row_error(r: dict, codebook_size: int) -> str | None:
         return codes
     if codes is None:
         return "the row has no codes"
-    if not _is_int(r["channel"]) or r["channel"] < -1:
+    if not is_int(r["channel"]) or r["channel"] < -1:
         return f"channel {r['channel']!r} is not -1 or a channel number"
     k, frames = codes.shape
     if not 1 <= k <= MAX_CODEBOOKS:
@@ -310,7 +356,7 @@ def _row_error(r: dict, codebook_size: int) -> str | None:
     if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
         return f"codes out of range 0..{codebook_size - 1}"
     n = r["num_samples"]
-    if not _is_int(n) or not 0 <= n <= frames * FRAME_SAMPLES:
+    if not is_int(n) or not 0 <= n <= frames * FRAME_SAMPLES:
         return f"num_samples {n!r} does not fit its {frames} frames"
     r["codes"] = codes.astype(np.int16, copy=False)
     return None

@@ -1,4 +1,5 @@
-"""Turning command-line INPUTs (files, directories, globs, @lists) into audio files with ids.
+"""Turning command-line INPUTs into audio items with ids: audio files, directories, globs and
+brace ranges, @lists, manifests, WebDataset tars, Hugging Face audio Parquet and lhotse cuts.
 
 An id names a row for good: it is what resume, `mimi decode` and users key on, so two inputs
 never share one. A file found under a directory INPUT is named by its path relative to that
@@ -7,19 +8,27 @@ relative to the current directory; a file in an `@list.txt`, relative to the lis
 (a list that is a pipe, such as `@/dev/stdin`, counts as `@-`).
 A file outside that base is named by its absolute path without the leading `/`. Ids are
 normalised and `/`-separated; bytes of a file name that are not UTF-8 appear as `\\xNN`.
+Items inside containers are named as their format names them: a tar sample by its key, a cut
+by its id, a Parquet row by its `path` (or `FILE:ROW`); see docs/token-format.md.
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
+
 from .audio import AUDIO_EXTENSIONS
-from .manifests import ManifestError, ManifestOptions, is_manifest, read_manifest
-from .storage import RemotePath, is_uri
+from .containers import ContainerError, Item, ParquetCell, TarMember, audio_columns, parquet_items, tar_items
+from .cuts import LhotseItem, is_lhotse, lhotse_items
+from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
+from .storage import Location, RemotePath, is_uri
 
 
 class InputError(Exception):
@@ -28,11 +37,31 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class Source:
+    """One item to encode: an audio file, or an item inside the container at `path`."""
+
     path: Path | RemotePath
     id: str
-    # Fields a manifest row carries to the dataset (--keep-columns), and their Arrow types.
+    # Fields the input carries to the dataset (--keep-columns), and their Arrow types.
     columns: dict = field(default_factory=dict, compare=False)
     types: dict = field(default_factory=dict, compare=False)
+    member: TarMember | ParquetCell | LhotseItem | None = None  # where in `path` the audio lies
+    # An item's resume key and length, as listed (a file's come from its stat and header instead).
+    size: int = field(default=0, compare=False)
+    mtime_ns: int = field(default=0, compare=False)
+    fingerprint: str | None = field(default=None, compare=False)
+    duration_s: float | None = field(default=None, compare=False)
+
+    @property
+    def locality(self) -> str:
+        """Items with the same locality are read together (Parquet row groups); files: ''."""
+        return self.member.locality if self.member is not None else ""
+
+    def resume_key(self) -> tuple[int, int, str | None]:
+        """What resume compares with the row's `source_*`: (size, mtime, fingerprint); OSError if gone."""
+        if self.member is not None:
+            return self.size, self.mtime_ns, self.fingerprint
+        st = self.path.stat()
+        return st.st_size, st.st_mtime_ns, None
 
 
 @dataclass(frozen=True)
@@ -57,9 +86,11 @@ def _relative_id(path: Path, base: Path) -> str:
     return printable(Path(rel).as_posix())
 
 
-def _walk(root: Path) -> list[Source]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-    return [Source(p, printable(p.relative_to(root).as_posix())) for p in files]
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """The audio files and the Parquet files below a directory, in a stable order."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return ([p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS],
+            [p for p in files if p.suffix.lower() == ".parquet" and not p.name.startswith(".")])
 
 
 def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
@@ -76,52 +107,261 @@ def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
     return [str(base / ln) for ln in lines if ln and not ln.startswith("#")], base
 
 
-def _manifest_sources(item: str, options: ManifestOptions) -> tuple[list[Source], list[Problem]]:
-    """A manifest's rows as sources: paths relative to the audio root, ids from --id-column or
-    the path; a row without a path is a problem, not the end of the run."""
+_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}|\{([^{}]*,[^{}]*)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`a-{000..002}.tar` -> a-000.tar, a-001.tar, a-002.tar; `{x,y}` -> x, y (as webdataset and bash)."""
+    m = _RANGE.search(pattern)
+    if m is None:
+        return [pattern]
+    head, tail = pattern[:m.start()], pattern[m.end():]
+    if m.group(3) is not None:
+        choices = m.group(3).split(",")
+    else:
+        a, b = m.group(1), m.group(2)
+        width = len(a) if a.lstrip("-").startswith("0") else 0
+        lo, hi = int(a), int(b)
+        step = 1 if hi >= lo else -1
+        if abs(hi - lo) > 1_000_000:
+            raise InputError(f"{pattern}: a brace range of over a million names")
+        choices = [str(i).zfill(width) for i in range(lo, hi + step, step)]
+    return [name for c in choices for name in expand_braces(head + c + tail)]
+
+
+class _Collector:
+    """Gathers the sources and problems of every INPUT."""
+
+    def __init__(self, options: ManifestOptions) -> None:
+        self.options = options
+        self.found: list[Source] = []
+        self.problems: list[Problem] = []
+
+    def problem(self, item: str, error: str) -> None:
+        self.problems.append(Problem(printable(item), printable(item), error))
+
+    def file(self, path: Location, base: Path, explicit: bool = True) -> None:
+        """One file named by an INPUT: an audio file, or a manifest or container of many."""
+        name = path.name.lower()
+        if name.endswith(".tar"):
+            return self.tar(path)
+        if name.endswith(".parquet"):
+            try:
+                columns = _parquet_audio_columns(path)
+            except ContainerError as e:
+                raise InputError(str(e)) from None
+            if columns:
+                return self.hf_parquet([path], path.parent if explicit else base, columns, single=explicit)
+            if not explicit:
+                return None  # a directory's other Parquet files (a token dataset, say) are not inputs
+        if (name.endswith(".jsonl") or name.endswith(".jsonl.gz")) and isinstance(path, Path) and is_lhotse(path):
+            return self.lhotse(path)
+        if isinstance(path, Path) and is_manifest(path):
+            return self.manifest(path)
+        if self.options.keep_columns:
+            raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(str(path))} "
+                             "is an audio file")
+        if isinstance(path, RemotePath):
+            self.found.append(Source(path, path.path.lstrip("/")))
+        else:
+            self.found.append(Source(path, _relative_id(path, base)))
+        return None
+
+    def directory(self, root: Location, item: str) -> None:
+        if isinstance(root, RemotePath):
+            files = root.files()
+            audio = [f for f in files if f.suffix.lower() in AUDIO_EXTENSIONS]
+            tables = [f for f in files if f.suffix.lower() == ".parquet"]
+        else:
+            audio, tables = _walk(root)
+        hf = []
+        for t in tables:
+            try:
+                columns = _parquet_audio_columns(t)
+            except ContainerError:
+                continue
+            if columns:
+                hf.append((t, columns))
+        if not audio and not hf:
+            self.problem(item, "directory holds no audio files")
+        if audio and self.options.keep_columns:
+            raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(item)} holds "
+                             "audio files")
+        for f in audio:
+            self.found.append(Source(f, printable(str(f.relative_to(root).as_posix() if isinstance(f, Path)
+                                                      else f.relative_to(root)))))
+        if hf:
+            self.hf_parquet([t for t, _ in hf], root, hf[0][1], single=False)
+
+    def manifest(self, path: Path) -> None:
+        """A manifest's rows: paths relative to the audio root, ids from --id-column or the path;
+        a row without a path is a problem, not the end of the run."""
+        try:
+            rows = read_manifest(path, self.options)
+        except ManifestError as e:
+            raise InputError(str(e)) from None
+        item = str(path)
+        for i, (value, given_id) in enumerate(zip(rows.paths, rows.ids)):
+            if value is None:
+                self.problems.append(Problem(f"{printable(item)}:{i}", printable(item), f"row {i} names no audio file"))
+                continue
+            p = Path(value) if os.path.isabs(value) else rows.root / value
+            kept = {c: values[i] for c, values in rows.kept.items()}
+            self.found.append(Source(p, given_id if given_id is not None else _relative_id(p, rows.root), kept,
+                                     rows.types))
+
+    def tar(self, path: Location) -> None:
+        """A WebDataset shard: one source per sample key with an audio member."""
+        try:
+            items = list(tar_items(path))
+        except ContainerError as e:
+            return self.problem(str(path), str(e))
+        except OSError as e:
+            return self.problem(str(path), f"cannot read: {e.strerror or e}")
+        self.items([(it, it.key, path) for it in items], None)
+        return None
+
+    def hf_parquet(self, files: list[Location], root: Location, columns: list[str], single: bool) -> None:
+        """Hugging Face audio Parquet (one file, or a directory's shards): ids are the rows' paths
+        when these are unique across `files`, else FILE:ROW."""
+        o = self.options
+        column = o.audio_column or (columns[0] if len(columns) == 1 else None)
+        if column is None:
+            raise InputError(f"{files[0]}: several audio columns ({', '.join(columns)}); choose one with "
+                             "--audio-column")
+        wanted = tuple(dict.fromkeys([*o.keep_columns, *([o.id_column] if o.id_column else [])]))
+        listed: list[tuple[Location, Item]] = []
+        types: dict[str, pa.DataType] = {}
+        for f in files:
+            try:
+                schema = _schema(f)
+                if column not in schema.names:
+                    raise InputError(f"{f}: no audio column {column!r} (its audio columns: "
+                                     f"{', '.join(audio_columns(schema)) or 'none'})")
+                missing = [c for c in wanted if c not in schema.names]
+                if missing:
+                    raise InputError(f"{f}: no column {missing[0]!r} (its columns: {', '.join(schema.names)})")
+                types.update({c: schema.field(c).type for c in o.keep_columns})
+                listed.extend((f, it) for it in parquet_items(f, column, wanted))
+            except ContainerError as e:
+                self.problem(str(f), str(e))
+        paths = [it.path for _, it in listed]
+        by_path = len(set(paths)) == len(paths) and None not in paths
+
+        def name(f: Location, it: Item) -> str:
+            if o.id_column:
+                value = it.fields.get(o.id_column)
+                return f"{_container_name(f, root, single)}:{it.key}" if value is None else str(value)
+            return it.path if by_path else f"{_container_name(f, root, single)}:{it.key}"
+
+        self.items([(it, name(f, it), f) for f, it in listed], types)
+
+    def lhotse(self, path: Path) -> None:
+        try:
+            entries = list(lhotse_items(path))
+        except ContainerError as e:
+            raise InputError(str(e)) from None
+        except (OSError, EOFError, ValueError) as e:
+            return self.problem(str(path), f"cannot read the lhotse manifest: {e}")
+        stats: dict[str, tuple[int, int]] = {}
+        sources = []
+        for item, loader, audio_file in entries:
+            if item.error is not None:
+                sources.append((item, item.key, path))
+                continue
+            item.member = loader
+            target = Path(audio_file) if audio_file else path
+            if audio_file and audio_file not in stats:
+                try:
+                    st = os.stat(audio_file)
+                    stats[audio_file] = (st.st_size, st.st_mtime_ns)
+                except OSError:
+                    stats[audio_file] = (0, 0)  # reading it says why, as an error row
+            item.size, item.mtime_ns = stats.get(audio_file, (0, 0))
+            sources.append((item, item.key, target))
+        self.items(sources, None)
+        return None
+
+    def items(self, entries: list[tuple[Item, str, Location]], types: dict | None) -> None:
+        """Sources (or error rows) for listed container items (item, id, where it lies), with the
+        kept fields they carry; `types` of those fields where the container declares them."""
+        keep = self.options.keep_columns
+        rows = [(it, printable(ident), where) for it, ident, where in entries]
+        if keep:
+            present = {c for it, _, _ in rows for c in it.fields}
+            missing = [c for c in keep if c not in present]
+            if missing and rows:
+                fields = sorted(present)
+                raise InputError(f"no item of {printable(str(rows[0][2]))} has a field {missing[0]!r} (its fields: "
+                                 f"{', '.join(fields) or 'none'})")
+            types = dict(types or {})
+            for c in keep:
+                if c not in types:
+                    try:
+                        t = pa.array([it.fields.get(c) for it, _, _ in rows]).type
+                    except (pa.ArrowException, TypeError, ValueError):
+                        raise InputError(f"the field {c!r} holds values of mixed types; it cannot be one column"
+                                         ) from None
+                    types[c] = pa.string() if pa.types.is_null(t) else t
+        for it, ident, where in rows:
+            if it.error is not None:
+                self.problems.append(Problem(ident, printable(str(where)), it.error))
+                continue
+            kept = {c: it.fields.get(c) for c in keep}
+            if it.member is None:  # a Parquet row whose bytes are null: read from its path
+                p = Path(it.path)
+                p = p if p.is_absolute() or isinstance(where, RemotePath) else (
+                    self.options.audio_root or where.parent) / p
+                self.found.append(Source(p, ident, kept, types or {}))
+                continue
+            self.found.append(Source(where, ident, kept, types or {}, it.member, it.size,
+                                     it.mtime_ns, it.fingerprint, it.duration_s))
+
+
+def _container_name(f: Location, root: Location, single: bool) -> str:
+    if single:
+        return printable(f.name)
+    return printable(str(f.relative_to(root).as_posix() if isinstance(f, Path) else f.relative_to(root)))
+
+
+def _schema(path: Location) -> pa.Schema:
+    import pyarrow.parquet as pq
+
     try:
-        rows = read_manifest(Path(item), options)
-    except ManifestError as e:
-        raise InputError(str(e)) from None
-    found, problems = [], []
-    for i, (value, given_id) in enumerate(zip(rows.paths, rows.ids)):
-        if value is None:
-            problems.append(Problem(f"{printable(item)}:{i}", printable(item), f"row {i} names no audio file"))
-            continue
-        path = Path(value) if os.path.isabs(value) else rows.root / value
-        kept = {c: values[i] for c, values in rows.kept.items()}
-        found.append(Source(path, given_id if given_id is not None else _relative_id(path, rows.root), kept,
-                            rows.types))
-    return found, problems
+        with (path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")) as f:
+            return pq.read_schema(f)
+    except (pa.ArrowException, OSError) as e:
+        raise ContainerError(f"{path}: not a readable Parquet file ({(str(e).splitlines() or [''])[0][:200]})"
+                             ) from None
+
+
+def _parquet_audio_columns(path: Location) -> list[str]:
+    return audio_columns(_schema(path))
 
 
 def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
                     manifest: ManifestOptions | None = None) -> tuple[list[Source], list[Problem]]:
-    """Every audio file named by `inputs`, in a stable order, and the inputs that named none.
+    """Every item named by `inputs`, in a stable order, and the inputs that named none.
 
-    `.tsv`, `.csv`, `.jsonl` and `.parquet` files are manifests, read as `manifest` says. InputError if two
-    different files would get one id (listing them), or a manifest lacks a column asked for,
-    before anything is read.
+    Files are dispatched by name: `.tar` (WebDataset), `.parquet` (Hugging Face audio, else a
+    manifest of paths), `.jsonl(.gz)` (lhotse, else a manifest), `.tsv` / `.csv` (manifests),
+    anything else an audio file. InputError if two different items would get one id (listing
+    them), or a column asked for is missing, before anything is encoded.
     """
-    manifest = manifest or ManifestOptions()
-    found: list[Source] = []
-    problems: list[Problem] = []
+    options = manifest or ManifestOptions()
+    clash = RESERVED & set(options.keep_columns)
+    if clash:
+        raise InputError(f"--keep-columns {', '.join(sorted(clash))}: a token dataset has its own column of "
+                         "that name; rename it in the source")
+    c = _Collector(options)
     pending = [(item, Path.cwd()) for item in inputs]
     while pending:
         item, base = pending.pop(0)
-        if not is_uri(item) and not item.startswith("@") and is_manifest(Path(item)):
-            more, trouble = _manifest_sources(item, manifest)
-            found.extend(more)
-            problems.extend(trouble)
-            continue
-        if manifest.keep_columns:
-            raise InputError(f"--keep-columns copies fields of manifest rows; {printable(item)} is not a manifest "
-                             "(.tsv, .csv, .jsonl, .parquet)")
         if item.startswith("@"):
             try:
                 entries, list_base = _list_entries(item, stdin)
             except OSError as e:
-                problems.append(Problem(item, item, f"cannot read list file: {e.strerror or e}"))
+                c.problems.append(Problem(item, item, f"cannot read list file: {e.strerror or e}"))
                 continue
             pending = [(entry, list_base) for entry in entries] + pending
             continue
@@ -129,38 +369,40 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
             try:
                 remote = RemotePath.from_uri(item)
                 if remote.is_dir():
-                    files = [f for f in remote.files() if f.suffix.lower() in AUDIO_EXTENSIONS]
-                    if not files:
-                        problems.append(Problem(item, item, "directory holds no audio files"))
-                    found.extend(Source(f, str(f.relative_to(remote))) for f in files)
+                    c.directory(remote, item)
                 elif remote.is_file():
-                    found.append(Source(remote, remote.path.lstrip("/")))
+                    c.file(remote, base)
                 else:
-                    problems.append(Problem(item, item, "no such file or directory"))
+                    c.problem(item, "no such file or directory")
             except OSError as e:
-                problems.append(Problem(item, item, str(e).splitlines()[0]))
+                c.problem(item, str(e).splitlines()[0])
             continue
         path = Path(item)
         if path.is_dir():
-            files = _walk(path)
-            if not files:
-                problems.append(Problem(printable(item), printable(item), "directory holds no audio files"))
-            found.extend(files)
+            c.directory(path, item)
         elif path.is_file() or path.exists():  # a FIFO or device too: reading it reports what it is
-            found.append(Source(path, _relative_id(path, base)))
-        elif glob.has_magic(item):
-            matches = sorted(glob.glob(item, recursive=True))
+            c.file(path, base)
+        elif glob.has_magic(item) or _RANGE.search(item):
+            names = expand_braces(item)
+            matches = sorted({m for n in names for m in (glob.glob(n, recursive=True) if glob.has_magic(n)
+                                                          else [n] if os.path.exists(n) else [])})
             if not matches:
-                problems.append(Problem(printable(item), printable(item), "pattern matches no files"))
-            found.extend(Source(Path(m), _relative_id(Path(m), base)) for m in matches if Path(m).is_file())
+                c.problem(item, "pattern matches no files")
+            for m in matches:
+                if Path(m).is_file():
+                    c.file(Path(m), base)
         else:
-            problems.append(Problem(printable(item), printable(item), "no such file or directory"))
-    unique: dict[str, Source] = {}
-    for s in found:  # the same file named twice (a directory and a file in it) is one input
-        unique.setdefault(str(s.path.resolve()), s)
+            c.problem(item, "no such file or directory")
+    unique: dict[tuple, Source] = {}
+    for s in c.found:  # the same file named twice (a directory and a file in it) is one input
+        unique.setdefault((str(s.path.resolve()), s.member), s)
     sources = list(unique.values())
     _refuse_clashes(sources)
-    return sources, problems
+    return sources, c.problems
+
+
+def _paths(sources: Iterable[Source]) -> str:
+    return ", ".join(printable(str(s.path)) for s in sources)
 
 
 def _refuse_clashes(sources: list[Source]) -> None:
@@ -170,11 +412,15 @@ def _refuse_clashes(sources: list[Source]) -> None:
     clashes = {i: group for i, group in by_id.items() if len(group) > 1}
     if not clashes:
         return
-    shown = "; ".join(f"{i!r}: " + ", ".join(printable(str(s.path)) for s in group)
-                      for i, group in list(clashes.items())[:5])
+    shown = "; ".join(f"{i!r}: {_paths(group)}" for i, group in list(clashes.items())[:5])
     more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
-    raise InputError(f"{len(clashes)} ids would name more than one input file ({shown}{more}); give their "
-                     "common parent directory as the INPUT, or name the files directly, so that their ids differ")
+    if any(s.member is not None for group in clashes.values() for s in group):
+        hint = ("items inside containers keep their own keys: take ids from a column with --id-column, or "
+                "encode the containers into separate OUTPUTs")
+    else:
+        hint = ("give their common parent directory as the INPUT, or name the files directly, so that their "
+                "ids differ")
+    raise InputError(f"{len(clashes)} ids would name more than one input ({shown}{more}); {hint}")
 
 
 def select_shard(sources: list[Source], shard_index: int, num_shards: int) -> list[Source]:

@@ -162,10 +162,17 @@ def test_each_channel_becomes_a_row(run, corpus, tmp_path):
 def test_npy_output_mirrors_the_input_tree(run, corpus, tmp_path):
     out = tmp_path / "npy"
     assert run("encode", corpus, out, "-q", K, "--format", "npy").exit_code == 0
-    codes = np.load(out / "a" / "one.wav.npy")
+    codes = np.load(out / "__codes__" / "a" / "one.wav.npy")
     assert codes.dtype == np.int16 and codes.shape[0] == K
     manifest = [r for f in out.glob("manifest-*.parquet") for r in pq.read_table(f).to_pylist()]
-    assert {r["npy_path"] for r in manifest} >= {"a/one.wav.npy", "b/stereo.wav.npy"}
+    assert {r["npy_path"] for r in manifest} >= {"__codes__/a/one.wav.npy", "__codes__/b/stereo.wav.npy"}
+    # Parquet readers pointed at the dataset read the manifest and skip the .npy files and the sidecar.
+    import pandas as pd
+    import pyarrow.dataset as pads
+    from datasets import load_dataset
+
+    assert len(pd.read_parquet(out)) == len(manifest) == pads.dataset(out, format="parquet").count_rows()
+    assert len(load_dataset("parquet", data_dir=str(out), split="train")) == len(manifest)
     assert run("decode", out, tmp_path / "wav", "--id", "a/one.wav").exit_code == 0
     assert (tmp_path / "wav" / "a" / "one.wav").exists()
     assert run("encode", corpus, tmp_path / "x.parquet", "--format", "npy").exit_code == 2
@@ -214,7 +221,7 @@ def test_usage_errors_are_one_line_exit_2(run, args, message):
 def test_info_on_a_foreign_parquet(run, tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
     result = run("info", tmp_path / "x.parquet")
-    assert result.exit_code == 2 and "not one written by mimi" in result.output
+    assert result.exit_code == 2 and "not written by mimi" in result.output
 
 
 def test_uri_inputs_and_outputs(run, corpus, tmp_path):

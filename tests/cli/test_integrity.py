@@ -48,10 +48,10 @@ def test_npy_and_decoded_names_keep_inputs_apart(run, tmp_path):
     write_corpus(tmp_path, [("c/u.wav", 24000, 1, 0.5, "WAV", "PCM_16"), ("c/u.flac", 24000, 1, 0.9, "FLAC", "PCM_16")])
     assert run("encode", "c", "npy", "-q", K, "--format", "npy").exit_code == 0
     manifest = pq.read_table(tmp_path / "npy" / "manifest-00000.parquet").to_pylist()
-    assert sorted(r["npy_path"] for r in manifest) == ["u.flac.npy", "u.wav.npy"]
+    assert sorted(r["npy_path"] for r in manifest) == ["__codes__/u.flac.npy", "__codes__/u.wav.npy"]
     frames = {r["id"]: r["num_frames"] for r in manifest}
-    assert np.load(tmp_path / "npy" / "u.wav.npy").shape == (K, frames["u.wav"])
-    assert np.load(tmp_path / "npy" / "u.flac.npy").shape == (K, frames["u.flac"])
+    assert np.load(tmp_path / "npy" / "__codes__" / "u.wav.npy").shape == (K, frames["u.wav"])
+    assert np.load(tmp_path / "npy" / "__codes__" / "u.flac.npy").shape == (K, frames["u.flac"])
     assert run("decode", "npy", "wav").exit_code == 0
     assert sf.info(tmp_path / "wav" / "u.wav.wav").frames == 12000
     assert sf.info(tmp_path / "wav" / "u.flac.wav").frames == 21600

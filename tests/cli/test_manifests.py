@@ -78,7 +78,7 @@ def test_columns_that_are_not_there_are_usage_errors_before_any_work(run, tmp_pa
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
         assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.parquet"))
     result = run("encode", "cv/clips", "out", "-q", K, "--keep-columns", "sentence")
-    assert result.exit_code == 2 and "not a manifest" in result.output
+    assert result.exit_code == 2 and "holds audio files" in result.output
     (tmp_path / "bad.csv").write_text("x,y\n1\n1,2,3\n")
     result = run("encode", "bad.csv", "out", "-q", K)
     assert result.exit_code == 2 and "bad.csv" in result.output and "Traceback" not in result.output
@@ -95,7 +95,7 @@ def test_a_row_whose_file_is_gone_since_it_was_encoded_is_kept(run, tmp_path):
     assert set(rows(tmp_path / "t.parquet")) == {"a.mp3", "c.wav"}
 
 
-def test_parquet_manifest_and_parquet_that_holds_its_audio(run, tmp_path):
+def test_parquet_manifest_and_a_parquet_that_holds_its_audio(run, tmp_path):
     write_corpus(tmp_path, CLIPS)
     table = pa.table({"path": ["cv/clips/a.mp3", "cv/clips/c.wav"], "speaker_id": pa.array([7, 9], pa.int32())})
     pq.write_table(table, tmp_path / "list.parquet")
@@ -106,5 +106,5 @@ def test_parquet_manifest_and_parquet_that_holds_its_audio(run, tmp_path):
     assert pq.read_schema(next((tmp_path / "out").glob("*.parquet"))).field("speaker_id").type == pa.int32()
     audio = pa.array([{"bytes": b"RIFF", "path": "a.wav"}], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     pq.write_table(pa.table({"audio": audio, "text": ["hi"]}), tmp_path / "hf.parquet")
-    result = run("encode", "hf.parquet", "out2", "-q", K)
-    assert result.exit_code == 2 and "audio is stored in the table" in result.output
+    result = run("encode", "hf.parquet", "out2", "-q", K)  # audio in the table: each row is an item
+    assert result.exit_code == 1 and "hf.parquet" in (tmp_path / "out2.errors.jsonl").read_text()

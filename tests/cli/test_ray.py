@@ -80,3 +80,22 @@ def test_ray_engine_reads_manifests_and_keeps_their_columns(real_run, corpus, tm
         assert result.exit_code == 0, result.output
     a, b = _rows(local), _rows(distributed)
     assert a == b and {k[0]: r["speaker"] for k, r in a.items()} == {"a/one.wav": "ann", "c/opus.ogg": "bob"}
+
+
+def test_ray_engine_reads_containers_as_the_local_engine_does(real_run, tmp_path, local_cluster):
+    """WebDataset and Hugging Face Parquet items through Ray: same codes and fingerprints."""
+    from tests.cli.test_containers import CLIPS, hf_parquet, webdataset_shards
+    from tests.helpers import write_corpus
+
+    write_corpus(tmp_path, CLIPS)
+    (tmp_path / "shards").mkdir()
+    webdataset_shards(tmp_path, "shards/%d.tar", [["s0", "s2"]])
+    hf_parquet(tmp_path, tmp_path / "hf.parquet", ["clips/s3.ogg", "clips/s4.flac"])
+    args = (tmp_path / "shards/0.tar", tmp_path / "hf.parquet", "-q", K, "--weights", "synthetic:3")
+    assert real_run("encode", *args, tmp_path / "local").exit_code == 0
+    result = real_run("encode", *args, tmp_path / "ray", "--engine", "ray", "--batch-size", 2)
+    assert result.exit_code == 0, result.output
+    local, distributed = (_rows(tmp_path / "local"), _rows(tmp_path / "ray"))
+    assert local.keys() == distributed.keys() and {i for i, _ in local} == {"spk/s0", "spk/s2", "s3.ogg", "s4.flac"}
+    for key in local:
+        assert local[key] == distributed[key]

@@ -1,0 +1,265 @@
+"""Corpora that hold their audio inside other files: WebDataset `.tar` shards, and Hugging Face
+audio Parquet (a `{bytes, path}` struct column, what `datasets` writes for its Audio feature).
+
+Listing a container reads it once, a member or a row group at a time: each item's bytes are
+hashed (the content fingerprint that resume compares) and their header probed (the length that
+batching uses), and nothing is kept but that, the item's own fields and where it lies. The
+encode reads the item again when its batch comes, by offset in a tar and by row group in Parquet.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .audio import AUDIO_EXTENSIONS, AudioError, probe_bytes, read_audio
+from .storage import Location, RemotePath
+
+MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
+MAX_FIELD_BYTES = 1 << 20  # a .json / .txt member read for its fields
+MAX_ROW_GROUP_BYTES = 4 << 30  # a Parquet row group of audio read whole
+WINDOW_BYTES = 128 << 20  # consecutive row groups up to this size are batched together (and held while read)
+_AUDIO_EXTS = {e.lstrip(".") for e in AUDIO_EXTENSIONS}
+_KEY = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's key / extension split of a member name
+
+
+class ContainerError(Exception):
+    """A container that cannot be listed at all (not a tar, not Parquet, no audio column)."""
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """An audio member of a tar, by where its data starts."""
+
+    container: Location
+    offset: int
+    size: int
+
+    locality = ""  # read by offset: any order is cheap
+
+    def load(self) -> tuple[np.ndarray, int]:
+        return read_audio(io.BytesIO(self.read()))
+
+    def read(self) -> bytes:
+        with _open(self.container) as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise AudioError(f"the tar ends inside this member ({len(data)} of {self.size} bytes)")
+        return data
+
+
+@dataclass(frozen=True)
+class ParquetCell:
+    """The audio bytes of one row of a Parquet file, by row group and row within it; `window`
+    numbers the run of consecutive row groups (up to WINDOW_BYTES) it is batched within."""
+
+    container: Location
+    column: str
+    row_group: int
+    row: int
+    window: int = 0
+
+    @property
+    def locality(self) -> str:
+        """Items of one window are batched together: its row groups are read whole, once."""
+        return f"{self.container}#{self.window}"
+
+    def load(self) -> tuple[np.ndarray, int]:
+        return read_audio(io.BytesIO(self.read()))
+
+    def read(self) -> bytes:
+        data = _row_group_bytes(self)[self.row].as_py()
+        if data is None:
+            raise AudioError("the row's audio bytes are null")
+        return data
+
+
+_cache = threading.local()  # each reader thread holds the row groups of the window it reads now
+
+
+def _row_group_bytes(cell: ParquetCell) -> pa.Array:
+    window = (str(cell.container), cell.column, cell.window)
+    if getattr(_cache, "window", None) != window:
+        _cache.window, _cache.groups = window, {}  # the last window's groups are freed first
+    if cell.row_group not in _cache.groups:
+        try:
+            with _open(cell.container) as f:
+                table = pq.ParquetFile(f).read_row_group(cell.row_group, columns=[f"{cell.column}.bytes"])
+        except (pa.ArrowException, OSError) as e:
+            raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {_first_line(e)}") from None
+        _cache.groups[cell.row_group] = table.column(0).combine_chunks().field("bytes")
+    return _cache.groups[cell.row_group]
+
+
+def _open(container: Location):
+    return container.open("rb") if isinstance(container, RemotePath) else open(container, "rb")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+@dataclass
+class Item:
+    """One item found in a container: where its audio lies and what it was when listed, or the
+    error that makes it an error row."""
+
+    key: str
+    member: TarMember | ParquetCell | None
+    size: int = 0
+    mtime_ns: int = 0  # lhotse cuts: their audio file's (tar and Parquet items have a fingerprint instead)
+    fingerprint: str = ""
+    duration_s: float = 0.0
+    fields: dict = field(default_factory=dict)
+    path: str | None = None  # Parquet: the row's `path` (read from it when its bytes are null)
+    error: str | None = None
+
+
+def _described(item: Item, data: bytes) -> Item:
+    """`item` with its bytes' size, fingerprint and length, or the reason they are no audio."""
+    item.size, item.fingerprint = len(data), fingerprint(data)
+    try:
+        item.duration_s = probe_bytes(data).duration_s
+    except AudioError as e:
+        item.error = str(e)
+    return item
+
+
+# -- WebDataset -----------------------------------------------------------------------------------
+def split_key(name: str) -> tuple[str, str] | None:
+    """(key, extension) of a member name as webdataset splits it (`a/b.seg.flac` -> `a/b`, `seg.flac`)."""
+    m = _KEY.match(name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+def tar_items(container: Location) -> Iterator[Item]:
+    """The samples of a WebDataset shard in tar order: one item per key with an audio member (its
+    first), fields from its `.json` member and its other small members (`.txt` as `txt`)."""
+    try:
+        with _open(container) as f:
+            yield from _samples(tarfile.open(fileobj=f, mode="r:"), container)
+    except tarfile.TarError as e:
+        raise ContainerError(f"{container}: not a readable tar file ({_first_line(e)})") from None
+
+
+def _samples(tar: tarfile.TarFile, container: Location) -> Iterator[Item]:
+    current: Item | None = None
+    while True:
+        try:
+            info = tar.next()
+        except tarfile.TarError as e:  # a damaged header ends the listing, like webdataset's reader
+            yield from _sample(current)
+            yield Item(f"<after {current.key if current else 'the start'}>", None,
+                       error=f"damaged tar header: {_first_line(e)}")
+            return
+        if info is None:
+            break
+        parts = split_key(info.name) if info.isfile() else None
+        if parts is None:
+            continue
+        key, ext = parts
+        if current is not None and key != current.key:
+            yield from _sample(current)
+            current = None
+        if current is None:
+            current = Item(key, None)
+        last = ext.rsplit(".", 1)[-1]
+        if last in _AUDIO_EXTS and current.member is None and current.error is None:
+            if info.size > MAX_ITEM_BYTES:
+                current.error = f"its audio member {info.name} is over {MAX_ITEM_BYTES >> 30} GiB"
+                continue
+            current.member = TarMember(container, info.offset_data, info.size)
+            _described(current, _read_member(tar, info))
+        elif last not in _AUDIO_EXTS and info.size <= MAX_FIELD_BYTES:
+            _add_fields(current, ext, _read_member(tar, info), info.name)
+    yield from _sample(current)
+
+
+def _sample(item: Item | None) -> Iterator[Item]:
+    """A finished key as an item, if it has audio (or an error); keys of other members only are not samples."""
+    if item is not None and (item.member is not None or item.error is not None):
+        yield item
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(info)
+    return f.read() if f is not None else b""
+
+
+def _add_fields(item: Item, ext: str, data: bytes, name: str) -> None:
+    if ext == "json":
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            item.error = item.error or f"{name} is not valid JSON"
+            return
+        if isinstance(value, dict):
+            item.fields.update({k: v for k, v in value.items() if k not in item.fields})
+        return
+    try:
+        item.fields.setdefault(ext, data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass  # binary members (.npy, .pth, ...) are not fields
+
+
+# -- Hugging Face audio Parquet --------------------------------------------------------------------
+def audio_columns(schema: pa.Schema) -> list[str]:
+    """The columns holding audio as `datasets` stores it: a struct with a `bytes` field."""
+    return [f.name for f in schema if pa.types.is_struct(f.type)
+            and "bytes" in [f.type.field(i).name for i in range(f.type.num_fields)]]
+
+
+def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> Iterator[Item]:
+    """Every row of an audio Parquet file as an item keyed `ROW` (its index in the file), read a
+    row group at a time; fields are the `keep` columns, `path` the row's path."""
+    try:
+        with _open(container) as f:
+            pf = pq.ParquetFile(f)
+            fields = list(keep)
+            row, window, window_bytes = 0, 0, 0
+            for g in range(pf.metadata.num_row_groups):
+                size = pf.metadata.row_group(g).total_byte_size
+                if size > MAX_ROW_GROUP_BYTES:
+                    raise ContainerError(f"{container}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} "
+                                         "GiB; rewrite it with smaller row groups")
+                if window_bytes and window_bytes + size > WINDOW_BYTES:
+                    window, window_bytes = window + 1, 0
+                window_bytes += size
+                table = pf.read_row_group(g, columns=[column, *fields])
+                audio = table.column(column).combine_chunks()
+                data, paths = audio.field("bytes"), _struct_paths(audio)
+                kept = {c: table.column(c).to_pylist() for c in fields}
+                valid = audio.is_valid().to_pylist()
+                for i in range(table.num_rows):
+                    item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in fields})
+                    blob = data[i].as_py() if valid[i] else None
+                    if blob is not None:
+                        item.member = ParquetCell(container, column, g, i, window)
+                        _described(item, blob)
+                    elif not paths[i]:
+                        item.error = "the row holds no audio (its bytes and path are null)"
+                    yield item
+                    row += 1
+    except (pa.ArrowException, OSError) as e:
+        raise ContainerError(f"{container}: cannot read it as Parquet ({_first_line(e)})") from None
+
+
+def _struct_paths(audio: pa.StructArray) -> list[str | None]:
+    names = [audio.type.field(i).name for i in range(audio.type.num_fields)]
+    if "path" not in names:
+        return [None] * len(audio)
+    return [p if p else None for p in audio.field("path").to_pylist()]
