@@ -299,6 +299,7 @@ def encode(
 @app.command()
 @command
 def decode(
+    ctx: typer.Context,
     tokens: str = typer.Argument(..., help="A token dataset: .parquet file, shard directory or npy directory "
                                            "(a path or a URI such as s3://bucket/tokens/)."),
     outdir: Path = typer.Argument(..., help="Directory for the audio files (named after each row's id)."),
@@ -326,13 +327,22 @@ def decode(
 
     if audio_format is AudioFormat.flac and sample_format.value not in ("s16le", "s24le"):
         raise _Fail(f"--sample-format {sample_format.value}: FLAC holds 16- or 24-bit samples (s16le, s24le)", 2)
-    from .formats.shards import read_metadata
+    from .formats.shards import NoProvenanceError, read_metadata
 
     tokens = as_location(tokens)
-    read_metadata(tokens)  # a bad TOKENS path fails before the model loads
+    without_provenance = False
+    try:
+        read_metadata(tokens)  # a bad TOKENS path fails before the model loads
+    except NoProvenanceError as e:
+        if getattr(ctx.get_parameter_source("weights"), "name", "DEFAULT") == "DEFAULT":  # not given
+            raise _Fail(f"{e}; give --weights (the model that made these tokens) to decode it anyway", 2) from None
+        typer.echo(f"mimi: warning: {tokens} has no provenance (no mimi footer or sidecar); decoding its codes "
+                   f"with --weights {weights} as given", err=True)
+        without_provenance = True
     codec = _load(weights, device, dtype)
     options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format.value,
-                            sample_format=sample_format.value, ids=ids or None, overwrite=overwrite)
+                            sample_format=sample_format.value, ids=ids or None, overwrite=overwrite,
+                            without_provenance=without_provenance)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
     _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet, as_json)
 
@@ -351,12 +361,13 @@ def info(
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
-    m = d["metadata"]
+    m = d["metadata"] or {}
     model = m.get("model", {})
     typer.echo("\n".join([
         f"dataset      {d['path']}",
         f"rows         {d['rows']} ({d['files']} files), {d['hours']:.3f} h of audio, {d['frames']} frames",
-        f"codebooks    {m['num_codebooks']} of {m['codebook_size']} entries, {m.get('frame_rate', '?')} frames/s, "
+        f"codebooks    {m.get('num_codebooks', '?')} of {m.get('codebook_size', '?')} entries, "
+        f"{m.get('frame_rate', '?')} frames/s, "
         f"{m.get('sample_rate', '?')} Hz, channels: {m.get('channels', '?')}",
         f"model        {model.get('source', '?')}"
         + (f" @ {model['revision']}" if model.get("revision") else "")
@@ -367,6 +378,9 @@ def info(
     ]))
     if "synthetic" in str(model.get("source", "")):
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
+    if d["metadata"] is None:
+        typer.echo("note         no provenance (no mimi footer or sidecar): rewritten by another tool? Which "
+                   "model made these tokens is not recorded", err=True)
 
 
 def _open_in(path: str):

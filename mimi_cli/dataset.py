@@ -27,9 +27,11 @@ from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import (
     COMMIT_SECONDS,
     DatasetError,
+    NoProvenanceError,
     Row,
     SourceInfo,
     iter_rows,
+    open_shard,
     read_metadata,
     read_table,
     shard_files,
@@ -321,6 +323,8 @@ class DecodeOptions:
     ids: list[str] | None = None
     overwrite: bool = False
     max_batch: int = 8
+    # Decode a dataset that has lost its provenance (rewritten by another tool) with this codec anyway.
+    without_provenance: bool = False
 
 
 def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: DecodeOptions | None = None,
@@ -332,10 +336,16 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     """
     o = options or DecodeOptions()
     start = time.perf_counter()
-    meta = read_metadata(tokens)
-    stored = meta["num_codebooks"]
+    try:
+        meta = read_metadata(tokens)
+    except NoProvenanceError:
+        if not o.without_provenance:
+            raise
+        meta = None  # K from the rows, codes bounded by this codec's codebooks
+    stored = meta["num_codebooks"] if meta else None
+    codebook_size = meta["codebook_size"] if meta else codec.config.codebook_size
     k = o.num_codebooks or stored
-    if k > stored:
+    if stored is not None and k > stored:
         raise DatasetError(f"-q {k}: the dataset stores only {stored} codebooks")
     wanted = set(o.ids) if o.ids else None
     keys = read_table(tokens, columns=["id", "channel"]).to_pylist()
@@ -353,7 +363,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
         if bar is not None:
             bar.update(1)
 
-    def run(rows: list[tuple[dict, Path]]) -> None:
+    def run(rows: list[tuple[dict, Path]], k: int) -> None:
         codes = np.zeros((len(rows), k, max(r["codes"].shape[1] for r, _ in rows)), dtype=np.int64)
         for i, (r, _) in enumerate(rows):
             codes[i, :, :r["codes"].shape[1]] = r["codes"][:k]
@@ -369,11 +379,12 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
             bar.update(len(rows))
 
     try:
-        for row in iter_rows(tokens, wanted):
+        for row in iter_rows(tokens, wanted, codebook_size):
             seen.add(row["id"])
             if "error" in row:
                 fail(row, row["error"])
                 continue
+            k = k or row["codes"].shape[0]  # without provenance: the first row's depth
             key = (row["id"], row["channel"])
             if key in done:
                 fail(row, "another row has the same id and channel; only the first was decoded")
@@ -397,10 +408,10 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
                 continue
             batch.append((row, target))
             if len(batch) >= o.max_batch:
-                run(batch)
+                run(batch, k)
                 batch = []
         if batch:
-            run(batch)
+            run(batch, k)
     finally:
         if bar is not None:
             bar.close()
@@ -415,9 +426,16 @@ def dataset_info(tokens: Location) -> dict:
     """What a token dataset holds: rows, hours, K, model, shards, recorded errors."""
     import pyarrow.compute as pc
 
-    meta = read_metadata(tokens)
-    table = read_table(tokens, columns=["id", "num_frames", "num_samples"])
     shards = shard_files(tokens)
+    try:
+        meta = read_metadata(tokens)
+    except NoProvenanceError as e:  # rewritten by another tool: described if its columns are a token dataset's
+        try:
+            open_shard(shards[0])
+        except DatasetError:
+            raise e from None
+        meta = None
+    table = read_table(tokens, columns=["id", "num_frames", "num_samples"])
     errors = sum(p.read_bytes().count(b"\n") for p in recorded_errors(tokens))
 
     def total(column: str) -> int:

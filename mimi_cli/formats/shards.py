@@ -370,7 +370,7 @@ def _codes_of(column: pa.Array) -> list[np.ndarray | str | None]:
     outer_valid = column.is_valid().to_numpy(zero_copy_only=False)
     inner_valid = inner.is_valid().to_numpy(zero_copy_only=False) if inner.null_count else None
     value_valid = inner.values.is_valid().to_numpy(zero_copy_only=False) if inner.values.null_count else None
-    values = inner.values.fill_null(0).to_numpy(zero_copy_only=False)
+    values = (inner.values.fill_null(0) if inner.values.null_count else inner.values).to_numpy(zero_copy_only=False)
     out: list[np.ndarray | str | None] = []
     for i in range(len(column)):
         a, b = outer[i], outer[i + 1]

@@ -45,8 +45,7 @@ class TokenWriter:
     def __init__(self, out: BinaryIO, fmt: str, header: StreamHeader) -> None:
         self.out, self.fmt, self.header, self.index = out, fmt, header, 0
         if fmt == "binary":
-            out.write(HEADER.pack(MAGIC, VERSION, header.num_codebooks, header.sample_rate,
-                                  round(header.frame_rate * 1000), header.codebook_size))
+            out.write(binary_header(header))
         elif fmt == "jsonl":
             out.write((json.dumps({"format": "mimi-tokens", "version": VERSION, "num_codebooks": header.num_codebooks,
                                    "sample_rate": header.sample_rate, "frame_rate": header.frame_rate,
@@ -67,6 +66,30 @@ class TokenWriter:
         self.out.flush()
 
 
+def binary_header(header: StreamHeader) -> bytes:
+    """The 20 bytes that start a binary token stream."""
+    return HEADER.pack(MAGIC, VERSION, header.num_codebooks, header.sample_rate, round(header.frame_rate * 1000),
+                       header.codebook_size)
+
+
+def parse_binary_header(data: bytes) -> StreamHeader:
+    """The header of a binary token stream from its first 20 bytes; StreamFormatError if it is none."""
+    if len(data) < HEADER.size:
+        raise StreamFormatError("token stream ended inside its header")
+    magic, version, k, rate, milli, size = HEADER.unpack(data[:HEADER.size])
+    if magic != MAGIC:
+        raise StreamFormatError(f"not a mimi token stream (magic {magic!r}, expected {MAGIC!r})")
+    return _header(version, k, rate, milli / 1000, size)
+
+
+def binary_frame(data: bytes, header: StreamHeader, index: int) -> np.ndarray:
+    """One frame's codes [K] from its 2K bytes, checked to be in range."""
+    frame = np.frombuffer(data, "<u2").astype(np.int64)
+    if frame.max() >= header.codebook_size:
+        raise StreamFormatError(f"frame {index}: token out of range 0..{header.codebook_size - 1}")
+    return frame
+
+
 def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
     """Detects the format from the first bytes; returns the header and an iterator of [K] frames.
 
@@ -77,13 +100,7 @@ def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
     if not first:
         raise StreamFormatError("empty token stream")
     if first == MAGIC[:1]:
-        rest = first + read_up_to(stream, HEADER.size - 1)
-        if len(rest) < HEADER.size:
-            raise StreamFormatError("token stream ended inside its header")
-        magic, version, k, rate, milli, size = HEADER.unpack(rest)
-        if magic != MAGIC:
-            raise StreamFormatError(f"not a mimi token stream (magic {magic!r}, expected {MAGIC!r})")
-        header = _header(version, k, rate, milli / 1000, size)
+        header = parse_binary_header(first + read_up_to(stream, HEADER.size - 1))
         return header, _binary_frames(stream, header)
     if first in b"{0123456789":
         lines = _lines(stream, first)
@@ -139,10 +156,7 @@ def _binary_frames(stream: BinaryIO, header: StreamHeader) -> Iterator[np.ndarra
     while data := read_up_to(stream, size):
         if len(data) < size:
             raise StreamFormatError(f"token stream truncated inside frame {index}")
-        frame = np.frombuffer(data, "<u2").astype(np.int64)
-        if frame.max() >= header.codebook_size:
-            raise StreamFormatError(f"frame {index}: token out of range 0..{header.codebook_size - 1}")
-        yield frame
+        yield binary_frame(data, header, index)
         index += 1
 
 
