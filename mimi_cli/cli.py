@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -506,6 +507,111 @@ def bench(
     result = run_bench(weights, device.value, dtype.value, threads, settings, compare,
                        log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
+@app.command()
+@command
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 127.0.0.1 takes local clients only "
+                                                          "(docs/serve.md says what exposing it needs)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    max_streams: int = typer.Option(64, "--max-streams", min=1, help="Live streams at most; more are refused "
+                                                                     "(close code 1013)."),
+    token: str = typer.Option(None, "--token", envvar="MIMI_TOKEN", show_default=False,
+                              help="Require this secret (Authorization: Bearer, or ?token=); env MIMI_TOKEN."),
+    weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    max_wait_ms: float = typer.Option(80.0, "--max-wait-ms", min=0.0,
+                                      help="How long streams with a frame wait for the others to have one before "
+                                           "they step without them."),
+    quiet: bool = Quiet,
+) -> None:
+    """Live encode and decode for many clients at once, over WebSockets, stepped as one batch.
+
+    \b
+      /v1/encode?rate=R&channels=C&format=s16le|f32le&num_codebooks=K   PCM in, codes out
+      /v1/decode?rate=R&format=s16le|f32le                              codes in, PCM out
+      /            a page that streams the microphone and plays the decoded audio
+      /health      JSON    /metrics  Prometheus text
+
+    Ctrl-C or SIGTERM closes every stream (1001) and exits. The protocol is in docs/serve.md.
+    """
+    try:
+        from .serve.app import ServeConfig, run_server
+    except ImportError:
+        raise _Fail("mimi serve needs aiohttp: pip install 'mimi-cli[serve]'", 2) from None
+    codec = _load(weights, device, dtype)
+    from .streaming import warm_up
+
+    warm_up(codec, "encode")
+    warm_up(codec, "decode")
+    config = ServeConfig(host, port, max_streams, token, num_codebooks, max_wait_ms / 1000)
+    if not quiet:
+        typer.echo(f"mimi: serving on http://{host}:{port}/ ({codec.device}, up to {max_streams} streams)", err=True)
+    run_server(codec, config, weights)
+
+
+@app.command()
+@command
+def verify(
+    inputs: list[str] = typer.Argument(..., metavar="AUDIO...", help="Audio files, directories, globs, @lists, "
+                                                                      "as `mimi encode` takes them."),
+    weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = typer.Option(
+        Device.cpu, "--device", help="Device of the way under test (the reference runs on the CPU)."),
+    dtype: DType = typer.Option(DType.float32, "--dtype", help="Precision of the way under test."),
+    chunk_samples: int = typer.Option(None, "--chunk-samples", min=1, show_default=False,
+                                      help="Stream each file in pieces of this many samples (24 kHz), as live "
+                                           "pipes and the server do."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Encode and decode files this many at a time."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    quiet: bool = Quiet,
+) -> None:
+    """How far a way of running Mimi is from the reference, on your audio.
+
+    The reference: float32, offline, one file at a time, on the CPU. The way under test: the
+    given --dtype, --device, --chunk-samples or --batch-size. Prints, per codebook, the share of
+    frames whose code equals the reference's, the share equal in all K, and the SNR of the
+    decoded audio against the reference decode.
+    """
+    from .dataset import load_items
+    from .formats.audio import AudioError
+    from .formats.sources import collect_sources
+    from .verify import Way
+    from .verify import verify as run_verify
+
+    if chunk_samples and batch_size > 1:
+        raise _Fail("--chunk-samples streams one file at a time: give it or --batch-size, not both", 2)
+    sources, problems = collect_sources(inputs)
+    audios, failed = [], list(problems)
+    for source in sources:
+        try:
+            audios.extend(it.pcm for it in load_items(source, "mix"))
+        except AudioError as e:
+            failed.append(source)
+            typer.echo(f"mimi: {source.id}: {e}", err=True)
+    if not audios:
+        raise _Fail("no audio to verify on", 1 if failed else 2)
+    reference = _load(weights, Device.cpu, DType.float32)
+    same = device is Device.cpu and dtype is DType.float32
+    way_codec = reference if same else _load(weights, device, dtype)
+    report = run_verify(reference, way_codec, audios, num_codebooks, Way(chunk_samples, batch_size))
+    if as_json:
+        typer.echo(json.dumps({"way": {"device": str(way_codec.device), "dtype": dtype.value,
+                                       "chunk_samples": chunk_samples, "batch_size": batch_size},
+                               **report.as_dict()}, indent=2))
+    else:
+        how = (f"streamed in pieces of {chunk_samples} samples" if chunk_samples
+               else f"batches of {batch_size}" if batch_size > 1 else "offline, one file at a time")
+        lines = [f"{report.files} files, {report.frames} frames, K={report.num_codebooks}; way: {dtype.value} on "
+                 f"{way_codec.device}, {how}; reference: float32 on cpu, offline, one file at a time",
+                 "codebook   frames equal to the reference"]
+        lines += [f"{k:8d}   {share:8.2%}" for k, share in enumerate(report.per_codebook)]
+        lines.append(f"all {report.num_codebooks:<4d}   {report.all_codebooks:8.2%}")
+        snr = "identical" if math.isinf(report.snr_db) else f"{report.snr_db:.1f} dB"
+        worst = "identical" if math.isinf(report.worst_file_snr_db) else f"{report.worst_file_snr_db:.1f} dB"
+        lines.append(f"decoded audio against the reference decode: SNR {snr} (worst file: {worst})")
+        typer.echo("\n".join(lines))
+    if failed:
+        raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:

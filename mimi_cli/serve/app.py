@@ -1,0 +1,384 @@
+"""`mimi serve`: WebSocket endpoints for live encode and decode, a browser page, health and
+metrics, over aiohttp. The protocol is in docs/serve.md."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import soxr
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..codec import FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
+from ..formats.pcm import PcmDecoder, PcmFormat, StreamFormatError, encode_pcm
+from ..formats.tokenstream import HEADER, StreamHeader, binary_frame, binary_header, parse_binary_header
+from .batcher import DecodeStream, EncodeStream, Stepper
+from .metrics import Metrics
+
+log = logging.getLogger("mimi.serve")
+FORMATS = ("s16le", "f32le")
+MIN_RATE, MAX_RATE = 8000, 192000
+MAX_CHANNELS = 8
+MAX_MESSAGE_BYTES = 1 << 20
+BUFFER_FRAMES = 25  # input a client may have waiting (2 s): more, and the server stops reading it
+QUEUE_MESSAGES = 64  # output a client may leave unread (5 s of frames): more, and it is disconnected
+CLOSE_TIMEOUT_S = 3.0  # how long a close waits for the client's reply
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION  # 1008
+CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER  # 1013
+CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_streams: int = 64
+    token: str | None = None
+    num_codebooks: int = 8
+    max_wait_s: float = 0.08  # how long streams with a frame wait for the others before stepping without them
+
+
+class BadRequest(ValueError):
+    """A query or stream the server refuses (closed with 1008 and this message)."""
+
+
+def _int(query, name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name}={value} is not in {lo}..{hi}")
+    return value
+
+
+def _format(query) -> str:
+    fmt = query.get("format", "s16le")
+    if fmt not in FORMATS:
+        raise BadRequest(f"format={fmt!r}: one of {', '.join(FORMATS)}")
+    return fmt
+
+
+class Server:
+    """The state of one running server: the stepper thread, live connections and counters."""
+
+    def __init__(self, codec: MimiCodec, config: ServeConfig, model: str) -> None:
+        self.codec, self.config, self.model = codec, config, model
+        self.metrics = Metrics()
+        self.stepper = Stepper(codec, config.max_wait_s, on_step=self.metrics.stepped)
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    # -- the app ------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([web.get("/", self.page), web.get("/worklet.js", self.worklet),
+                        web.get("/health", self.health), web.get("/metrics", self.metrics_text),
+                        web.get("/v1/encode", self.encode), web.get("/v1/decode", self.decode)])
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stepper.start()
+
+    async def _shutdown(self, app: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        self.stepper.stop()
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_static("index.html"), content_type="text/html")
+
+    async def worklet(self, request: web.Request) -> web.Response:
+        return web.Response(text=_static("worklet.js"), content_type="application/javascript")
+
+    async def health(self, request: web.Request) -> web.Response:
+        live = self.stepper.live
+        return web.json_response({"status": "ok", "live_streams": live, "connections": len(self.sockets),
+                                  "capacity": self.config.max_streams,
+                                  "device": str(self.codec.device), "dtype": str(self.codec.dtype).removeprefix(
+                                      "torch."), "model": self.model, "num_codebooks": self.config.num_codebooks})
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.text(self.stepper.live), content_type="text/plain",
+                            charset="utf-8")
+
+    # -- connections --------------------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> bool:
+        if self.config.token is None:
+            return True
+        given = request.query.get("token")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[len("Bearer "):]
+        return given is not None and hmac.compare_digest(given.encode(), self.config.token.encode())
+
+    async def _accept(self, request: web.Request) -> tuple[web.WebSocketResponse, bool]:
+        """The WebSocket, and whether it may go on (if not, it is closed with the code that says why)."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30, timeout=CLOSE_TIMEOUT_S)
+        await ws.prepare(request)
+        if not self._authorized(request):
+            self.metrics.refused("unauthorized")
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"no or wrong token")
+            return ws, False
+        if len(self.sockets) >= self.config.max_streams:  # connections, streams or not yet
+            self.metrics.refused("full")
+            await ws.close(code=CLOSE_FULL, message=f"full: {self.config.max_streams} streams".encode())
+            return ws, False
+        self.sockets.add(ws)
+        return ws, True
+
+    async def _refuse(self, ws: web.WebSocketResponse, reason: str) -> None:
+        self.sockets.discard(ws)
+        self.metrics.refused("bad request")
+        await ws.close(code=CLOSE_POLICY, message=reason.encode()[:120])
+
+    async def encode(self, request: web.Request) -> web.WebSocketResponse:
+        ws, ok = await self._accept(request)
+        if not ok:
+            return ws
+        try:
+            q = request.query
+            fmt = PcmFormat(_int(q, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE),
+                            _int(q, "channels", 1, 1, MAX_CHANNELS), _format(q))
+            k = _int(q, "num_codebooks", self.config.num_codebooks, 1, self.codec.config.num_codebooks)
+        except BadRequest as e:
+            await self._refuse(ws, str(e))
+            return ws
+        conn = _Connection(self, ws)
+        stream = EncodeStream(k, conn.deliver_codes, conn.done_soon)
+        audio = _AudioIn(fmt)
+        await ws.send_bytes(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
+                                                       self.codec.config.codebook_size)))
+        await conn.run(stream, lambda data: stream.push(audio(data)), lambda: stream.push(audio.tail()))
+        return ws
+
+    async def decode(self, request: web.Request) -> web.WebSocketResponse:
+        ws, ok = await self._accept(request)
+        if not ok:
+            return ws
+        try:
+            rate = _int(request.query, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE)
+            fmt = _format(request.query)
+        except BadRequest as e:
+            await self._refuse(ws, str(e))
+            return ws
+        conn = _Connection(self, ws)
+        tokens = _TokensIn(self.codec.config.num_codebooks)
+        audio = _AudioOut(rate, fmt)
+        stream_box: list[DecodeStream] = []
+
+        def deliver(pcm: np.ndarray) -> None:  # on the stepper thread: one message a frame
+            for i in range(0, pcm.size, FRAME_SAMPLES):
+                conn.send(audio(pcm[i:i + FRAME_SAMPLES]))
+
+        def done() -> None:  # on the stepper thread, after the last frame's audio
+            conn.send(audio.tail())
+            conn.done_soon()
+
+        def feed(data: bytes) -> None:
+            frames = tokens(data)
+            if not stream_box:
+                if tokens.header is None:
+                    return
+                stream_box.append(DecodeStream(tokens.header.num_codebooks, deliver, done))
+                self.stepper.add(stream_box[0])
+            stream_box[0].push(frames)
+
+        await conn.run(None, feed, lambda: None, lambda: stream_box[0] if stream_box else None)
+        return ws
+
+
+class _Connection:
+    """One WebSocket's life: read input (with backpressure), send output in order (with a bound),
+    end on `{"type": "end"}` (after the last output) or when the client goes."""
+
+    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
+        self.server, self.ws = server, ws
+        self.loop = server.loop
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_MESSAGES)
+        self.finished = asyncio.Event()
+        self.too_slow = False
+
+    # Called on the stepper thread.
+    def deliver_codes(self, codes: np.ndarray) -> None:
+        for frame in codes.T:
+            self.send(frame.astype("<u2").tobytes())
+
+    def send(self, data: bytes) -> None:
+        self.loop.call_soon_threadsafe(self._put, data)
+
+    def done_soon(self) -> None:
+        self.loop.call_soon_threadsafe(self.finished.set)
+
+    def _put(self, data: bytes) -> None:
+        if data and not self.too_slow:
+            try:
+                self.queue.put_nowait(data)
+            except asyncio.QueueFull:
+                self.too_slow = True
+
+    async def _sender(self) -> None:
+        while True:
+            data = await self.queue.get()
+            if data is None:
+                return
+            await self.ws.send_bytes(data)
+
+    async def run(self, stream, feed, finish, current=None) -> None:
+        """Reads messages until end or close; `feed(bytes)` takes input, `finish()` flushes it."""
+        server = self.server
+        current = current or (lambda: stream)
+        if stream is not None:
+            server.stepper.add(stream)
+        sender = asyncio.create_task(self._sender())
+        reason: tuple[int, str] | None = None
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.BINARY:
+                    try:
+                        feed(msg.data)
+                    except (StreamFormatError, BadRequest) as e:
+                        reason = (CLOSE_POLICY, str(e))
+                        break
+                    server.stepper.wake()
+                    s = current()
+                    while s is not None and s.buffered > BUFFER_FRAMES and not self.too_slow:
+                        await asyncio.sleep(0.01)  # backpressure: TCP holds the client while we wait
+                    if self.too_slow:
+                        break
+                elif msg.type == WSMsgType.TEXT:
+                    try:
+                        kind = json.loads(msg.data).get("type")
+                    except (ValueError, AttributeError):
+                        kind = None
+                    if kind != "end":
+                        reason = (CLOSE_POLICY, 'text messages are {"type": "end"} only')
+                        break
+                    finish()
+                    s = current()
+                    if s is None:
+                        break
+                    s.end()
+                    server.stepper.wake()
+                    await self.finished.wait()
+                    break
+                else:
+                    break
+            if self.too_slow:
+                server.metrics.error("slow client")
+                reason = (CLOSE_POLICY, "the client does not read its output")
+        finally:
+            s = current()
+            if s is not None:
+                s.closed = True
+                server.stepper.wake()
+            if self.too_slow:  # what it has not read will not be read: drop it
+                sender.cancel()
+            else:
+                await self._put_when_room(None)
+                try:
+                    await asyncio.wait_for(sender, timeout=5)
+                except (asyncio.TimeoutError, ConnectionError):
+                    sender.cancel()
+            server.sockets.discard(self.ws)
+            if reason is not None:
+                server.metrics.error("bad stream" if reason[0] == CLOSE_POLICY else "other")
+                await self.ws.close(code=reason[0], message=reason[1].encode()[:120])
+            else:
+                await self.ws.close(code=WSCloseCode.OK)
+
+    async def _put_when_room(self, item) -> None:
+        try:
+            await asyncio.wait_for(self.queue.put(item), timeout=5)
+        except asyncio.TimeoutError:
+            pass
+
+
+class _AudioIn:
+    """PCM bytes of the client's format -> 24 kHz mono float32 (resampled as it streams)."""
+
+    def __init__(self, fmt: PcmFormat) -> None:
+        self.pcm = PcmDecoder(fmt)
+        self.resampler = (soxr.ResampleStream(fmt.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                          if fmt.rate != SAMPLE_RATE else None)
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        audio = self.pcm(data)
+        if not np.isfinite(audio).all():
+            raise BadRequest("the audio holds NaN or infinite samples")
+        return self.resampler.resample_chunk(audio) if self.resampler is not None else audio
+
+    def tail(self) -> np.ndarray:
+        if self.resampler is None:
+            return np.zeros(0, np.float32)
+        return self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+class _AudioOut:
+    """Decoded 24 kHz audio -> PCM bytes at the client's rate and format."""
+
+    def __init__(self, rate: int, fmt: str) -> None:
+        self.fmt = fmt
+        self.resampler = (soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="float32", quality="HQ")
+                          if rate != SAMPLE_RATE else None)
+
+    def __call__(self, audio: np.ndarray) -> bytes:
+        if self.resampler is not None:
+            audio = self.resampler.resample_chunk(audio)
+        return encode_pcm(audio, self.fmt)
+
+    def tail(self) -> bytes:
+        if self.resampler is None:
+            return b""
+        return encode_pcm(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True), self.fmt)
+
+
+class _TokensIn:
+    """A binary token stream split anyhow -> its header, then frames [K] as they complete."""
+
+    def __init__(self, max_codebooks: int) -> None:
+        self.max_codebooks = max_codebooks
+        self.header: StreamHeader | None = None
+        self.rest = b""
+        self.index = 0
+
+    def __call__(self, data: bytes) -> list[np.ndarray]:
+        self.rest += data
+        if self.header is None:
+            if len(self.rest) < HEADER.size:
+                return []
+            self.header = parse_binary_header(self.rest[:HEADER.size])
+            if self.header.num_codebooks > self.max_codebooks:
+                raise BadRequest(f"the stream has {self.header.num_codebooks} codebooks; Mimi has "
+                                 f"{self.max_codebooks}")
+            if self.header.codebook_size > 2048:
+                raise BadRequest(f"codebook size {self.header.codebook_size}; Mimi's is 2048")
+            self.rest = self.rest[HEADER.size:]
+        size = 2 * self.header.num_codebooks
+        whole = len(self.rest) // size * size
+        frames = [binary_frame(self.rest[i:i + size], self.header, self.index + i // size)
+                  for i in range(0, whole, size)]
+        self.rest = self.rest[whole:]
+        self.index += len(frames)
+        return frames
+
+
+def _static(name: str) -> str:
+    return resources.files("mimi_cli.serve").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def run_server(codec: MimiCodec, config: ServeConfig, model: str) -> None:
+    """Serves until SIGINT or SIGTERM, then closes every stream with 1001."""
+    server = Server(codec, config, model)
+    web.run_app(server.app(), host=config.host, port=config.port, print=None, access_log=None,
+                handle_signals=True, shutdown_timeout=5)
