@@ -72,8 +72,9 @@ class Engine:
 
     name = "mimi-cli"
 
-    def __init__(self, codec: MimiCodec, num_codebooks: int) -> None:
+    def __init__(self, codec: MimiCodec, num_codebooks: int, name: str | None = None) -> None:
         self.codec, self.k = codec, num_codebooks
+        self.name = name or self.name
         self.device = codec.device
         self.codebook_size = codec.config.codebook_size
 
@@ -137,8 +138,9 @@ class MoshiEngine(Engine):
         return self._streaming(batch, lambda codes: self.mimi.decode(codes))
 
 
-def _offline(engines: list[Engine], s: BenchSettings) -> list[dict]:
-    """x-real-time of offline encode and decode; engines alternate within each repeat."""
+def _offline(engines: list[Engine], s: BenchSettings) -> tuple[list[dict], list[torch.Tensor]]:
+    """x-real-time of offline encode and decode, engines alternating within each repeat; and
+    each engine's codes of the clip."""
     audio = 0.1 * torch.randn(1, 1, int(s.seconds * SAMPLE_RATE))
     audio = [audio.to(e.device) for e in engines]
     codes = [e.encode(a) for e, a in zip(engines, audio)]  # warm-up, and the codes to decode
@@ -151,7 +153,7 @@ def _offline(engines: list[Engine], s: BenchSettings) -> list[dict]:
             enc[i].append(timed(lambda e=e, i=i: e.encode(audio[i]), e.device))
             dec[i].append(timed(lambda e=e, i=i: e.decode(codes[i]), e.device))
     return [{"encode_x_realtime": s.seconds / statistics.median(a),
-             "decode_x_realtime": s.seconds / statistics.median(b)} for a, b in zip(enc, dec)]
+             "decode_x_realtime": s.seconds / statistics.median(b)} for a, b in zip(enc, dec)], codes
 
 
 def _step_times(engine: Engine, batch: int, frames: int, num_codebooks: int) -> tuple[list[float], list[float]]:
@@ -200,10 +202,14 @@ def run_bench(weights: str | None = None, device: str = "auto", dtype: str = "fl
     s = settings or BenchSettings()
     if threads:
         torch.set_num_threads(threads)
+    dtypes = [d.strip() for d in dtype.split(",") if d.strip()]  # "float32,int8": each measured, interleaved
     start = time.perf_counter()
-    codec = load_codec(weights, device=device, dtype=dtype, config=config)
+    codec = load_codec(weights, device=device, dtype=dtypes[0], config=config)
     load_s = time.perf_counter() - start
-    engines = [Engine(codec, s.num_codebooks)]
+    engines = [Engine(codec, s.num_codebooks, f"mimi-cli {dtypes[0]}" if len(dtypes) > 1 else None)]
+    for other in dtypes[1:]:
+        engines.append(Engine(load_codec(weights, device=device, dtype=other, config=config), s.num_codebooks,
+                              f"mimi-cli {other}"))
     if compare:
         if compare != "moshi":
             raise MimiError(f"--compare {compare}: only 'moshi' is supported")
@@ -212,7 +218,7 @@ def run_bench(weights: str | None = None, device: str = "auto", dtype: str = "fl
         engines.append(MoshiEngine(codec, s.num_codebooks))
     dev = codec.device
     result: dict = {
-        "device": str(dev), "hardware": _hardware_name(dev), "dtype": str(codec.dtype).replace("torch.", ""),
+        "device": str(dev), "hardware": _hardware_name(dev), "dtype": ",".join(dtypes),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "weights": codec.weights_info.get("source", ""), "synthetic_weights": "synthetic" in codec.weights_info,
         "num_codebooks": s.num_codebooks, "clip_seconds": s.seconds, "load_seconds": load_s,
@@ -220,10 +226,24 @@ def run_bench(weights: str | None = None, device: str = "auto", dtype: str = "fl
         "engines": {},
     }
     log("measuring offline encode and decode")
-    for engine, figures in zip(engines, _offline(engines, s)):
+    offline, codes = _offline(engines, s)
+    for engine, figures in zip(engines, offline):
         log(f"measuring {engine.name}: streaming")
         figures.update(_streaming(engine, s))
         result["engines"][engine.name] = figures
+    if len(dtypes) > 1:
+        base = result["engines"][engines[0].name]
+        result["vs_first_dtype"] = {}
+        for engine, c in zip(engines[1:], codes[1:]):
+            e = result["engines"][engine.name]
+            equal = (c.cpu() == codes[0].cpu())[0]  # [K, frames]
+            result["vs_first_dtype"][engine.name] = {
+                "encode_x_realtime": e["encode_x_realtime"] / base["encode_x_realtime"],
+                "encode_step": e["encode_step_ms_p50"] / base["encode_step_ms_p50"],
+                "decode_step": e["decode_step_ms_p50"] / base["decode_step_ms_p50"],
+                "live_encode_streams": e["max_realtime_streams"]["encode"],
+                "codes_equal_codebook0": float(equal[0].float().mean()),
+                "codes_equal_all": float(equal.all(0).float().mean())}
     if compare:
         ours, ref = result["engines"]["mimi-cli"], result["engines"]["moshi"]
         result["ratios_vs_moshi"] = {
@@ -269,6 +289,12 @@ def format_report(r: dict) -> str:
         m = e["max_realtime_streams"]
         lines.append(f"  live streams in real time (of those measured): encode {m['encode']}, "
                      f"decode {m['decode']}, encode+decode {m['encode+decode']}")
+    for name, x in r.get("vs_first_dtype", {}).items():
+        lines.append("")
+        lines.append(f"{name} against {names[0]}: offline encode {x['encode_x_realtime']:.2f}x the speed; "
+                     f"streaming step {x['encode_step']:.2f}x (encode), {x['decode_step']:.2f}x (decode) the time; "
+                     f"codes of the clip equal on {x['codes_equal_all']:.1%} of frames in all K "
+                     f"({x['codes_equal_codebook0']:.1%} in codebook 0; `mimi verify` measures your audio)")
     if "ratios_vs_moshi" in r:
         x = r["ratios_vs_moshi"]
         lines.append("")

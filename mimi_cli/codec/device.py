@@ -38,7 +38,7 @@ def resolve_dtype(name: str | torch.dtype = "float32") -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
     if name not in DTYPES:
-        raise DeviceError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+        raise DeviceError(f"unknown dtype {name!r}: use float32, bfloat16 or float16 (or int8 on the CPU)")
     return DTYPES[name]
 
 

@@ -68,12 +68,38 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
+def pack_int8(weight: torch.Tensor, bias: torch.Tensor | None):
+    """fbgemm's packed int8 form of an fp32 CPU weight [out, in], one scale per output channel."""
+    import warnings
+
+    scales = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+    with warnings.catch_warnings():  # fbgemm's kernels take torch's quantized tensors as input
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(weight.detach().float(), scales, torch.zeros_like(scales, dtype=torch.long),
+                                       0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
+
+
+def linear_int8(x: torch.Tensor, packed, out_features: int) -> torch.Tensor:
+    """x @ W.T with W int8 (per-channel scales) and x quantized per call (fbgemm's dynamic linear)."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    flat = x.reshape(rows, x.shape[-1]).float().contiguous()
+    return torch.ops.quantized.linear_dynamic(flat, packed, True).view(*x.shape[:-1], out_features)
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters and state_dict) through `linear`."""
+    """nn.Linear (same parameters and state_dict) through `linear`; through `linear_int8` once
+    `quantize_int8` has packed its weight (the fp32 weight stays, for the state_dict)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.blocks = WeightBlocks()
+        self.int8 = None
+
+    def quantize_int8(self) -> None:
+        self.int8 = pack_int8(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8 is not None and x.device.type == "cpu":
+            return linear_int8(x, self.int8, self.out_features)
         return linear(x, self.weight, self.bias, self.blocks)

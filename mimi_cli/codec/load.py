@@ -7,7 +7,7 @@ import os
 import torch
 
 from .config import MimiConfig
-from .device import resolve_device, resolve_dtype
+from .device import DeviceError, resolve_device, resolve_dtype
 from .model import MimiCodec
 from .weights import SYNTHETIC_WARNING, convert_state_dict, detect_layout, resolve_weights, synthetic_tensors
 
@@ -19,7 +19,11 @@ def load_codec(weights: str | os.PathLike | None = None, device: str | torch.dev
     """A MimiCodec in eval mode with weights from a Hub repo id, a local file or directory,
     or `synthetic[:SEED]` (default: $MIMI_WEIGHTS, else kyutai/mimi)."""
     config = config or MimiConfig()
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    int8 = dtype == "int8"  # float32 activations, int8 transformer weights (CPU: fbgemm's kernels)
+    dev, dt = resolve_device(device), resolve_dtype("float32" if int8 else dtype)
+    if int8 and dev.type != "cpu":
+        raise DeviceError(f"--dtype int8 runs on the CPU (fbgemm's int8 kernels); on {dev.type} use bfloat16 or "
+                          "float16")
     tensors, info = resolve_weights(weights)
     if isinstance(tensors, int):
         log.warning(SYNTHETIC_WARNING.format(seed=tensors))
@@ -34,5 +38,7 @@ def load_codec(weights: str | os.PathLike | None = None, device: str | torch.dev
     for rvq in (model.quantizer.semantic, model.quantizer.acoustic):
         rvq.codebooks = rvq.codebooks.float()  # the token decision stays in float32
     model.prepare_for_inference()
+    if int8:
+        model.quantize_int8()
     model.weights_info = dict(info)
     return model

@@ -18,7 +18,7 @@ from .config import MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
 from .device import ieee_float32
 from .errors import InvalidArgument, StreamError
-from .linear import WeightBlocks
+from .linear import Linear, WeightBlocks
 from .quantizer import SplitResidualVQ
 from .seanet import SeanetDecoder, SeanetEncoder
 from .state import DecoderState, EncoderState
@@ -110,6 +110,16 @@ class MimiCodec(nn.Module):
         for module in self.modules():  # few-row copies of the old layout would be stale
             if isinstance(getattr(module, "blocks", None), WeightBlocks):
                 module.blocks.clear()
+        return self
+
+    def quantize_int8(self) -> MimiCodec:
+        """Transformer weights as int8 with per-channel scales, run by fbgemm's dynamic int8
+        linear on the CPU (`--dtype int8`); convolutions and the codebook search stay float32
+        (int8 convolutions ran faster still but doubled the frames whose codes differ, design.md).
+        Codes then differ from float32's on some frames (`mimi verify --dtype int8` says how many)."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.quantize_int8()
         return self
 
     # -- states -----------------------------------------------------------------------------

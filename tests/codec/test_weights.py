@@ -180,4 +180,4 @@ def test_dtype_and_device_selection():
     assert codec.dtype == torch.bfloat16
     assert codec.quantizer.acoustic.codebooks.dtype == torch.float32
     with pytest.raises(Exception, match="float32, bfloat16 or float16"):
-        load_codec("synthetic", device="cpu", dtype="int8", config=TINY)
+        load_codec("synthetic", device="cpu", dtype="int4", config=TINY)
