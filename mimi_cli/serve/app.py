@@ -157,8 +157,8 @@ class Server:
         conn = _Connection(self, ws)
         stream = EncodeStream(k, conn.deliver_codes, conn.done_soon)
         audio = _AudioIn(fmt)
-        await ws.send_bytes(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
-                                                       self.codec.config.codebook_size)))
+        conn.queue.put_nowait(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
+                                                         self.codec.config.codebook_size)))  # sent first
         await conn.run(stream, lambda data: stream.push(audio(data)), lambda: stream.push(audio.tail()))
         return ws
 
