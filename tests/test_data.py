@@ -209,3 +209,23 @@ def test_the_training_example_in_the_docs_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(example, "docs/training.md", "exec"), scope)
     assert torch.isfinite(scope["loss"]) and scope["epoch"] == 1
+
+
+def test_npy_datasets_single_files_and_uris_are_read(tmp_path, tiny, monkeypatch):
+    """What `mimi encode` writes as npy and as one .parquet, by path and by file:// URI."""
+    from typer.testing import CliRunner
+
+    from mimi_cli import cli
+    from tests.helpers import write_corpus
+
+    write_corpus(tmp_path / "corpus")
+    monkeypatch.setattr(cli, "_load", lambda weights, device, dtype: tiny)
+    runner = CliRunner()
+    for out, extra in [("npy", ["--format", "npy"]), ("one.parquet", [])]:
+        result = runner.invoke(cli.app, ["encode", str(tmp_path / "corpus"), str(tmp_path / out), "-q", "4", *extra])
+        assert result.exit_code == 0, result.output
+    stored = {r["id"]: np.asarray(r["codes"]) for r in pq.read_table(tmp_path / "one.parquet").to_pylist()}
+    for source in (tmp_path / "npy", tmp_path / "one.parquet", f"file://{tmp_path}/npy", f"file://{tmp_path}/one.parquet"):
+        items = {it["id"]: it["codes"].numpy() for it in TokenDataset(source)}
+        assert items.keys() == stored.keys(), source
+        assert all(np.array_equal(items[i], stored[i]) for i in items), source

@@ -221,3 +221,15 @@ def test_containers_named_by_uri(run, tmp_path, reference):
     got = rows(tmp_path / "tok")
     assert set(got) == {"spk/s0", "spk/s1", "s3.ogg", "s4.flac"}
     same_codes(got, reference, lambda i: i.split("/")[-1].split(".")[0])
+
+
+def test_a_table_with_two_audio_columns_needs_audio_column(run, tmp_path, reference):
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    near = pa.array([{"bytes": (tmp_path / "clips/s0.flac").read_bytes(), "path": "a.flac"}], struct)
+    far = pa.array([{"bytes": (tmp_path / "clips/s4.flac").read_bytes(), "path": "b.flac"}], struct)
+    pq.write_table(pa.table({"near": near, "far": far}), tmp_path / "two.parquet")
+    ambiguous = run("encode", "two.parquet", "out", "-q", K)
+    assert ambiguous.exit_code == 2 and "--audio-column" in ambiguous.output
+    chosen = run("encode", "two.parquet", "out", "-q", K, "--audio-column", "far")
+    assert chosen.exit_code == 0, chosen.output
+    assert rows(tmp_path / "out")["b.flac"]["codes"] == reference["s4"]["codes"]
