@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--weights", default="synthetic")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--url", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="the server's --threads")
     ap.add_argument("--processes", action="store_true")
     ap.add_argument("--churn", type=float, default=0.0, help="seconds of clients coming and going")
     ap.add_argument("--max-latency-ms", type=float, default=500.0, help="p99 above this is not live")
@@ -199,7 +200,8 @@ def main() -> None:
         port = free_port()
         sizes = [int(n) for n in a.streams.split(",")]
         proc = subprocess.Popen([sys.executable, "-m", "mimi_cli.cli", "serve", "--weights", a.weights, "--device",
-                                 a.device, "--port", str(port), "--max-streams", str(max(sizes) + 1), "--quiet"],
+                                 a.device, "--port", str(port), "--max-streams", str(max(sizes) + 1), "--quiet",
+                                 *(["--threads", str(a.threads)] if a.threads else [])],
                                 env={**os.environ})
         url = f"ws://127.0.0.1:{port}"
         for _ in range(600):

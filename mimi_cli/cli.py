@@ -531,6 +531,8 @@ def serve(
     max_wait_ms: float = typer.Option(80.0, "--max-wait-ms", min=0.0,
                                       help="How long streams with a frame wait for the others to have one before "
                                            "they step without them."),
+    threads: int = typer.Option(None, "--threads", min=1, show_default="torch's choice",
+                                help="CPU threads of the batched step."),
     quiet: bool = Quiet,
 ) -> None:
     """Live encode and decode for many clients at once, over WebSockets, stepped as one batch.
@@ -547,6 +549,10 @@ def serve(
         from .serve.app import ServeConfig, run_server
     except ImportError:
         raise _Fail("mimi serve needs aiohttp: pip install 'mimi-cli[serve]'", 2) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     codec = _load(weights, device, dtype)
     from .streaming import warm_up
 

@@ -159,7 +159,7 @@ class Server:
         audio = _AudioIn(fmt)
         conn.queue.put_nowait(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
                                                          self.codec.config.codebook_size)))  # sent first
-        await conn.run(stream, lambda data: stream.push(audio(data)), lambda: stream.push(audio.tail()))
+        await conn.run(stream, lambda data: stream.push(audio(data)), lambda: stream.push(audio.tail()) and None)
         return ws
 
     async def decode(self, request: web.Request) -> web.WebSocketResponse:
@@ -185,14 +185,14 @@ class Server:
             conn.send(audio.tail())
             conn.done_soon()
 
-        def feed(data: bytes) -> None:
+        def feed(data: bytes) -> bool:
             frames = tokens(data)
             if not stream_box:
                 if tokens.header is None:
-                    return
+                    return False
                 stream_box.append(DecodeStream(tokens.header.num_codebooks, deliver, done))
                 self.stepper.add(stream_box[0])
-            stream_box[0].push(frames)
+            return stream_box[0].push(frames)
 
         await conn.run(None, feed, lambda: None, lambda: stream_box[0] if stream_box else None)
         return ws
@@ -246,11 +246,12 @@ class _Connection:
             async for msg in self.ws:
                 if msg.type == WSMsgType.BINARY:
                     try:
-                        feed(msg.data)
+                        completed = feed(msg.data)
                     except (StreamFormatError, BadRequest) as e:
                         reason = (CLOSE_POLICY, str(e))
                         break
-                    server.stepper.wake()
+                    if completed:  # a frame is whole: the stepper may have a step to make
+                        server.stepper.wake()
                     s = current()
                     while s is not None and s.buffered > BUFFER_FRAMES and not self.too_slow:
                         await asyncio.sleep(0.01)  # backpressure: TCP holds the client while we wait

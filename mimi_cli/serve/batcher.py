@@ -74,10 +74,13 @@ class EncodeStream(Stream):
         self.num_codebooks = num_codebooks
         self.samples = np.zeros(0, np.float32)
 
-    def push(self, audio: np.ndarray) -> None:
+    def push(self, audio: np.ndarray) -> bool:
+        """Adds samples; True if they complete a frame (the stepper need not wake otherwise)."""
         with self.lock:
+            before = self.frames_ready()
             self.samples = np.concatenate([self.samples, audio]) if self.samples.size else audio
             self._mark_ready()
+            return self.frames_ready() > before
 
     def frames_ready(self) -> int:
         return self.samples.size // FRAME_SAMPLES
@@ -105,10 +108,11 @@ class DecodeStream(Stream):
         self.num_codebooks = num_codebooks
         self.frames: list[np.ndarray] = []
 
-    def push(self, frames: list[np.ndarray]) -> None:
+    def push(self, frames: list[np.ndarray]) -> bool:
         with self.lock:
             self.frames.extend(frames)
             self._mark_ready()
+            return bool(frames)
 
     def frames_ready(self) -> int:
         return len(self.frames)
@@ -270,7 +274,7 @@ class Stepper:
             with self.wakeup:
                 if self.stopping:
                     return
-                self.wakeup.wait(timeout=0.005)
+                self.wakeup.wait(timeout=0.01)  # woken when a frame completes; the timeout serves max_wait_s
                 self._take_incoming()
             groups = [("encode", self.encode), *(("decode", g) for g in self.decode.values())]
             for kind, group in groups:
