@@ -140,7 +140,7 @@ class _Collector:
     def problem(self, item: str, error: str) -> None:
         self.problems.append(Problem(printable(item), printable(item), error))
 
-    def file(self, path: Location, base: Path, explicit: bool = True) -> None:
+    def file(self, path: Location, base: Path) -> None:
         """One file named by an INPUT: an audio file, or a manifest or container of many."""
         name = path.name.lower()
         if name.endswith(".tar"):
@@ -151,9 +151,7 @@ class _Collector:
             except ContainerError as e:
                 raise InputError(str(e)) from None
             if columns:
-                return self.hf_parquet([path], path.parent if explicit else base, columns, single=explicit)
-            if not explicit:
-                return None  # a directory's other Parquet files (a token dataset, say) are not inputs
+                return self.hf_parquet([path], path.parent, columns, single=True)
         if (name.endswith(".jsonl") or name.endswith(".jsonl.gz")) and isinstance(path, Path) and is_lhotse(path):
             return self.lhotse(path)
         if isinstance(path, Path) and is_manifest(path):

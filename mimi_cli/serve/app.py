@@ -163,7 +163,10 @@ class Server:
         audio = _AudioIn(fmt)
         conn.queue.put_nowait(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
                                                          self.codec.config.codebook_size)))  # sent first
-        await conn.run(stream, lambda data: stream.push(audio(data)), lambda: stream.push(audio.tail()) and None)
+        def finish() -> None:  # the resampler's last samples, before the last frame is padded
+            stream.push(audio.tail())
+
+        await conn.run(stream, lambda data: stream.push(audio(data)), finish)
         return ws
 
     async def decode(self, request: web.Request) -> web.WebSocketResponse:
