@@ -186,8 +186,7 @@ class _Collector:
             raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(item)} holds "
                              "audio files")
         for f in audio:
-            self.found.append(Source(f, printable(str(f.relative_to(root).as_posix() if isinstance(f, Path)
-                                                      else f.relative_to(root)))))
+            self.found.append(Source(f, _below(f, root)))
         if hf:
             self.hf_parquet([t for t, _ in hf], root, hf[0][1], single=False)
 
@@ -247,10 +246,11 @@ class _Collector:
         by_path = len(set(paths)) == len(paths) and None not in paths
 
         def name(f: Location, it: Item) -> str:
+            row = f"{printable(f.name) if single else _below(f, root)}:{it.key}"  # FILE:ROW
             if o.id_column:
                 value = it.fields.get(o.id_column)
-                return f"{_container_name(f, root, single)}:{it.key}" if value is None else str(value)
-            return it.path if by_path else f"{_container_name(f, root, single)}:{it.key}"
+                return row if value is None else str(value)
+            return it.path if by_path else row
 
         self.items([(it, name(f, it), f) for f, it in listed], types)
 
@@ -316,9 +316,8 @@ class _Collector:
                                      it.mtime_ns, it.fingerprint, it.duration_s))
 
 
-def _container_name(f: Location, root: Location, single: bool) -> str:
-    if single:
-        return printable(f.name)
+def _below(f: Location, root: Location) -> str:
+    """`f`'s path below the directory `root`, as an id."""
     return printable(str(f.relative_to(root).as_posix() if isinstance(f, Path) else f.relative_to(root)))
 
 
