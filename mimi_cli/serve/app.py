@@ -128,7 +128,9 @@ class Server:
 
     async def _accept(self, request: web.Request) -> tuple[web.WebSocketResponse, bool]:
         """The WebSocket, and whether it may go on (if not, it is closed with the code that says why)."""
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30, timeout=CLOSE_TIMEOUT_S)
+        # No permessage-deflate: PCM and codes do not compress, and each connection would hold a zlib stream.
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30, timeout=CLOSE_TIMEOUT_S,
+                                   compress=False)
         await ws.prepare(request)
         if not self._authorized(request):
             self.metrics.refused("unauthorized")
