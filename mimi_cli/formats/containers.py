@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .audio import AUDIO_EXTENSIONS, AudioError, probe_bytes, read_audio
-from .storage import Location, RemotePath
+from .storage import Location, RemotePath, first_line
 
 MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
 MAX_FIELD_BYTES = 1 << 20  # a .json / .txt member read for its fields
@@ -100,17 +100,13 @@ def _row_group_bytes(cell: ParquetCell) -> pa.Array:
             with _open(cell.container) as f:
                 table = pq.ParquetFile(f).read_row_group(cell.row_group, columns=[f"{cell.column}.bytes"])
         except (pa.ArrowException, OSError) as e:
-            raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {_first_line(e)}") from None
+            raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {first_line(e)}") from None
         _cache.groups[cell.row_group] = table.column(0).combine_chunks().field("bytes")
     return _cache.groups[cell.row_group]
 
 
 def _open(container: Location):
     return container.open("rb") if isinstance(container, RemotePath) else open(container, "rb")
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 @dataclass
@@ -153,7 +149,7 @@ def tar_items(container: Location) -> Iterator[Item]:
         with _open(container) as f:
             yield from _samples(tarfile.open(fileobj=f, mode="r:"), container)
     except tarfile.TarError as e:
-        raise ContainerError(f"{container}: not a readable tar file ({_first_line(e)})") from None
+        raise ContainerError(f"{container}: not a readable tar file ({first_line(e)})") from None
 
 
 def _samples(tar: tarfile.TarFile, container: Location) -> Iterator[Item]:
@@ -164,7 +160,7 @@ def _samples(tar: tarfile.TarFile, container: Location) -> Iterator[Item]:
         except tarfile.TarError as e:  # a damaged header ends the listing, like webdataset's reader
             yield from _sample(current)
             yield Item(f"<after {current.key if current else 'the start'}>", None,
-                       error=f"damaged tar header: {_first_line(e)}")
+                       error=f"damaged tar header: {first_line(e)}")
             return
         if info is None:
             break
@@ -255,7 +251,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                     yield item
                     row += 1
     except (pa.ArrowException, OSError) as e:
-        raise ContainerError(f"{container}: cannot read it as Parquet ({_first_line(e)})") from None
+        raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
 
 def _struct_paths(audio: pa.StructArray) -> list[str | None]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .storage import first_line
+
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 PATH_COLUMNS = ("path", "audio", "audio_filepath")  # tried in this order: ours, Common Voice's, NeMo's
 RESERVED = {"id", "channel", "codes", "num_frames", "num_samples", "duration_s", "npy_path",
@@ -83,5 +85,5 @@ def _read(path: Path) -> pa.Table:
         parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
         return pcsv.read_csv(path, parse_options=parse)
     except (pa.ArrowInvalid, OSError, ValueError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ManifestError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} manifest ({reason})") from None
+        raise ManifestError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} manifest "
+                            f"({first_line(e)})") from None

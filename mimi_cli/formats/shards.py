@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
-from .storage import Location, atomic_write, readable
+from .storage import Location, atomic_write, first_line, readable
 from .tokenstream import MAX_CODEBOOKS
 
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
@@ -211,11 +211,7 @@ def _parquet(shard: Location) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(readable(shard))
     except _READ_ERRORS as e:
-        raise DatasetError(f"{shard}: not a readable Parquet token file ({_first_line(e)})") from None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None
 
 
 class NoProvenanceError(DatasetError):
@@ -275,7 +271,7 @@ def read_table(path: Location, columns: list[str] | None = None, optional: tuple
         tables = [one(f) for f in files]
         return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     except _READ_ERRORS as e:
-        raise DatasetError(f"{path}: cannot read token shards ({_first_line(e)})") from None
+        raise DatasetError(f"{path}: cannot read token shards ({first_line(e)})") from None
 
 
 def open_shard(shard: Location) -> pq.ParquetFile:
@@ -314,7 +310,7 @@ def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Locat
                          "channel": r["channel"], "error": error}
                 yield r
     except _READ_ERRORS as e:
-        raise DatasetError(f"{shard}: cannot read its rows ({_first_line(e)})") from None
+        raise DatasetError(f"{shard}: cannot read its rows ({first_line(e)})") from None
 
 
 def iter_rows(path: Location, ids: set[str] | None = None, codebook_size: int | None = None) -> Iterator[dict]:
@@ -398,7 +394,7 @@ def _load_npy(root: Location, name: object) -> np.ndarray | str:
     except UnsafePathError as e:
         return f"npy_path refused: {e}"
     except (OSError, ValueError, EOFError) as e:
-        return f"npy_path {name!r}: not a readable .npy ({_first_line(e)})"
+        return f"npy_path {name!r}: not a readable .npy ({first_line(e)})"
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
         return f"npy_path {name!r} holds {codes.dtype} {codes.shape}, not integer codes [K, frames]"
     return codes

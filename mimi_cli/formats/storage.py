@@ -162,6 +162,11 @@ class OutputError(Exception):
     """An output that cannot be written (a full disk, no permission, a file where a directory goes)."""
 
 
+def first_line(e: Exception) -> str:
+    """An exception's message in one line of at most 200 characters (its type's name if it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def os_reason(e: OSError) -> str:
     """An OSError in words (\"no space left on device\"), without Python's [Errno N] prefix."""
     text = e.strerror or str(e).splitlines()[0] or type(e).__name__
