@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from .codec import FRAME_SAMPLES, MimiCodec
+from .dataset import AudioItem, encode_items
+from .formats.shards import SourceInfo
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,10 @@ def _encode(codec: MimiCodec, audios: list[np.ndarray], k: int, way: Way) -> lis
             pieces.append(codec.encode_flush(state, k))
             out.append(torch.cat(pieces, dim=-1)[0].cpu().numpy())
         return out
-    out = []
-    for first in range(0, len(audios), way.batch_size):
-        group = audios[first:first + way.batch_size]
-        batch = torch.zeros(len(group), 1, max(a.size for a in group))
-        for i, a in enumerate(group):
-            batch[i, 0, :a.size] = torch.from_numpy(a)
-        codes = codec.encode(batch, k).cpu().numpy()
-        out.extend(codes[i, :, :math.ceil(a.size / FRAME_SAMPLES)] for i, a in enumerate(group))
-    return out
+    items = [AudioItem(str(i), -1, a, SourceInfo()) for i, a in enumerate(audios)]
+    # Batched (and trimmed) as `mimi encode` batches files: through the same function.
+    return [row.codes for first in range(0, len(items), way.batch_size)
+            for row in encode_items(codec, items[first:first + way.batch_size], k)]
 
 
 def _decode(codec: MimiCodec, codes: list[np.ndarray], way: Way) -> list[np.ndarray]:
