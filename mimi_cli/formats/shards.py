@@ -24,6 +24,9 @@ from .tokenstream import MAX_CODEBOOKS
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
 SHARD_CODE_BYTES = 64 << 20  # ... or this many bytes of codes, whichever comes first ...
 COMMIT_SECONDS = 30.0  # ... or when its oldest row is this old: a crash loses at most that much work
+# Rows per Parquet row group, the unit training readers deal out to ranks and workers and shuffle:
+# several per shard, so that a few shards still give every DataLoader worker an even share.
+ROW_GROUP_ROWS = 1024
 FRAME_SAMPLES = 1920  # samples at 24 kHz per frame of codes (the codec's FRAME_SAMPLES; formats/ knows no model)
 # Bounds on what a reader accepts from a dataset, so a crafted file costs an error, not all memory.
 MAX_ROW_GROUP_BYTES = 2 << 30
@@ -121,7 +124,7 @@ def _codes_array(codes: list[np.ndarray]) -> pa.ListArray:
 def write_parquet_atomic(path: Location, table: pa.Table) -> None:
     """Writes `table` to `path` whole or not at all (OutputError naming the path on failure)."""
     with atomic_write(path) as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
 class ShardWriter:
@@ -286,26 +289,28 @@ def open_shard(shard: Location) -> pq.ParquetFile:
 
 
 def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Location, codebook_size: int,
-               ids: set[str] | None = None, columns: list[str] | None = None, first_row: int = 0) -> Iterator[dict]:
+               ids: set[str] | None = None, columns: list[str] | None = None, first_row: int = 0,
+               threads: bool = True) -> Iterator[dict]:
     """The rows of one row group, as `iter_rows` gives them; `columns` (None: all) are read besides
-    the ones every reader needs; `first_row` is the group's first row number in the shard."""
+    the ones every reader needs; `first_row` is the group's first row number in the shard;
+    `threads=False` reads without pyarrow's thread pool (for readers that are processes of their own)."""
     names = parquet.schema_arrow.names
     if columns is not None:
         needed = ["id", "channel", "num_samples", "codes" if "codes" in names else "npy_path", *columns]
         columns = list(dict.fromkeys(c for c in needed if c in names))
     number = first_row
     try:
-        table = parquet.read_row_group(group, columns=columns)
-        for batch in table.to_batches(max_chunksize=256):
-            codes = _codes_of(batch.column("codes")) if "codes" in batch.schema.names else None
-            for i, r in enumerate(batch.drop_columns(["codes"]).to_pylist() if codes is not None
-                                  else batch.to_pylist()):
+        table = parquet.read_row_group(group, columns=columns, use_threads=threads)
+        for batch in table.to_batches(max_chunksize=1024):
+            codes = _codes_of(batch.column("codes"), codebook_size) if "codes" in batch.schema.names else None
+            rest = batch.drop_columns(["codes"]) if codes is not None else batch
+            for i, r in enumerate(rest.to_pylist()):
                 where = f"{shard.name}: row {number}"
                 number += 1
                 if ids is not None and r["id"] not in ids:
                     continue
-                r["codes"] = codes[i] if codes is not None else _load_npy(root, r.get("npy_path"))
-                if (error := _row_error(r, codebook_size)) is not None:
+                r["codes"] = codes[i] if codes is not None else _npy_codes(root, r.get("npy_path"), codebook_size)
+                if (error := _row_error(r)) is not None:
                     r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else where,
                          "channel": r["channel"], "error": error}
                 yield r
@@ -335,8 +340,8 @@ def dataset_root(path: Location) -> Location:
     return path if path.is_dir() else path.parent
 
 
-def _row_error(r: dict, codebook_size: int) -> str | None:
-    """Why a row read from a dataset cannot be used, or None."""
+def _row_error(r: dict) -> str | None:
+    """Why a row read from a dataset cannot be used, or None (its codes are checked as they are read)."""
     if not isinstance(r["id"], str) or not r["id"]:
         return "the row has no id"
     codes = r["codes"]
@@ -349,39 +354,68 @@ def _row_error(r: dict, codebook_size: int) -> str | None:
     k, frames = codes.shape
     if not 1 <= k <= MAX_CODEBOOKS:
         return f"the row has {k} codebooks, not 1..{MAX_CODEBOOKS}"
-    if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
-        return f"codes out of range 0..{codebook_size - 1}"
     n = r["num_samples"]
     if not is_int(n) or not 0 <= n <= frames * FRAME_SAMPLES:
         return f"num_samples {n!r} does not fit its {frames} frames"
-    r["codes"] = codes.astype(np.int16, copy=False)
     return None
 
 
-def _codes_of(column: pa.Array) -> list[np.ndarray | str | None]:
-    """[K, frames] arrays back from a list<list<int>> column, from the flat buffers; None for a
-    null row, and a string saying why for a ragged one or one holding nulls."""
-    inner = column.values
+def _out_of_range(codebook_size: int) -> str:
+    return f"codes out of range 0..{codebook_size - 1}"
+
+
+def _segment_counts(flags: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """How many of `flags` are set in each [start, stop) (a running sum: empty ranges count 0)."""
+    running = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    return running[stops] - running[starts]
+
+
+def _codes_of(column: pa.Array, codebook_size: int) -> list[np.ndarray | str | None]:
+    """[K, frames] int16 arrays back from a list<list<int>> column, from its flat buffers and checked
+    in bulk (a Python step per row, none per codebook or token); None for a null row, and a
+    string saying why for a row that holds nulls, ragged codebooks or codes out of range."""
+    inner, leaves = column.values, column.values.values
     outer, inner_offsets = column.offsets.to_numpy(), inner.offsets.to_numpy()
-    outer_valid = column.is_valid().to_numpy(zero_copy_only=False)
-    inner_valid = inner.is_valid().to_numpy(zero_copy_only=False) if inner.null_count else None
-    value_valid = inner.values.is_valid().to_numpy(zero_copy_only=False) if inner.values.null_count else None
-    values = (inner.values.fill_null(0) if inner.values.null_count else inner.values).to_numpy(zero_copy_only=False)
+    values = (leaves.fill_null(0) if leaves.null_count else leaves).to_numpy(zero_copy_only=False)
+    first, last = outer[:-1], outer[1:]  # each row's codebooks: inner[first:last]
+    starts, stops = inner_offsets[first], inner_offsets[last]  # and its tokens: values[starts:stops]
+    why: dict[int, str] = {}
+    if inner.null_count or leaves.null_count:
+        nulls = np.zeros(len(column), np.int64)
+        if inner.null_count:
+            nulls += _segment_counts(~inner.is_valid().to_numpy(zero_copy_only=False), first, last)
+        if leaves.null_count:
+            nulls += _segment_counts(~leaves.is_valid().to_numpy(zero_copy_only=False), starts, stops)
+        why.update((i, "the row's codes hold nulls") for i in np.flatnonzero(nulls))
+    frames = np.diff(inner_offsets)  # each codebook's length
+    changes = _segment_counts(frames[1:] != frames[:-1], first, np.maximum(last - 1, first))
+    for i in np.flatnonzero(changes):
+        lengths = frames[first[i]:last[i]]
+        why.setdefault(i, f"ragged codes: codebooks of {lengths.min()} to {lengths.max()} frames")
+    if values.size and (values.min() < 0 or values.max() >= codebook_size):
+        bad = _segment_counts((values < 0) | (values >= codebook_size), starts, stops)
+        why.update((i, _out_of_range(codebook_size)) for i in np.flatnonzero(bad) if i not in why)
+    values = values.astype(np.int16, copy=False)  # in range, so exact
+    valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
     out: list[np.ndarray | str | None] = []
-    for i in range(len(column)):
-        a, b = outer[i], outer[i + 1]
-        start, stop = inner_offsets[a], inner_offsets[b]
-        lengths = np.diff(inner_offsets[a:b + 1])
-        if not outer_valid[i]:
+    for i, (a, b, start, stop) in enumerate(zip(first.tolist(), last.tolist(), starts.tolist(), stops.tolist())):
+        if valid is not None and not valid[i]:
             out.append(None)
-        elif (inner_valid is not None and not inner_valid[a:b].all()) or (
-                value_valid is not None and not value_valid[start:stop].all()):
-            out.append("the row's codes hold nulls")
-        elif b > a and lengths.min() != lengths.max():
-            out.append(f"ragged codes: codebooks of {lengths.min()} to {lengths.max()} frames")
+        elif i in why:
+            out.append(why[i])
         else:
-            out.append(values[start:stop].reshape(b - a, -1) if b > a else np.zeros((0, 0), np.int64))
+            out.append(values[start:stop].reshape(b - a, -1) if b > a else np.zeros((0, 0), np.int16))
     return out
+
+
+def _npy_codes(root: Location, name: object, codebook_size: int) -> np.ndarray | str:
+    """A row's codes from its .npy, checked as `_codes_of` checks a column's, or why not."""
+    codes = _load_npy(root, name)
+    if isinstance(codes, str):
+        return codes
+    if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+        return _out_of_range(codebook_size)
+    return codes.astype(np.int16, copy=False)
 
 
 def _load_npy(root: Location, name: object) -> np.ndarray | str:

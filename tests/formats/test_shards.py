@@ -103,6 +103,45 @@ def test_a_malformed_row_is_an_error_row_and_the_others_are_read(tmp_path, over,
     assert "error" not in second and second["codes"].tolist() == [[5, 6], [7, 8]]
 
 
+@pytest.mark.parametrize("large", [False, True])
+def test_bad_rows_anywhere_in_a_big_group_are_the_ones_reported(tmp_path, large):
+    # Codes are checked in bulk per batch of rows: bad rows at batch edges, in a slice past the
+    # first batch and next to empty ones must still be the ones named, and good rows keep their codes.
+    rng = np.random.default_rng(1)
+    n, bad = 2600, {0: "nulls", 1023: "ragged", 1024: "out of range", 1500: "no codes", 2047: "nulls",
+                    2048: "codebooks, not 1..", 2599: "out of range"}
+    codes, want = [], {}
+    for i in range(n):
+        k, frames = int(rng.integers(1, 4)), int(rng.integers(0, 5))
+        rows = rng.integers(0, 2048, (k, frames)).tolist()
+        kind = bad.get(i)
+        if kind == "nulls":
+            rows = [[None] + r for r in rows] if i else [None] + rows
+        elif kind == "ragged":
+            rows = [[1, 2, 3], [4]]
+        elif kind == "out of range":
+            rows = [[2048] + r for r in rows] if i == 1024 else [[5], [-3]]
+        elif kind == "no codes":
+            rows = None
+        elif kind == "codebooks, not 1..":
+            rows = []
+        else:
+            want[i] = rows
+        codes.append(rows)
+    inner = pa.large_list(pa.int64()) if large else pa.list_(pa.int16())
+    cols = {"id": pa.array([f"r{i}" for i in range(n)]), "channel": pa.array([-1] * n, pa.int16()),
+            "codes": pa.array(codes, pa.large_list(inner) if large else pa.list_(inner)),
+            "num_frames": pa.array([0] * n, pa.int32()), "num_samples": pa.array([0] * n, pa.int64())}
+    pq.write_table(table(cols), tmp_path / "t.parquet", row_group_size=n)
+    rows = list(iter_rows(tmp_path / "t.parquet"))
+    assert len(rows) == n
+    for i, r in enumerate(rows):
+        if i in bad:
+            assert bad[i] in r["error"], (i, r)
+        else:
+            assert "error" not in r and r["codes"].dtype == np.int16 and r["codes"].tolist() == want[i], i
+
+
 def test_npy_paths_stay_inside_the_dataset_and_read_only_regular_files(tmp_path):
     import os
 
