@@ -96,6 +96,25 @@ def test_shuffle_is_seeded_and_changes_with_the_epoch(tmp_path):
     assert [it["id"] for it in TokenDataset(tmp_path / "ds")] != order(0)
 
 
+
+def test_persistent_workers_follow_set_epoch(tmp_path):
+    # Workers kept across epochs hold their own copy of the dataset; the epoch must still reach them.
+    make_dataset(tmp_path / "ds")
+    ds = TokenDataset(tmp_path / "ds", shuffle=True, seed=0, buffer_size=16)
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate, persistent_workers=True)
+
+    def order(epoch):
+        ds.set_epoch(epoch)
+        return [i for batch in loader for i in batch["id"]]
+
+    def fresh(epoch):
+        d = TokenDataset(tmp_path / "ds", shuffle=True, seed=0, buffer_size=16)
+        d.set_epoch(epoch)
+        return [i for batch in DataLoader(d, batch_size=4, num_workers=2, collate_fn=collate) for i in batch["id"]]
+
+    first, second = order(0), order(1)
+    assert first == fresh(0) and second == fresh(1) and first != second
+
 def test_max_frames_crops(tmp_path):
     expected = make_dataset(tmp_path / "ds")
     for crop in ("start", "random"):
@@ -229,3 +248,25 @@ def test_npy_datasets_single_files_and_uris_are_read(tmp_path, tiny, monkeypatch
         items = {it["id"]: it["codes"].numpy() for it in TokenDataset(source)}
         assert items.keys() == stored.keys(), source
         assert all(np.array_equal(items[i], stored[i]) for i in items), source
+
+
+def test_a_batch_crosses_processes_with_its_values_and_types():
+    # Batches leave DataLoader workers by value, int64 tensors narrowed when they fit: what
+    # arrives must be what was sent, whatever the values and sizes.
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    items = [{"id": "a", "codes": torch.tensor([[1, 2, 3]], dtype=torch.int16), "text": "x"},
+             {"id": "b", "codes": torch.tensor([[4]], dtype=torch.int16), "text": None}]
+    batch = collate(items)
+    batch["wide"] = torch.tensor([1 << 40, -5])                     # int64 that does not fit int16
+    batch["float"] = torch.rand(2, 3)
+    batch["big"] = torch.arange(300_000)                            # over the by-value size
+    back = pickle.loads(ForkingPickler.dumps(batch))
+    assert list(back) == list(batch)
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+        else:
+            assert back[key] == value
+    assert back["codes"].tolist() == [[[1, 2, 3]], [[4, PAD_ID, PAD_ID]]]

@@ -76,7 +76,9 @@ class TokenDataset(IterableDataset):
         self.buffer_size = max(1, buffer_size)
         self.given_rank = rank, world_size
         self.rank, self.world_size = self._ranks()
-        self.epoch = 0
+        # In shared memory, so that DataLoader workers kept across epochs (persistent_workers=True)
+        # see set_epoch: each holds its own copy of the dataset, but the same tensor.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.units: list[_Unit] = []
         for shard in shard_files(self.path):
             parquet = open_shard(shard)
@@ -95,9 +97,14 @@ class TokenDataset(IterableDataset):
         """Rows in the whole dataset (all ranks together)."""
         return sum(u.num_rows for u in self.units)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose order the next iteration gives (call it on every rank, before each epoch)."""
-        self.epoch = int(epoch)
+        """The epoch whose order the next iteration gives (call it on every rank, before each
+        epoch; DataLoader workers see it, persistent ones too)."""
+        self._epoch[0] = int(epoch)
         self.rank, self.world_size = self._ranks()
 
     def _ranks(self) -> tuple[int, int]:
@@ -131,13 +138,16 @@ class TokenDataset(IterableDataset):
 
     def _rows(self, units: list[_Unit], rng: np.random.Generator) -> Iterator[dict]:
         root = dataset_root(self.path)
+        # DataLoader workers are the parallelism: pyarrow's threads in each would fight over the
+        # same cores (as torch's would, which is why DataLoader gives each worker one).
+        threads = get_worker_info() is None
         opened: tuple[Location, object] | None = None
         for u in units:
             if opened is None or opened[0] != u.shard:
                 opened = (u.shard, open_shard(u.shard))
             skipped = []
             for r in read_group(opened[1], u.shard, u.group, root, self.codebook_size, columns=list(self.columns),
-                                first_row=u.first_row):
+                                first_row=u.first_row, threads=threads):
                 if "error" in r:
                     skipped.append(f"{r['id']}: {r['error']}")
                     continue
