@@ -19,6 +19,7 @@ import torch
 
 from .codec import CODEBOOK_SIZE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec, MimiError, load_codec
 from .codec.config import MimiConfig
+from .codec.linear import product_layout
 from .codec.weights import synthetic_tensors
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 80 ms: a live stream's budget per frame
@@ -220,6 +221,7 @@ def run_bench(weights: str | None = None, device: str = "auto", dtype: str = "fl
     result: dict = {
         "device": str(dev), "hardware": _hardware_name(dev), "dtype": ",".join(dtypes),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "products": product_layout().name if dev.type == "cpu" else None,
         "weights": codec.weights_info.get("source", ""), "synthetic_weights": "synthetic" in codec.weights_info,
         "num_codebooks": s.num_codebooks, "clip_seconds": s.seconds, "load_seconds": load_s,
         "state_bytes_per_stream": codec.init_encoder_state(1).nbytes() + codec.init_decoder_state(1).nbytes(),
@@ -263,7 +265,8 @@ def run_bench(weights: str | None = None, device: str = "auto", dtype: str = "fl
 def format_report(r: dict) -> str:
     """The result of `run_bench` as a table for a terminal."""
     lines = [
-        f"device   {r['device']} ({r['hardware']}), {r['dtype']}, {r['threads']} threads, torch {r['torch']}",
+        f"device   {r['device']} ({r['hardware']}), {r['dtype']}, {r['threads']} threads, torch {r['torch']}"
+        + (f", {r['products']} products" if r.get("products") else ""),
         f"weights  {r['weights']}{' (synthetic: speed only, tokens are not Mimi)' if r['synthetic_weights'] else ''}",
         f"model    loaded in {r['load_seconds']:.2f} s; {r['num_codebooks']} codebooks; "
         f"streaming state {r['state_bytes_per_stream'] / 2**20:.2f} MiB per stream (encode+decode)",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mimi_cli.codec import MimiConfig, load_codec
+from mimi_cli.codec.linear import LAYOUT_ENV, product_layout
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -13,3 +14,12 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def tiny():
     """Mimi's architecture at toy width, on synthetic weights: fast enough for every logic test."""
     return load_codec("synthetic:3", device="cpu", config=MimiConfig.tiny())
+
+
+@pytest.fixture(params=["linear", "skinny"])
+def each_product_layout(request, monkeypatch):
+    """Runs a test once in each layout of few-row products (the machine picks one; both must hold)."""
+    monkeypatch.setenv(LAYOUT_ENV, request.param)
+    product_layout.cache_clear()
+    yield request.param
+    product_layout.cache_clear()

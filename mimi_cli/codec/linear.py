@@ -1,15 +1,23 @@
 """Linear layers laid out for the few-row products of streaming steps.
 
 A streaming step multiplies 1-32 rows by each weight, so it is bound by reading weights from
-memory: on CPU, MKL reads them fastest as `weight @ x.T`, and a wide weight faster still as
-contiguous 512-column blocks (docs/design.md). Many rows (offline chunks), bfloat16 and other
-devices take the usual path.
+memory. Which form MKL reads fastest depends on the CPU: on some, `weight @ x.T` with wide
+weights as contiguous 512-column blocks reads 1.5-3x faster than `F.linear`; on others
+`F.linear` is twice as fast. `product_layout` measures both once per process and keeps the
+faster (docs/design.md). Many rows (offline chunks), bfloat16 and other devices take `F.linear`.
 """
 from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import InvalidArgument
 
 # Up to this many rows a CPU product runs as weight @ x.T (it wins or ties up to 128 rows on 2 threads).
 SKINNY_ROWS = 64
@@ -17,6 +25,54 @@ SKINNY_ROWS = 64
 # (at 8 rows and more the plain weight reads as fast or faster).
 BLOCK_COLUMNS = 512
 BLOCKED_ROWS = 4
+LAYOUT_ENV = "MIMI_PRODUCT_LAYOUT"  # auto (measure), linear or skinny
+
+
+@dataclass(frozen=True)
+class ProductLayout:
+    """How `linear` runs fp32 CPU products of few rows."""
+
+    name: str
+    skinny_rows: int  # products of up to this many rows run as weight @ x.T (0: F.linear, as moshi)
+    blocked_rows: int  # and wide weights' products of up to this many read column blocks
+
+
+LAYOUTS = {"linear": ProductLayout("linear", 0, 0), "skinny": ProductLayout("skinny", SKINNY_ROWS, BLOCKED_ROWS)}
+# skinny must read this much faster to be chosen: a choice near a tie would follow the noise of
+# one measurement, and F.linear is what the reference runs.
+SKINNY_MARGIN = 1.2
+
+
+@functools.cache
+def product_layout() -> ProductLayout:
+    """This process's layout: $MIMI_PRODUCT_LAYOUT if set to linear or skinny, else the faster of
+    the two on this CPU, measured once (about a tenth of a second)."""
+    choice = os.environ.get(LAYOUT_ENV, "auto").strip().lower() or "auto"
+    if choice in LAYOUTS:
+        return LAYOUTS[choice]
+    if choice != "auto":
+        raise InvalidArgument(f"{LAYOUT_ENV}={choice!r}: use auto, linear or skinny")
+    seconds = measure_layouts()
+    faster = seconds["linear"] > SKINNY_MARGIN * seconds["skinny"]
+    return LAYOUTS["skinny" if faster else "linear"]
+
+
+def measure_layouts(copies: int = 8, rounds: int = 2) -> dict[str, float]:
+    """Seconds each layout takes for products of 1, 2, 4 and 8 rows by a transformer's
+    feed-forward weights ([2048, 512] and the wide [512, 2048]), `copies` of each so that they
+    come from memory as a step's weights do; rounds interleaved, the best kept."""
+    weights = [torch.ones(o, i) for _ in range(copies) for o, i in ((2048, 512), (512, 2048))]
+    caches = [WeightBlocks() for _ in weights]
+    best = dict.fromkeys(LAYOUTS, float("inf"))
+    for _ in range(rounds):
+        for name, layout in LAYOUTS.items():
+            start = time.perf_counter()
+            for rows in (1, 2, 4, 8):
+                x = torch.ones(rows, 512), torch.ones(rows, 2048)
+                for w, cache in zip(weights, caches):
+                    linear(x[w.shape[1] == 2048], w, blocks=cache, layout=layout)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def column_blocks(weight: torch.Tensor) -> torch.Tensor | None:
@@ -48,16 +104,20 @@ class WeightBlocks:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           blocks: WeightBlocks | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for weight [out, in], as weight @ x.T for a few fp32 rows on CPU;
-    with `blocks` (the layer's cache), a wide weight's 1-4 row products read its column blocks."""
+           blocks: WeightBlocks | None = None, layout: ProductLayout | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for weight [out, in]. In the skinny layout (`product_layout()`
+    unless given), a few fp32 rows on CPU run as weight @ x.T, and with `blocks` (the layer's
+    cache) a wide weight's products of up to `blocked_rows` rows read its column blocks."""
     rows = x.numel() // max(x.shape[-1], 1)
     # As rows on every path: F.linear copies the weight on every call for a 3-D x it cannot fold
     # into one matrix, such as a conv's one-window view (the bfloat16 12.5 Hz downsampling).
     flat = x.reshape(rows, x.shape[-1]).contiguous()
     if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
         return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
-    columns = blocks.of(weight) if blocks is not None and rows <= BLOCKED_ROWS else None
+    layout = layout or product_layout()
+    if rows > layout.skinny_rows:
+        return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
+    columns = blocks.of(weight) if blocks is not None and rows <= layout.blocked_rows else None
     if columns is not None:
         # Each block's x.T is a transposed view of row-major rows, as MKL reads it fastest.
         parts = torch.bmm(columns, flat.view(rows, columns.shape[0], BLOCK_COLUMNS).permute(1, 2, 0))

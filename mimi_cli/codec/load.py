@@ -8,6 +8,7 @@ import torch
 
 from .config import MimiConfig
 from .device import DeviceError, resolve_device, resolve_dtype
+from .linear import product_layout
 from .model import MimiCodec
 from .weights import SYNTHETIC_WARNING, convert_state_dict, detect_layout, resolve_weights, synthetic_tensors
 
@@ -40,5 +41,7 @@ def load_codec(weights: str | os.PathLike | None = None, device: str | torch.dev
     model.prepare_for_inference()
     if int8:
         model.quantize_int8()
+    if dev.type == "cpu" and dt == torch.float32:
+        product_layout()  # measured now, not in the first streaming step
     model.weights_info = dict(info)
     return model

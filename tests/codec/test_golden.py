@@ -50,8 +50,9 @@ def test_decoded_audio_matches_reference(seed, clip):
     assert rel < 1e-5, rel
 
 
-def test_streaming_full_size_equals_reference():
-    """Frame-by-frame encode and decode of the 12.5 s clip (past the 10 s attention window)."""
+def test_streaming_full_size_equals_reference(each_product_layout):
+    """Frame-by-frame encode and decode of the 12.5 s clip (past the 10 s attention window), in
+    each layout of the few-row products a streaming step runs."""
     codec = full_codec(0)
     audio = golden_input("long")
     expected = np.load(GOLDEN / "seed0-long.codes.npy").astype(np.int64)

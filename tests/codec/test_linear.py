@@ -1,20 +1,35 @@
 """`linear` must equal F.linear on every path (few rows, many rows, column blocks, views, bias)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mimi_cli.codec.linear import BLOCK_COLUMNS, BLOCKED_ROWS, SKINNY_ROWS, Linear, WeightBlocks, linear
+from mimi_cli.codec import linear as products
+from mimi_cli.codec.errors import InvalidArgument
+from mimi_cli.codec.linear import (
+    BLOCK_COLUMNS,
+    BLOCKED_ROWS,
+    LAYOUT_ENV,
+    LAYOUTS,
+    SKINNY_ROWS,
+    Linear,
+    WeightBlocks,
+    linear,
+    product_layout,
+)
 from tests.helpers import full_codec
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 16, SKINNY_ROWS, SKINNY_ROWS + 1, 300])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_equals_f_linear(rows: int, with_bias: bool) -> None:
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_linear_equals_f_linear(rows: int, with_bias: bool, layout: str) -> None:
     g = torch.Generator().manual_seed(rows)
     x = torch.randn(1, rows, 96, generator=g)
     weight = torch.randn(40, 96, generator=g)
     bias = torch.randn(40, generator=g) if with_bias else None
-    out = linear(x, weight, bias)
+    out = linear(x, weight, bias, layout=LAYOUTS[layout])
     assert out.shape == (1, rows, 40)
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
@@ -51,14 +66,16 @@ def test_column_blocks_equal_f_linear(rows: int, with_bias: bool) -> None:
     weight = torch.randn(48, 3 * BLOCK_COLUMNS, generator=g)
     bias = torch.randn(48, generator=g) if with_bias else None
     blocks = WeightBlocks()
-    out = linear(x, weight, bias, blocks)
+    out = linear(x, weight, bias, blocks, layout=LAYOUTS["skinny"])
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
     assert (blocks.blocks is not None) == (rows <= BLOCKED_ROWS)  # made only by a few-row product
 
 
-def test_edited_weights_are_blocked_again_after_prepare_for_inference() -> None:
+def test_edited_weights_are_blocked_again_after_prepare_for_inference(monkeypatch) -> None:
     """The copy is of the weight as it was; prepare_for_inference (what a user calls after editing
     weights) clears every layer's copy, so the next few-row product reads the new weight."""
+    monkeypatch.setenv(LAYOUT_ENV, "skinny")
+    product_layout.cache_clear()
     layer = Linear(2 * BLOCK_COLUMNS, 16, bias=False).requires_grad_(False)
     x = torch.randn(2, 2 * BLOCK_COLUMNS)
     layer(x)
@@ -95,3 +112,38 @@ def test_one_window_view_does_not_copy_the_weight() -> None:
     copied = [e.input_shapes for e in prof.events() if e.name == "aten::copy_"]
     assert copied == []
     torch.testing.assert_close(out, F.linear(window.reshape(1, -1), weight).view(1, 1, 48))
+
+
+@pytest.mark.parametrize("seconds,chosen", [
+    ({"linear": 1.0, "skinny": 0.5}, "skinny"),
+    ({"linear": 1.0, "skinny": 0.9}, "linear"),  # within the margin: the reference's form
+    ({"linear": 0.5, "skinny": 1.0}, "linear"),
+])
+def test_the_measured_layout_is_the_faster_by_a_margin(monkeypatch, seconds, chosen) -> None:
+    monkeypatch.delenv(LAYOUT_ENV, raising=False)
+    monkeypatch.setattr(products, "measure_layouts", lambda: seconds)
+    product_layout.cache_clear()
+    try:
+        assert product_layout().name == chosen
+    finally:
+        product_layout.cache_clear()
+
+
+def test_the_layout_can_be_pinned_and_a_bad_one_is_one_error(monkeypatch) -> None:
+    monkeypatch.setattr(products, "measure_layouts", lambda: pytest.fail("pinned: nothing to measure"))
+    try:
+        for name in LAYOUTS:
+            monkeypatch.setenv(LAYOUT_ENV, name)
+            product_layout.cache_clear()
+            assert product_layout() == LAYOUTS[name]
+        monkeypatch.setenv(LAYOUT_ENV, "fastest")
+        product_layout.cache_clear()
+        with pytest.raises(InvalidArgument, match="auto, linear or skinny"):
+            product_layout()
+    finally:
+        product_layout.cache_clear()
+
+
+def test_measuring_the_layouts_times_both() -> None:
+    seconds = products.measure_layouts(copies=1, rounds=1)
+    assert set(seconds) == set(LAYOUTS) and all(math.isfinite(s) for s in seconds.values())
