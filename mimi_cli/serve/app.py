@@ -3,6 +3,7 @@ metrics, over aiohttp. The protocol is in docs/serve.md."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -387,12 +388,56 @@ def _static(name: str) -> str:
     return resources.files("mimi_cli.serve").joinpath("static", name).read_text(encoding="utf-8")
 
 
+class QuietLoop:
+    """Holds an event loop still while a codec step runs on another thread, once the loop has had
+    a few turns at what was ready: its message handling would otherwise take CPU from the step's
+    threads, and a step whose thread is preempted waits for it (docs/design.md)."""
+
+    TURNS = 3  # loop iterations first: a message's read, its handler, and a send of codes
+    MAX_WAIT_S = 0.02  # a step starts after this even if the loop is still busy
+    MAX_HOLD_S = 1.0
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.cond = threading.Condition()
+        self.step = 0  # the step in progress, or the last one
+        self.running = False
+        self.holding = False
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self.cond:
+            self.step += 1
+            step, self.running, self.holding = self.step, True, False
+        self.loop.call_soon_threadsafe(self._turn, step, self.TURNS)
+        with self.cond:
+            self.cond.wait_for(lambda: self.holding, timeout=self.MAX_WAIT_S)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.running = False
+                self.cond.notify_all()
+
+    def _turn(self, step: int, left: int) -> None:
+        if left:
+            self.loop.call_soon(self._turn, step, left - 1)
+            return
+        with self.cond:
+            if step != self.step or not self.running:  # that step is over
+                return
+            self.holding = True
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: not self.running or step != self.step, timeout=self.MAX_HOLD_S)
+
+
 def run_server(codec: MimiCodec, config: ServeConfig, model: str) -> None:
     """Serves until SIGINT or SIGTERM, then closes every stream with 1001.
 
     The codec steps on this (the main) thread and the event loop runs on another: torch's
     parallel steps run about 1.4x faster on the main thread than on a second one (2 cores, the
-    same step measured both ways), and the step is what the capacity is made of."""
+    same step measured both ways), and the step is what the capacity is made of. The loop holds
+    still during each step (`QuietLoop`)."""
     server = Server(codec, config, model, stepper_thread=False)
     runner = web.AppRunner(server.app(), handle_signals=False, access_log=None, shutdown_timeout=5)
     loop = asyncio.new_event_loop()
@@ -424,6 +469,7 @@ def run_server(codec: MimiCodec, config: ServeConfig, model: str) -> None:
     def shut_down(signum, frame) -> None:
         loop.call_soon_threadsafe(loop.stop)
 
+    server.stepper.quiet = QuietLoop(loop)
     previous = {sig: signal.signal(sig, shut_down) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.stepper.run()

@@ -8,6 +8,7 @@ happens on one thread (`Stepper`); the server's event loop only pushes input and
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -137,9 +138,12 @@ class Group:
     newcomers: list[Stream] = field(default_factory=list)  # joined, or fell behind: outside the state
     last_step_end: float = 0.0  # a wait for stragglers counts from here: frames that came during a step did not wait
 
-    def tick(self, now: float, max_wait_s: float) -> tuple[int, float, Callable[[], None]]:
-        """Steps the group if it is due: every member has a frame, or one has waited `max_wait_s`.
-        Returns (stream-frames stepped, seconds the step took, a call that hands out the outputs)."""
+    def tick(self, now: float, max_wait_s: float,
+             quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+             ) -> tuple[int, float, Callable[[], None]]:
+        """Steps the group if it is due: every member has a frame, or one has waited `max_wait_s`;
+        the step runs inside `quiet()`. Returns (stream-frames stepped, seconds the step took, a
+        call that hands out the outputs)."""
         self._drop_closed()
         for s in [s for s in self.newcomers if s.ending and s.frames_ready() == 0]:  # nothing left to step
             s.closed = True
@@ -167,7 +171,8 @@ class Group:
         finally:
             for s in with_locks:
                 s.lock.release()
-        outputs = self.step(self.state, self.members, inputs)
+        with quiet():
+            outputs = self.step(self.state, self.members, inputs)
         seconds = time.perf_counter() - start
         self.last_step_end = time.monotonic()
         members = list(self.members)
@@ -227,6 +232,7 @@ class Stepper:
                  on_step: Callable[[str, int, float], None] | None = None) -> None:
         self.codec, self.max_wait_s = codec, max_wait_s
         self.on_step = on_step or (lambda kind, streams, seconds: None)
+        self.quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # around each step
         self.encode = Group(codec.init_encoder_state, self._encode)
         self.decode: dict[int, Group] = {}
         self.wakeup = threading.Condition()
@@ -288,7 +294,7 @@ class Stepper:
             groups = [("encode", self.encode), *(("decode", g) for g in self.decode.values())]
             for kind, group in groups:
                 try:
-                    stepped, seconds, hand_out = group.tick(time.monotonic(), self.max_wait_s)
+                    stepped, seconds, hand_out = group.tick(time.monotonic(), self.max_wait_s, self.quiet)
                     if stepped:
                         self.on_step(kind, stepped, seconds)  # counted before the clients see the output
                     hand_out()
