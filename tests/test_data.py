@@ -263,6 +263,11 @@ def test_a_batch_crosses_processes_with_its_values_and_types():
     batch["float"] = torch.rand(2, 3)
     batch["big"] = torch.arange(300_000)                            # over the by-value size
     back = pickle.loads(ForkingPickler.dumps(batch))
+    half = collate(items)
+    half["bf16"] = torch.rand(2, 3).bfloat16()                      # a dtype numpy cannot hold
+    half_back = pickle.loads(ForkingPickler.dumps(half))
+    assert half_back["bf16"].dtype == torch.bfloat16 and torch.equal(half_back["bf16"], half["bf16"])
+    assert torch.equal(half_back["codes"], half["codes"])
     assert list(back) == list(batch)
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):

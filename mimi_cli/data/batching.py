@@ -27,7 +27,10 @@ class Batch(dict):
                 continue
             if value.device.type != "cpu" or value.requires_grad or value.is_sparse:
                 return Batch, (dict(self),)
-            array = value.numpy()
+            try:
+                array = value.numpy()
+            except TypeError:  # a dtype numpy cannot hold (bfloat16 ...): the usual way
+                return Batch, (dict(self),)
             if value.dtype == torch.int64 and value.numel():
                 low, high = torch.aminmax(value)
                 if -(1 << 15) <= low and high < 1 << 15:
