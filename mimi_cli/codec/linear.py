@@ -68,9 +68,9 @@ def measure_layouts(copies: int = 8, rounds: int = 2) -> dict[str, float]:
         for name, layout in LAYOUTS.items():
             start = time.perf_counter()
             for rows in (1, 2, 4, 8):
-                x = torch.ones(rows, 512), torch.ones(rows, 2048)
+                inputs = {n: torch.ones(rows, n) for n in (512, 2048)}
                 for w, cache in zip(weights, caches):
-                    linear(x[w.shape[1] == 2048], w, blocks=cache, layout=layout)
+                    linear(inputs[w.shape[1]], w, blocks=cache, layout=layout)
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
@@ -112,10 +112,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     # As rows on every path: F.linear copies the weight on every call for a 3-D x it cannot fold
     # into one matrix, such as a conv's one-window view (the bfloat16 12.5 Hz downsampling).
     flat = x.reshape(rows, x.shape[-1]).contiguous()
-    if rows > SKINNY_ROWS or rows == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
-        return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
-    layout = layout or product_layout()
-    if rows > layout.skinny_rows:
+    few = 0 < rows <= SKINNY_ROWS and x.device.type == "cpu" and x.dtype == torch.float32
+    layout = (layout or product_layout()) if few else None
+    if layout is None or rows > layout.skinny_rows:
         return F.linear(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
     columns = blocks.of(weight) if blocks is not None and rows <= layout.blocked_rows else None
     if columns is not None:

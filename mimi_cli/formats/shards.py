@@ -304,16 +304,16 @@ def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Locat
         for batch in table.to_batches(max_chunksize=1024):
             codes = _codes_of(batch.column("codes"), codebook_size) if "codes" in batch.schema.names else None
             rest = batch.drop_columns(["codes"]) if codes is not None else batch
-            for i, r in enumerate(rest.to_pylist()):
-                where = f"{shard.name}: row {number}"
-                number += 1
+            for i, r in enumerate(rest.to_pylist(), start=number):
                 if ids is not None and r["id"] not in ids:
                     continue
-                r["codes"] = codes[i] if codes is not None else _npy_codes(root, r.get("npy_path"), codebook_size)
+                r["codes"] = codes[i - number] if codes is not None else _npy_codes(root, r.get("npy_path"),
+                                                                                    codebook_size)
                 if (error := _row_error(r)) is not None:
-                    r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else where,
+                    r = {"id": r["id"] if isinstance(r["id"], str) and r["id"] else f"{shard.name}: row {i}",
                          "channel": r["channel"], "error": error}
                 yield r
+            number += batch.num_rows
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: cannot read its rows ({first_line(e)})") from None
 

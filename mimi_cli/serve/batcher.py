@@ -159,7 +159,6 @@ class Group:
             return 0, 0.0, _nothing
         self._regroup([s for s in self.members if with_frames[id(s)]],
                       [s for s in self.newcomers if with_frames[id(s)]])
-        start = time.perf_counter()
         with_locks = self.members
         for s in with_locks:
             s.lock.acquire()
@@ -172,8 +171,9 @@ class Group:
             for s in with_locks:
                 s.lock.release()
         with quiet():
+            start = time.perf_counter()
             outputs = self.step(self.state, self.members, inputs)
-        seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
         self.last_step_end = time.monotonic()
         members = list(self.members)
 
