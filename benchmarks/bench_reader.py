@@ -70,8 +70,8 @@ class InMemory(IterableDataset):
         yield from rows
 
 
-def epochs(dataset, workers: int, batch_size: int, count: int) -> list[float]:
-    """Seconds of each epoch, the first (with the workers' start-up) included."""
+def epochs(dataset, workers: int, batch_size: int, count: int) -> tuple[list[float], int]:
+    """Seconds of each epoch, the first (with the workers' start-up) included, and the frames of one."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0)
     seconds = []
@@ -81,8 +81,7 @@ def epochs(dataset, workers: int, batch_size: int, count: int) -> list[float]:
         start = time.perf_counter()
         frames = sum(int(b["lengths"].sum()) for b in loader)
         seconds.append(time.perf_counter() - start)
-    seconds.append(frames)
-    return seconds
+    return seconds, frames
 
 
 def main() -> None:
@@ -112,7 +111,7 @@ def main() -> None:
         for b in map(int, a.batch_sizes.split(",")):
             for name, dataset in (("TokenDataset", TokenDataset(directory, shuffle=True, seed=0)),
                                   ("DataLoader hand-over alone", InMemory(lengths))):
-                *seconds, frames = epochs(dataset, w, b, a.epochs + 1)
+                seconds, frames = epochs(dataset, w, b, a.epochs + 1)
                 assert frames == total, (name, frames, total)
                 rate = total / statistics.median(seconds[1:])
                 print(f"  {f'{name}, {w} workers, batch {b}':50s} {rate / 1e6:6.2f} M frames/s  {rate / base:6.1%}"
