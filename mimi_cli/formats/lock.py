@@ -8,9 +8,11 @@ single-file output `out.parquet` is locked through `.out.parquet.lock` beside it
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,10 +67,7 @@ class OutputLock:
         except OSError as e:
             raise OutputError(f"cannot write {path.parent}: {e.strerror or e}") from None
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+            fd = _open_lock_file(path)
             try:
                 fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -79,7 +78,7 @@ class OutputLock:
                                       "it to finish, or write to another OUTPUT") from None
             # A holder that just finished removed the file: our lock may be on a name no one sees.
             try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -105,3 +104,24 @@ class OutputLock:
                     pass
             os.close(fd)
         self._fds.clear()
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file opened for reading and writing, created if missing. A symbolic link, a
+    hard-linked file or anything but a regular file at its name is refused: the lock is written
+    to, and a planted link would make that write land on another file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{path} is a symbolic link, not a lock file mimi made; mimi never writes through "
+                              "it: remove it and run again") from None
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(st.st_mode) else "not a regular file"
+        raise OutputError(f"{path} is {what}, not a lock file mimi made; mimi never writes to it: remove it and "
+                          "run again")
+    return fd

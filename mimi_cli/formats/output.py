@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .provenance import sidecar_path, write_sidecar
 from .shards import COMMIT_SECONDS, DatasetError, ShardWriter, read_metadata, read_table, write_parquet_atomic
-from .storage import Location, rmtree
+from .storage import Location, own_directory, rmtree
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class DatasetOutput:
                                "as OUTPUT, not a .parquet")
         if self.single_file:
             self.directory = path.with_name(f".{path.name}.parts")
+            if isinstance(self.directory, Path):
+                own_directory(self.directory)
         else:
             self.directory = path
         self.errors_path = errors_path(path, layout.shard_index, layout.num_shards)

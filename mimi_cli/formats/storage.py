@@ -184,7 +184,7 @@ def atomic_write(path: Location) -> Iterator[BinaryIO]:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as f:
+        with (tmp.open("wb") if isinstance(tmp, RemotePath) else create_new(tmp)) as f:
             yield f
             if isinstance(f, io.BufferedWriter):  # local: on disk before the rename, so a power cut keeps it
                 f.flush()
@@ -198,6 +198,28 @@ def atomic_write(path: Location) -> Iterator[BinaryIO]:
         if isinstance(e, OSError):
             raise OutputError(f"cannot write {path}: {os_reason(e)}") from None
         raise
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def create_new(path: Path) -> BinaryIO:
+    """A new file at `path` to write, made by us: whatever was at that name (a stale temporary,
+    or a symbolic link planted to make us write elsewhere) is removed first, never followed."""
+    try:
+        os.unlink(path)  # removes a link itself, not what it points to
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    return os.fdopen(fd, "wb")
+
+
+def own_directory(path: Path) -> None:
+    """Makes `path` a directory of ours: a symbolic link at that name is removed, not followed
+    (a staging folder planted as a link would send our writes, and later our removals, elsewhere)."""
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def readable(location: Path | RemotePath):

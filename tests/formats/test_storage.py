@@ -47,3 +47,23 @@ def test_uris_go_through_pyarrow_filesystems(tmp_path):
     assert not x.exists()
     with pytest.raises(FileNotFoundError):
         x.stat()
+
+
+def test_a_link_planted_at_the_temporary_name_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".x.bin.tmp").symlink_to(victim)
+    with atomic_write(tmp_path / "out" / "x.bin") as f:
+        f.write(b"ours")
+    assert victim.read_bytes() == b"precious" and (tmp_path / "out" / "x.bin").read_bytes() == b"ours"
+    assert not (tmp_path / "out" / "x.bin").is_symlink()
+
+
+def test_a_link_at_the_target_name_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "x.bin").symlink_to(victim)
+    with atomic_write(tmp_path / "x.bin") as f:
+        f.write(b"ours")
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "x.bin").is_symlink()
