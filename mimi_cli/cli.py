@@ -23,6 +23,7 @@ import typer
 
 from . import __version__
 from .codec import DEFAULT_CODEBOOKS, DEFAULT_WEIGHTS, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE
+from .formats.audio import MAX_SECONDS
 from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
 from .formats.pcm import SAMPLE_FORMATS, WRITTEN_FORMATS
 from .formats.storage import as_location
@@ -236,7 +237,9 @@ def encode(
                                     help="Manifests (.tsv, .csv, .jsonl, .parquet): the column naming each audio "
                                          "file."),
     audio_root: Path = typer.Option(None, "--audio-root", show_default="the manifest's directory",
-                                    help="Manifests: where their relative paths start."),
+                                    help="Manifests, lhotse cuts and audio Parquet: where the paths they hold "
+                                         "start, and the folder those files must lie in (--audio-root / allows "
+                                         "any)."),
     id_column: str = typer.Option(None, "--id-column", show_default="the audio file's path below --audio-root",
                                   help="Manifests and audio Parquet: the column to take each row's id from."),
     keep_columns: str = typer.Option(None, "--keep-columns", metavar="A,B",
@@ -245,6 +248,17 @@ def encode(
                                           "tar sample's .json (and .txt as txt), a cut's text / speaker."),
     audio_column: str = typer.Option(None, "--audio-column", show_default="the one {bytes, path} column",
                                      help="Hugging Face audio Parquet: the column holding the audio."),
+    max_duration: float = typer.Option(MAX_SECONDS, "--max-duration", min=1.0, metavar="SECONDS",
+                                       help="Longest input to encode (with --channels each, all its channels "
+                                            "together); a longer one is an error row. Its 24 kHz audio is held "
+                                            "whole: about 350 MB an hour."),
+    allow_network: bool = typer.Option(False, "--allow-network",
+                                       help="Let lhotse fetch `url` audio sources of a manifest over the network "
+                                            "(from whatever address the manifest gives)."),
+    allow_commands: bool = typer.Option(False, "--allow-commands",
+                                        help="Let lhotse run the shell commands of `command` audio sources of a "
+                                             "manifest, as you: only for manifests you trust as you trust a "
+                                             "script."),
     as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
@@ -289,9 +303,10 @@ def encode(
     *sources, output = inputs
     options = EncodeOptions(num_codebooks=num_codebooks, channels=channels.value, format=fmt.value, overwrite=overwrite,
                             shard_index=shard_index, num_shards=num_shards, max_batch=batch_size,
-                            commit_seconds=commit_seconds,
+                            commit_seconds=commit_seconds, max_duration_s=max_duration,
                             manifest=ManifestOptions(path_column, id_column, audio_root, tuple(
-                                c.strip() for c in (keep_columns or "").split(",") if c.strip()), audio_column))
+                                c.strip() for c in (keep_columns or "").split(",") if c.strip()), audio_column,
+                                allow_network, allow_commands))
     with output_lock(as_location(output), options):  # a busy OUTPUT is refused before the model loads
         codec = _load(weights, device, dtype)
         summary = encode_dataset(codec, sources, as_location(output), options, progress=_progress(quiet, "file"),

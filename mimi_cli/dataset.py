@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
-from .formats.audio import AudioError, check_readable, probe, read_audio, resample, write_audio
+from .formats.audio import MAX_SECONDS, AudioError, check_readable, decode_24k, probe, resample, write_audio
 from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
 from .formats.output import DatasetOutput, OutputLayout, errors_path, recorded_errors
@@ -53,6 +53,7 @@ class EncodeOptions:
     readers: int = 2  # background threads that decode and resample; 2 keep up with a GPU (docs/performance.md)
     manifest: ManifestOptions = field(default_factory=ManifestOptions)  # how .tsv/.csv/.jsonl inputs are read
     commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
+    max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row (its 24 kHz audio is held whole)
 
 
 @dataclass
@@ -86,12 +87,13 @@ def model_metadata(codec: MimiCodec, num_codebooks: int, channels: str) -> dict:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def load_items(source: Source, channels: str) -> list[AudioItem]:
-    """The audio of one input as rows-to-be (one mono item, or one per channel); AudioError if unusable."""
+def load_items(source: Source, channels: str, max_seconds: float = MAX_SECONDS) -> list[AudioItem]:
+    """The audio of one input as rows-to-be (one mono item, or one per channel); AudioError if
+    unusable or longer than `max_seconds`."""
+    mix = channels != "each"
     if source.member is not None:  # inside a container: as listed, read again now
-        audio, rate = source.member.load()
-        info = SourceInfo(rate, audio.shape[0], *source.resume_key())
-        return _items(source.id, resample(audio, rate, SAMPLE_RATE), info, channels)
+        pcm, info = source.member.decode(mix, max_seconds)
+        return _items(source.id, pcm, SourceInfo(info.sample_rate, info.channels, *source.resume_key()), channels)
     if isinstance(source.path, Path):
         stat = check_readable(source.path)
     else:
@@ -101,15 +103,16 @@ def load_items(source: Source, channels: str) -> list[AudioItem]:
             raise AudioError(f"cannot read: {e.strerror or e}") from None
         if stat.st_size == 0:
             raise AudioError("empty file (0 bytes)")
-    audio, rate = read_audio(readable(source.path))
-    pcm = resample(audio, rate, SAMPLE_RATE)
-    return _items(source.id, pcm, SourceInfo(rate, audio.shape[0], stat.st_size, stat.st_mtime_ns), channels)
+    pcm, info = decode_24k(readable(source.path), mix, max_seconds)
+    return _items(source.id, pcm, SourceInfo(info.sample_rate, info.channels, stat.st_size, stat.st_mtime_ns),
+                  channels)
 
 
 def _items(ident: str, pcm: np.ndarray, info: SourceInfo, channels: str) -> list[AudioItem]:
+    """Rows-to-be of 24 kHz audio [rows, n]: one per channel ("each"), or the one mixed row."""
     if channels == "each":
         return [AudioItem(ident, c, pcm[c], info) for c in range(pcm.shape[0])]
-    return [AudioItem(ident, -1, pcm.mean(axis=0) if pcm.shape[0] > 1 else pcm[0], info)]
+    return [AudioItem(ident, -1, pcm[0], info)]
 
 
 def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -> list[Row]:
@@ -162,7 +165,7 @@ class LocalEngine:
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
         batches = plan_batches(todo, o.batch_seconds, o.max_batch)
         with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
-            for loaded in _prefetch(pool, batches, o.channels):
+            for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s):
                 items: list[AudioItem] = []
                 failed = []
                 for source, result in loaded:
@@ -288,12 +291,12 @@ def _duration_hint(source: Source) -> float:
     return probe(source.path).duration_s
 
 
-def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: str,
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: str, max_seconds: float,
               ahead: int = 2) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
     """Yields each batch's loaded audio while the next `ahead` batches are read in the background."""
     def load(source: Source):
         try:
-            return load_items(source, channels)
+            return load_items(source, channels, max_seconds)
         except AudioError as e:
             return e
 

@@ -31,11 +31,11 @@ def require_ray():
     return ray
 
 
-def _read(record: dict, channels: str) -> list[dict]:
+def _read(record: dict, channels: str, max_seconds: float) -> list[dict]:
     """Ray stage 1 (CPU): one source -> its items, or one error record."""
     source: Source = pickle.loads(record["source"])  # a file, or an item inside a container
     try:
-        items = load_items(source, channels)
+        items = load_items(source, channels, max_seconds)
     except AudioError as e:
         return [{"id": source.id, "path": record["path"], "error": str(e), "channel": -1,
                  "pcm": np.zeros(0, np.float32), **_columns(SourceInfo())}]
@@ -103,7 +103,8 @@ class RayEngine:
         if not ordered:
             return
         ds = ray.data.from_items([{"path": str(s.path), "id": s.id, "source": pickle.dumps(s)} for s, _ in ordered])
-        ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels}, num_cpus=self.read_cpus)
+        ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels, "max_seconds": o.max_duration_s},
+                         num_cpus=self.read_cpus)
         ds = ds.map_batches(
             _EncodeWorker, batch_size=o.max_batch, batch_format="numpy", concurrency=self.workers,
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,

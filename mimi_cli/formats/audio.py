@@ -5,6 +5,7 @@ import io
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,18 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .pcm import MAX_CHANNELS, MAX_RATE, SAMPLE_FORMATS, StreamFormatError, read_wav_header
 from .storage import atomic_write, os_reason
 
 AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                     ".caf", ".w64", ".rf64", ".au", ".snd"}
+
+
+SAMPLE_RATE = 24000  # what the codec takes (the codec's SAMPLE_RATE; formats/ knows no model)
+MAX_SECONDS = 3600.0  # an item's length by default (--max-duration): its 24 kHz samples are held whole
+BLOCK_FRAMES = 1 << 18  # decoded a block at a time
+HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
 
 
 class AudioError(Exception):
@@ -92,6 +101,155 @@ def read_audio(path: str | os.PathLike | io.IOBase) -> tuple[np.ndarray, int]:
     if not np.isfinite(data).all():
         raise AudioError("the file holds NaN or infinite samples")
     return np.ascontiguousarray(data.T), rate
+
+
+def check_duration(seconds: float, max_seconds: float) -> None:
+    """AudioError if an item of `seconds` is longer than the `max_seconds` it may last."""
+    if seconds > max_seconds:
+        raise AudioError(f"it lasts {_clock(seconds)}, over --max-duration {max_seconds:g} s; raise that to encode "
+                         "longer recordings (memory grows by about 350 MB an hour of audio)")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if seconds < 1e9 else f"{seconds:.3g} s"
+
+
+def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: float = MAX_SECONDS
+               ) -> tuple[np.ndarray, AudioInfo]:
+    """An audio file as float32 at 24 kHz: [1, n] mixed to mono if `mix`, else [channels, n], and
+    what it was (its own rate, channels and frames).
+
+    Read and resampled a block at a time, so memory holds the 24 kHz result and one block, never
+    the file at its own rate (soxr's stream gives the same samples as one call on the whole).
+    AudioError if it is no audio, lasts over `max_seconds` (stopping there, whatever its header
+    claims), holds NaN, or decodes to fewer samples than its header states (a truncated file).
+    """
+    head, tail = _ends(source)
+    try:
+        f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        raise AudioError(_reason(e)) from None
+    with f:
+        rate, channels = f.samplerate, f.channels
+        if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
+            raise AudioError(f"its header gives {channels} channels at {rate} Hz (mimi reads 1 to {MAX_CHANNELS} "
+                             f"channels at up to {MAX_RATE} Hz)")
+        limit = int(max_seconds * rate) // (1 if mix else channels)
+        known = f.frames < UNKNOWN_FRAMES
+        if known:
+            check_duration(f.frames / rate * (1 if mix else channels), max_seconds)
+        resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
+                     if rate != SAMPLE_RATE else None)
+        parts: list[np.ndarray] = []
+        frames = 0
+        while True:
+            try:
+                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+                if not known:  # libsndfile cannot seek to the end of a FLAC stream that states no length
+                    raise AudioError(f"its header states no length, and it could not be read to its end "
+                                     f"({_reason(e)}); write it again as a file") from None
+                raise AudioError(_reason(e)) from None
+            last = len(block) == 0
+            frames += len(block)
+            if frames > limit:
+                check_duration(frames / rate * (1 if mix else channels), max_seconds)
+            if not np.isfinite(block).all():
+                raise AudioError("the file holds NaN or infinite samples")
+            if resampler is not None:
+                block = resampler.resample_chunk(block, last=last)
+            if len(block):
+                out = np.ascontiguousarray(block.T)
+                parts.append(out.mean(axis=0, keepdims=True) if mix and channels > 1 else out)
+            if last:
+                break
+        declared = _declared_frames(head, f.format, f.frames if known else 0)
+        if f.format == "OGG" and not _ogg_ended(tail):
+            raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
+    if frames == 0:
+        raise AudioError("no audio samples (zero-length file)")
+    if declared is not None and frames < declared:
+        raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
+                         "(truncated, as by an interrupted download?)")
+    pcm = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return pcm, AudioInfo(rate, channels, frames)
+
+
+def _ends(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bytes]:
+    """The first bytes of a file (where its header states its length) and its last ones (where an
+    Ogg stream says it ended)."""
+    if isinstance(source, io.BytesIO):
+        view = source.getbuffer()
+        return bytes(view[:HEAD_BYTES]), bytes(view[-HEAD_BYTES:])
+    try:
+        with open(source, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - HEAD_BYTES))
+            return head, f.read(HEAD_BYTES)
+    except OSError as e:
+        raise AudioError(f"{os_reason(e)}: {source}") from None
+
+
+def _ogg_ended(tail: bytes) -> bool:
+    """Whether the last Ogg page in `tail` is complete and marked end-of-stream (flag 4 of its
+    header type): an Ogg file cut short, as by an interrupted download, ends without it."""
+    at = tail.rfind(b"OggS")
+    if at < 0 or at + 27 > len(tail):
+        return False
+    segments = tail[at + 26]
+    if at + 27 + segments > len(tail):
+        return False
+    body = sum(tail[at + 27:at + 27 + segments])
+    return bool(tail[at + 5] & 4) and at + 27 + segments + body <= len(tail)
+
+
+def _declared_frames(head: bytes, fmt: str, frames: int) -> int | None:
+    """How many frames the file's header says it holds, where a header says so: WAV, AIFF and AU
+    data sizes (libsndfile quietly reads what is there), FLAC's total and an MP3's Xing/Info
+    count; None where nothing states a length (Ogg, whose end is checked apart; an MP3 without a
+    length tag)."""
+    if fmt in ("WAV", "WAVEX", "RF64"):
+        return _wav_frames(head)
+    if fmt == "AIFF" and head[:4] == b"FORM":
+        return _aiff_frames(head)
+    if fmt == "AU" and head[:4] == b".snd" and len(head) >= 24:
+        _, _, data_size, encoding, _, channels = struct.unpack(">6I", head[:24])
+        width = {2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8}.get(encoding)
+        return None if data_size == 0xFFFFFFFF or not width or not channels else data_size // (width * channels)
+    if fmt == "FLAC" and frames > 0:
+        return frames
+    if fmt == "MP3" and frames > 0 and _has_mp3_length_tag(head):
+        return frames
+    return None
+
+
+def _wav_frames(head: bytes) -> int | None:
+    try:
+        fmt, data_bytes = read_wav_header(io.BytesIO(head))
+    except StreamFormatError:
+        return None  # a header this reader does not take apart; libsndfile's count stands
+    return None if data_bytes is None else data_bytes // (SAMPLE_FORMATS[fmt.sample_format][0] * fmt.channels)
+
+
+def _aiff_frames(head: bytes) -> int | None:
+    """numSampleFrames of an AIFF's COMM chunk (big-endian chunks after the 12-byte FORM header)."""
+    at = 12
+    while at + 8 <= len(head):
+        chunk, size = struct.unpack(">4sI", head[at:at + 8])
+        if chunk == b"COMM" and at + 14 <= len(head):
+            return struct.unpack(">I", head[at + 10:at + 14])[0]
+        at += 8 + size + (size & 1)
+    return None
+
+
+def _has_mp3_length_tag(head: bytes) -> bool:
+    """Whether an MP3's first frame carries a Xing, Info or VBRI header (its exact length)."""
+    start = 0
+    if head[:3] == b"ID3" and len(head) >= 10:
+        start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+    window = head[start:start + 2048]
+    return any(tag in window for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
-import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .audio import AUDIO_EXTENSIONS, AudioError, probe_bytes, read_audio
+from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
+from .limits import LimitError, check_row_groups, parse_json
 from .storage import Location, RemotePath, first_line
+from .tar import TarDamage, tar_entries
 
 MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
 MAX_FIELD_BYTES = 1 << 20  # a .json / .txt member read for its fields
@@ -50,8 +50,9 @@ class TarMember:
 
     locality = ""  # read by offset: any order is cheap
 
-    def load(self) -> tuple[np.ndarray, int]:
-        return read_audio(io.BytesIO(self.read()))
+    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
+        """Its audio at 24 kHz, as `decode_24k` gives it."""
+        return decode_24k(io.BytesIO(self.read()), mix, max_seconds)
 
     def read(self) -> bytes:
         with _open(self.container) as f:
@@ -78,8 +79,9 @@ class ParquetCell:
         """Items of one window are batched together: its row groups are read whole, once."""
         return f"{self.container}#{self.window}"
 
-    def load(self) -> tuple[np.ndarray, int]:
-        return read_audio(io.BytesIO(self.read()))
+    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
+        """Its audio at 24 kHz, as `decode_24k` gives it."""
+        return decode_24k(io.BytesIO(self.read()), mix, max_seconds)
 
     def read(self) -> bytes:
         data = _row_group_bytes(self)[self.row].as_py()
@@ -144,27 +146,34 @@ def split_key(name: str) -> tuple[str, str] | None:
 
 def tar_items(container: Location) -> Iterator[Item]:
     """The samples of a WebDataset shard in tar order: one item per key with an audio member (its
-    first), fields from its `.json` member and its other small members (`.txt` as `txt`)."""
+    first), fields from its `.json` member and its other small members (`.txt` as `txt`).
+
+    A shard cut short or damaged yields every sample before the damage, then one error item;
+    ContainerError only if not even its first header is a tar header."""
     try:
         with _open(container) as f:
-            yield from _samples(tarfile.open(fileobj=f, mode="r:"), container)
-    except tarfile.TarError as e:
-        raise ContainerError(f"{container}: not a readable tar file ({first_line(e)})") from None
+            yield from _samples(f, container)
+    except OSError as e:
+        raise ContainerError(f"{container}: cannot read it ({first_line(e)})") from None
 
 
-def _samples(tar: tarfile.TarFile, container: Location) -> Iterator[Item]:
+def _samples(f, container: Location) -> Iterator[Item]:
     current: Item | None = None
+    entries = tar_entries(f)
     while True:
         try:
-            info = tar.next()
-        except tarfile.TarError as e:  # a damaged header ends the listing, like webdataset's reader
+            entry = next(entries, None)
+        except TarDamage as e:
+            if current is None and e.offset == 0:
+                raise ContainerError(f"{container}: not a readable tar file ({e})") from None
             yield from _sample(current)
-            yield Item(f"<after {current.key if current else 'the start'}>", None,
-                       error=f"damaged tar header: {first_line(e)}")
+            yield Item(f"<after {current.key if current else 'the start'}>", None, error=f"damaged tar: {e}")
             return
-        if info is None:
+        if entry is None:
             break
-        parts = split_key(info.name) if info.isfile() else None
+        if entry.kind == "directory":
+            continue
+        parts = split_key(entry.name)
         if parts is None:
             continue
         key, ext = parts
@@ -174,14 +183,17 @@ def _samples(tar: tarfile.TarFile, container: Location) -> Iterator[Item]:
         if current is None:
             current = Item(key, None)
         last = ext.rsplit(".", 1)[-1]
-        if last in _AUDIO_EXTS and current.member is None and current.error is None:
-            if info.size > MAX_ITEM_BYTES:
-                current.error = f"its audio member {info.name} is over {MAX_ITEM_BYTES >> 30} GiB"
+        if entry.kind != "file":
+            current.error = current.error or (f"its member {entry.name} is a {entry.kind}; mimi reads regular "
+                                              "members only")
+        elif last in _AUDIO_EXTS and current.member is None and current.error is None:
+            if entry.size > MAX_ITEM_BYTES:
+                current.error = f"its audio member {entry.name} is over {MAX_ITEM_BYTES >> 30} GiB"
                 continue
-            current.member = TarMember(container, info.offset_data, info.size)
-            _described(current, _read_member(tar, info))
-        elif last not in _AUDIO_EXTS and info.size <= MAX_FIELD_BYTES:
-            _add_fields(current, ext, _read_member(tar, info), info.name)
+            current.member = TarMember(container, entry.offset, entry.size)
+            _described(current, _read_at(f, entry.offset, entry.size))
+        elif last not in _AUDIO_EXTS and entry.size <= MAX_FIELD_BYTES:
+            _add_fields(current, ext, _read_at(f, entry.offset, entry.size), entry.name)
     yield from _sample(current)
 
 
@@ -191,15 +203,18 @@ def _sample(item: Item | None) -> Iterator[Item]:
         yield item
 
 
-def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(info)
-    return f.read() if f is not None else b""
+def _read_at(f, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
 
 
 def _add_fields(item: Item, ext: str, data: bytes, name: str) -> None:
     if ext == "json":
         try:
-            value = json.loads(data)
+            value = parse_json(data, name)
+        except LimitError as e:
+            item.error = item.error or str(e)
+            return
         except (ValueError, UnicodeDecodeError):
             item.error = item.error or f"{name} is not valid JSON"
             return
@@ -219,12 +234,27 @@ def audio_columns(schema: pa.Schema) -> list[str]:
             and "bytes" in [f.type.field(i).name for i in range(f.type.num_fields)]]
 
 
+def _check_audio_column(container: Location, schema: pa.Schema, column: str) -> None:
+    """ContainerError unless `column` holds `bytes` as binary and `path` (if any) as a string."""
+    fields = {f.name: f.type for f in schema.field(column).type}
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_null)
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_null)
+    if not any(ok(fields["bytes"]) for ok in binary):
+        raise ContainerError(f"{container}: column {column!r} holds its bytes as {fields['bytes']}, not binary: "
+                             "not audio as Hugging Face `datasets` stores it")
+    if "path" in fields and not any(ok(fields["path"]) for ok in text):
+        raise ContainerError(f"{container}: column {column!r} holds its path as {fields['path']}, not a string: "
+                             "not audio as Hugging Face `datasets` stores it")
+
+
 def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> Iterator[Item]:
     """Every row of an audio Parquet file as an item keyed `ROW` (its index in the file), read a
     row group at a time; fields are the `keep` columns, `path` the row's path."""
     try:
         with _open(container) as f:
             pf = pq.ParquetFile(f)
+            _check_audio_column(container, pf.schema_arrow, column)
+            check_row_groups(pf, container.stat().st_size)
             fields = list(keep)
             row, window, window_bytes = 0, 0, 0
             for g in range(pf.metadata.num_row_groups):
@@ -250,7 +280,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                         item.error = "the row holds no audio (its bytes and path are null)"
                     yield item
                     row += 1
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, LimitError) as e:
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
 

@@ -1,36 +1,50 @@
 """lhotse manifests (a CutSet or RecordingSet as `.jsonl` / `.jsonl.gz`) as inputs, read through
-lhotse itself: one item per cut (its region and channels only) or per recording."""
+lhotse itself: one item per cut (its region and channels only) or per recording.
+
+A manifest is untrusted, and lhotse runs what it says: a `command` source is a shell command, a
+`url` source is fetched. So before lhotse sees a line, every audio source in it (a recording's, a
+MixedCut track's, a transform's impulse response) is checked: `file` sources must lie inside the
+audio root (`--audio-root`, else the manifest's folder) and are rewritten to the file they
+resolve to; `url` sources are read only with `--allow-network`, `command` sources run only with
+`--allow-commands`; any other kind is an error row.
+"""
 from __future__ import annotations
 
-import gzip
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError
+from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, SAMPLE_RATE, AudioError, AudioInfo, check_duration, resample
 from .containers import ContainerError, Item
+from .limits import LimitError, parse_json, read_lines
+from .manifests import ManifestOptions
+from .paths import AudioRoot, UnsafePathError, missing_hint
+from .storage import first_line
 
 INSTALL_HINT = "lhotse manifests are read through lhotse: pip install 'mimi-cli[lhotse]'"
 CUT_TYPES = {"MonoCut", "MultiCut", "MixedCut", "Cut"}
 SUPERVISION_FIELDS = ("speaker", "language", "gender")  # kept from a cut's first supervision that has one
+# What --allow-network lets lhotse fetch: addresses on the network, not `file://` or lhotse's `pipe:` commands.
+NETWORK_URL = re.compile(r"^(https?|s3|gs|gcs|az|abfss?|hf)://", re.IGNORECASE)
 
 
-def _lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield line
+log = logging.getLogger("mimi_cli.cuts")
+
+
+class SourceRefused(ValueError):
+    """An audio source of a manifest entry that mimi will not read (outside the root, a command, a URL)."""
 
 
 def is_lhotse(path: Path) -> bool:
     """Whether a `.jsonl(.gz)` file is a lhotse CutSet or RecordingSet (from its first line)."""
     try:
-        first = json.loads(next(_lines(path), "null"))
+        first = parse_json(next(read_lines(path), b"null"))
     except (OSError, ValueError, EOFError, UnicodeDecodeError):
         return False
     return isinstance(first, dict) and ("sources" in first and "sampling_rate" in first
@@ -47,18 +61,33 @@ def _lhotse():
 
 @dataclass(frozen=True)
 class LhotseItem:
-    """A cut or recording as its manifest line, loaded through lhotse when its batch comes."""
+    """A cut or recording as its (checked and rewritten) manifest line, loaded through lhotse
+    when its batch comes."""
 
     line: str
     locality = ""
 
-    def load(self) -> tuple[np.ndarray, int]:
+    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
+        """Its audio at 24 kHz ([1, n] mixed to mono if `mix`, else [channels, n]), and what it was;
+        AudioError if it lasts over `max_seconds` (told before lhotse reads it) or cannot be read."""
         obj = _lhotse()(json.loads(self.line))
+        channels = int(getattr(obj, "num_channels", 1) or 1)
+        check_duration(float(obj.duration) * (1 if mix else channels), max_seconds)
+        audio, rate = self.load(obj)
+        pcm = resample(audio, rate, SAMPLE_RATE)
+        if mix and pcm.shape[0] > 1:
+            pcm = pcm.mean(axis=0, keepdims=True)
+        return pcm, AudioInfo(rate, audio.shape[0], audio.shape[1])
+
+    def load(self, obj=None) -> tuple[np.ndarray, int]:
+        """Its samples [channels, n] at its own rate, as lhotse reads them."""
+        obj = obj if obj is not None else _lhotse()(json.loads(self.line))
+        if not 1 <= int(obj.sampling_rate) <= MAX_RATE:
+            raise AudioError(f"a sampling rate of {obj.sampling_rate} Hz")
         try:
             audio = np.asarray(obj.load_audio(), dtype=np.float32)
         except Exception as e:  # lhotse's backends raise their own types; the reason is what matters
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise AudioError(f"lhotse could not load it: {reason}") from None
+            raise AudioError(f"lhotse could not load it: {lhotse_reason(e)}") from None
         audio = audio.reshape(-1, audio.shape[-1]) if audio.size else audio.reshape(1, 0)
         if audio.shape[1] == 0:
             raise AudioError("the cut holds no samples")
@@ -67,23 +96,112 @@ class LhotseItem:
         return np.ascontiguousarray(audio), int(obj.sampling_rate)
 
 
-def lhotse_items(path: Path) -> Iterator[tuple[Item, LhotseItem, str | None]]:
+def lhotse_reason(e: Exception) -> str:
+    """Why lhotse could not read audio, in one line: the reasons its backends gave, without the
+    "Reading audio from ... failed. Details:" preamble and the class names around them."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    causes = [re.sub(r"^Exception #\d+ \(.*?\): (<class '[^']*'>: )?", "", line) for line in lines
+              if line.startswith("Exception #")]
+    return "; ".join(dict.fromkeys(causes))[:300] if causes else first_line(e)
+
+
+def lhotse_items(path: Path, options: ManifestOptions | None = None
+                 ) -> Iterator[tuple[Item, LhotseItem | None, str | None]]:
     """Each cut (or recording) of the manifest: its item (keyed by its id, with its duration, the
-    fingerprint of its region and its fields), how to load it, and the audio file it reads."""
+    fingerprint of its region and its fields), how to load it, and the audio file it reads. A
+    line that cannot be read is an error item; a manifest that goes past a bound (docs/security.md)
+    ends with one, after the items before it."""
+    options = options or ManifestOptions()
     deserialize = _lhotse()
-    for n, line in enumerate(_lines(path)):
-        try:
-            obj = deserialize(json.loads(line))
-        except Exception as e:  # a line lhotse cannot read is that item's error, not the run's
-            yield Item(f"{path.name}:{n}", None, error=f"line {n} is no lhotse manifest entry: {e}"), None, None
+    root = AudioRoot(options.audio_root or path.parent)
+    n, hinted = -1, False
+    try:
+        for n, raw in enumerate(read_lines(path)):
+            try:
+                data = parse_json(raw, f"line {n}")
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as e:
+                yield Item(f"{path.name}:{n}", None, error=f"line {n} is no lhotse manifest entry: {e}"), None, None
+                continue
+            key = data["id"] if isinstance(data.get("id"), str) and data["id"] else f"{path.name}:{n}"
+            try:
+                files = checked_sources(data, root, options)
+                line = json.dumps(data)
+                obj = deserialize(data)
+                duration = float(obj.duration)
+                channels = int(getattr(obj, "num_channels", 1) or 1)
+                if not 0 < duration < float("inf") or not 1 <= channels <= MAX_CHANNELS:
+                    raise ValueError(f"a duration of {duration} s over {channels} channels")
+            except SourceRefused as e:
+                yield Item(key, None, error=str(e)), None, None
+                continue
+            except Exception as e:  # a line lhotse cannot read is that item's error, not the run's
+                yield Item(key, None, error=f"line {n} is no lhotse manifest entry: {first_line(e)}"), None, None
+                continue
+            recording = getattr(obj, "recording", obj)
+            region = {"start": getattr(obj, "start", 0.0), "duration": duration,
+                      "channel": getattr(obj, "channel", None), "recording": getattr(recording, "id", None)}
+            item = Item(obj.id, None, duration_s=duration, fingerprint="lhotse:" + json.dumps(region),
+                        fields=_fields(obj))
+            if files and not hinted and not os.path.lexists(files[0][1]):  # the first missing file: a wrong root?
+                hinted = True
+                hint = missing_hint(files[0][0], root.root)
+                if hint:
+                    log.warning("%s names %s, which is not there%s", path, files[0][0], hint)
+            yield item, LhotseItem(line), files[0][1] if files else None
+    except LimitError as e:
+        yield Item(f"{path.name}:<after line {n}>", None, error=f"stopped reading {path.name}: {e}"), None, None
+
+
+def checked_sources(entry: dict, root: AudioRoot, options: ManifestOptions) -> list[tuple[str, str]]:
+    """The audio files a manifest entry reads (as it names them, and as resolved inside `root`),
+    each rewritten in `entry` to the file it resolves to; SourceRefused for a source mimi will not
+    read."""
+    files = []
+    pending: list[object] = [entry]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
             continue
-        recording = getattr(obj, "recording", obj)
-        files = [s.source for s in getattr(recording, "sources", []) if s.type == "file"]
-        region = {"start": getattr(obj, "start", 0.0), "duration": obj.duration,
-                  "channel": getattr(obj, "channel", None), "recording": getattr(recording, "id", None)}
-        item = Item(obj.id, None, duration_s=float(obj.duration), fingerprint="lhotse:" + json.dumps(region),
-                    fields=_fields(obj))
-        yield item, LhotseItem(line), os.fspath(files[0]) if files else None
+        if not isinstance(value, dict):
+            continue
+        if isinstance(value.get("type"), str) and "source" in value:  # an AudioSource
+            given = value["source"]
+            value["source"] = _checked_source(value["type"], given, root, options)
+            if value["type"] == "file":
+                files.append((given, value["source"]))
+            continue
+        pending.extend(value.values())
+    return files
+
+
+def _checked_source(kind: str, source: object, root: AudioRoot, options: ManifestOptions) -> object:
+    shown = repr(source)[:120]
+    if kind == "file":
+        if not isinstance(source, str) or not source:
+            raise SourceRefused(f"a file source that names no file ({shown})")
+        try:
+            real = root.resolve(source)
+        except UnsafePathError as e:
+            raise SourceRefused(f"its audio file is refused: {e}") from None
+        return str(real)
+    if kind == "url":
+        if options.allow_network:
+            if isinstance(source, str) and NETWORK_URL.match(source):
+                return source
+            raise SourceRefused(f"its url source {shown} is no network address (http, https, s3, gs, az, hf): "
+                                "lhotse would read a local file or run a pipe: command for it")
+        raise SourceRefused(f"its audio is fetched from {shown}: mimi reads nothing over the network unless you "
+                            "pass --allow-network")
+    if kind == "command":
+        if options.allow_commands:
+            return source
+        raise SourceRefused(f"its audio comes from running the shell command {shown}: mimi runs no command from "
+                            "a manifest unless you pass --allow-commands")
+    raise SourceRefused(f"its audio source is of type {kind!r}: mimi reads file sources (and url or command "
+                        "sources when allowed) from a manifest")
 
 
 def _fields(obj) -> dict:
@@ -96,3 +214,12 @@ def _fields(obj) -> dict:
         for name in SUPERVISION_FIELDS:
             fields[name] = next((getattr(s, name) for s in supervisions if getattr(s, name, None)), None)
     return fields
+
+
+def stat_or_zero(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of an audio file, or zeros where it cannot be read (reading it says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns

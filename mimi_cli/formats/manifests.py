@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .limits import check_row_groups, parse_json, read_lines
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -33,6 +34,8 @@ class ManifestOptions:
     audio_root: Path | None = None  # None: the manifest's own directory
     keep_columns: tuple[str, ...] = ()
     audio_column: str | None = None  # Hugging Face audio Parquet: None, the one `{bytes, path}` column
+    allow_network: bool = False  # lhotse `url` sources: fetched only if the user allows it
+    allow_commands: bool = False  # lhotse `command` sources: shell commands, run only if the user allows it
 
 
 @dataclass
@@ -52,8 +55,8 @@ def is_manifest(path: Path) -> bool:
 
 def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     """The rows of a .tsv / .csv / .jsonl manifest; ManifestError naming what is missing."""
-    table = _read(path)
-    names = table.column_names
+    wanted = [options.path_column or "", *PATH_COLUMNS, options.id_column or "", *options.keep_columns]
+    table, names = _read(path, wanted)
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
     if column is None or column not in names:
         wanted = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
@@ -70,20 +73,51 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
                         {c: table.schema.field(c).type for c in options.keep_columns})
 
 
-def _read(path: Path) -> pa.Table:
+def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
+    """The manifest as a table (a Parquet one with only `columns` read, those it has) and the
+    names of all its columns."""
     import pyarrow.csv as pcsv
-    import pyarrow.json as pjson
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return _read_parquet(path, columns)
+        if suffix == ".jsonl":
+            table = _read_jsonl(path)
+            return table, table.column_names
+        # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
+        tsv = suffix == ".tsv"
+        parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
+        table = pcsv.read_csv(path, parse_options=parse)
+        return table, table.column_names
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ManifestError(f"{path}: not a readable {suffix.lstrip('.').upper()} manifest "
+                            f"({first_line(e)})") from None
+
+
+def _read_parquet(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
     import pyarrow.parquet as pq
 
-    try:
-        if path.suffix.lower() == ".parquet":
-            return pq.read_table(path)
-        if path.suffix.lower() == ".jsonl":
-            return pjson.read_json(path)
-        # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
-        tsv = path.suffix.lower() == ".tsv"
-        parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
-        return pcsv.read_csv(path, parse_options=parse)
-    except (pa.ArrowInvalid, OSError, ValueError) as e:
-        raise ManifestError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} manifest "
-                            f"({first_line(e)})") from None
+    pf = pq.ParquetFile(path)
+    check_row_groups(pf, path.stat().st_size)
+    names = pf.schema_arrow.names
+    return pf.read(columns=[c for c in dict.fromkeys(columns) if c in names]), names
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    """One JSON object a line, read with mimi's own bounds (pyarrow's reader crashes on JSON nested
+    deep enough); column types as Arrow infers them over all rows."""
+    rows = []
+    for n, line in enumerate(read_lines(path)):
+        row = parse_json(line, f"line {n}")
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} is not a JSON object")
+        rows.append(row)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    arrays = []
+    for name in names:
+        try:
+            arrays.append(pa.array([r.get(name) for r in rows]))
+        except (pa.ArrowException, TypeError, ValueError):
+            raise ValueError(f"the field {name!r} holds values of mixed types") from None
+    return pa.table(dict(zip(names, arrays))) if names else pa.table({})

@@ -45,6 +45,55 @@ def confined(root: Location, name: object) -> Location:
     return target
 
 
+class AudioRoot:
+    """The folder that paths taken from a dataset (a manifest's rows, a lhotse source, an audio
+    Parquet row's path) must stay in: `--audio-root`, else the dataset's own folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.real = os.path.realpath(self.root)
+        self._dirs: dict[str, str] = {}  # a directory as written -> its real path (one lstat a file, not one a part)
+
+    def resolve(self, name: str) -> Path:
+        """The file `name` names (relative names start at the root), resolved through symbolic
+        links; UnsafePathError if it lands outside the root. Absolute paths under the root are
+        fine (NeMo and lhotse write them)."""
+        if "\0" in name:
+            raise UnsafePathError("the path holds a NUL byte")
+        path = os.path.join(self.root, name)  # an absolute name stays as it is
+        parent, leaf = os.path.split(path)
+        if leaf in ("", ".", ".."):
+            real = os.path.realpath(path)
+        else:
+            if parent not in self._dirs:
+                self._dirs[parent] = os.path.realpath(parent)
+            real = os.path.join(self._dirs[parent], leaf)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
+        if os.path.commonpath([self.real, real]) != self.real:
+            raise UnsafePathError(f"{name} lies outside the audio root {self.root}; mimi reads no file a dataset "
+                                  "names outside it unless you widen it with --audio-root (--audio-root / for any)")
+        return Path(real)
+
+
+def missing_hint(name: str, root: Path) -> str:
+    """Where a file a manifest names, missing under its root, is found after all: in a folder
+    beside the manifest (Common Voice's `clips/`), or from the current directory (where lhotse
+    reads relative paths from); '' if nowhere."""
+    if os.path.isabs(name):
+        return ""
+    try:
+        folders = sorted(d for d in root.iterdir() if d.is_dir())[:100]
+    except OSError:
+        folders = []
+    for folder in folders:
+        if (folder / name).is_file():
+            return f" (it is in {folder}/: give --audio-root {folder})"
+    if Path(name).is_file():
+        return " (it is there from the current directory: give --audio-root .)"
+    return ""
+
+
 def regular_file(path: Location) -> Location:
     """`path` if it is a regular file (not a FIFO, device or directory that would hang or mislead a read)."""
     if isinstance(path, RemotePath):

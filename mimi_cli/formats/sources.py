@@ -14,6 +14,7 @@ by its id, a Parquet row by its `path` (or `FILE:ROW`); see docs/token-format.md
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import sys
@@ -26,9 +27,12 @@ import pyarrow as pa
 
 from .audio import AUDIO_EXTENSIONS
 from .containers import ContainerError, Item, ParquetCell, TarMember, audio_columns, parquet_items, tar_items
-from .cuts import LhotseItem, is_lhotse, lhotse_items
+from .cuts import LhotseItem, is_lhotse, lhotse_items, stat_or_zero
 from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
-from .storage import Location, RemotePath, is_uri
+from .paths import AudioRoot, UnsafePathError, check_relative, missing_hint
+from .storage import Location, RemotePath, is_uri, os_reason
+
+log = logging.getLogger("mimi_cli.sources")
 
 
 class InputError(Exception):
@@ -136,8 +140,10 @@ class _Collector:
         self.options = options
         self.found: list[Source] = []
         self.problems: list[Problem] = []
+        self.roots: dict[Location, AudioRoot] = {}
 
     def problem(self, item: str, error: str) -> None:
+        error = error.removeprefix(f"{item}: ")  # the id says which input it is
         self.problems.append(Problem(printable(item), printable(item), error))
 
     def file(self, path: Location, base: Path) -> None:
@@ -198,14 +204,25 @@ class _Collector:
         except ManifestError as e:
             raise InputError(str(e)) from None
         item = str(path)
+        root = AudioRoot(rows.root)
+        hint = None  # where the missing files are, worked out at the first one
         for i, (value, given_id) in enumerate(zip(rows.paths, rows.ids)):
             if value is None:
                 self.problems.append(Problem(f"{printable(item)}:{i}", printable(item), f"row {i} names no audio file"))
                 continue
             p = Path(value) if os.path.isabs(value) else rows.root / value
+            ident = given_id if given_id is not None else _relative_id(p, rows.root)
+            try:
+                real = root.resolve(value)
+            except UnsafePathError as e:
+                self.problems.append(Problem(printable(ident), printable(value), str(e)))
+                continue
+            if hint is None and not os.path.lexists(real):  # the first missing file: is the root wrong?
+                hint = missing_hint(value, rows.root)
+                if hint:
+                    log.warning("%s names %s, which is not there%s", printable(item), printable(value), hint)
             kept = {c: values[i] for c, values in rows.kept.items()}
-            self.found.append(Source(p, given_id if given_id is not None else _relative_id(p, rows.root), kept,
-                                     rows.types))
+            self.found.append(Source(p, ident, kept, rows.types))
 
     def tar(self, path: Location) -> None:
         """A WebDataset shard: one source per sample key with an audio member."""
@@ -256,11 +273,11 @@ class _Collector:
 
     def lhotse(self, path: Path) -> None:
         try:
-            entries = list(lhotse_items(path))
+            entries = list(lhotse_items(path, self.options))
         except ContainerError as e:
             raise InputError(str(e)) from None
-        except (OSError, EOFError, ValueError) as e:
-            return self.problem(str(path), f"cannot read the lhotse manifest: {e}")
+        except OSError as e:
+            return self.problem(str(path), f"cannot read the lhotse manifest: {os_reason(e)}")
         stats: dict[str, tuple[int, int]] = {}
         sources = []
         for item, loader, audio_file in entries:
@@ -268,15 +285,10 @@ class _Collector:
                 sources.append((item, item.key, path))
                 continue
             item.member = loader
-            target = Path(audio_file) if audio_file else path
             if audio_file and audio_file not in stats:
-                try:
-                    st = os.stat(audio_file)
-                    stats[audio_file] = (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    stats[audio_file] = (0, 0)  # reading it says why, as an error row
+                stats[audio_file] = stat_or_zero(audio_file)  # an unreadable file: reading it says why
             item.size, item.mtime_ns = stats.get(audio_file, (0, 0))
-            sources.append((item, item.key, target))
+            sources.append((item, item.key, Path(audio_file) if audio_file else path))
         self.items(sources, None)
         return None
 
@@ -306,14 +318,28 @@ class _Collector:
                 self.problems.append(Problem(ident, printable(str(where)), it.error))
                 continue
             kept = {c: it.fields.get(c) for c in keep}
-            if it.member is None:  # a Parquet row whose bytes are null: read from its path
-                p = Path(it.path)
-                p = p if p.is_absolute() or isinstance(where, RemotePath) else (
-                    self.options.audio_root or where.parent) / p
+            if it.member is None:  # a Parquet row whose bytes are null: read from its path, inside the root
+                try:
+                    p = self._row_path(it.path, where)
+                except UnsafePathError as e:
+                    self.problems.append(Problem(ident, printable(str(where)), f"its audio path is refused: {e}"))
+                    continue
                 self.found.append(Source(p, ident, kept, types or {}))
                 continue
             self.found.append(Source(where, ident, kept, types or {}, it.member, it.size,
                                      it.mtime_ns, it.fingerprint, it.duration_s))
+
+
+    def _row_path(self, name: str, container: Location) -> Location:
+        """Where an audio Parquet row's `path` leads: inside --audio-root, else the file's folder
+        (a remote file's: a relative name without `..`)."""
+        root = self.options.audio_root or container.parent
+        if isinstance(root, RemotePath):
+            return root / check_relative(name)
+        if root not in self.roots:
+            self.roots[root] = AudioRoot(root)
+        self.roots[root].resolve(name)
+        return Path(name) if os.path.isabs(name) else root / name
 
 
 def _below(f: Location, root: Location) -> str:

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .limits import parse_json
 from .pcm import MAX_RATE, StreamFormatError, read_up_to
 
 MAGIC = b"MIMI"
@@ -182,8 +183,8 @@ def _lines(stream: BinaryIO, first: bytes) -> Iterator[str]:
 
 def _json(line: str, index: int) -> dict:
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = parse_json(line)
+    except ValueError:  # LimitError too: nested deeper than a frame ever is
         obj = None
     if not isinstance(obj, dict):
         raise StreamFormatError(f"frame {index}: not a JSON object: {line[:60]!r}")

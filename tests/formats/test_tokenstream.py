@@ -94,3 +94,10 @@ def test_fuzzed_streams_raise_only_stream_format_errors():
         except StreamFormatError:
             errors += 1
     assert errors > 500
+
+
+def test_a_deeply_nested_line_is_a_format_error_not_a_crash():
+    stream = io.BytesIO(b'{"codes": ' + b"[" * 30000 + b"]" * 30000 + b"}\n")
+    with pytest.raises(StreamFormatError, match="not a JSON object"):
+        header, frames = read_tokens(stream)
+        list(frames)

@@ -1,0 +1,91 @@
+"""Audio files as untrusted input: decoded a block at a time to exactly what a whole read gives,
+cut short files caught where a header states their length, and lengths bounded."""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mimi_cli.formats.audio import AudioError, decode_24k, read_audio, resample
+from tests.helpers import CORPUS, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("rel", [c[0] for c in CORPUS])
+def test_block_decoding_equals_a_whole_read(corpus, rel, monkeypatch):
+    monkeypatch.setattr("mimi_cli.formats.audio.BLOCK_FRAMES", 4097)  # many blocks, none aligned to anything
+    audio, rate = read_audio(corpus / rel)
+    whole = resample(audio, rate, 24000)
+    each, info = decode_24k(corpus / rel, mix=False)
+    mixed, _ = decode_24k(io.BytesIO((corpus / rel).read_bytes()), mix=True)
+    assert np.array_equal(each, whole) and (info.sample_rate, info.channels) == (rate, audio.shape[0])
+    assert np.array_equal(mixed[0], whole.mean(axis=0))
+
+
+def encoded(fmt: str, subtype: str, seconds: float = 2.0, rate: int = 24000) -> bytes:
+    buf = io.BytesIO()
+    x = 0.1 * np.random.default_rng(0).standard_normal(int(rate * seconds))
+    sf.write(buf, x.astype(np.float32), rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("AIFF", "PCM_16"), ("AU", "PCM_16"),
+                                         ("FLAC", "PCM_16"), ("MP3", "MPEG_LAYER_III"), ("OGG", "VORBIS"),
+                                         ("OGG", "OPUS")])
+def test_a_file_cut_short_is_an_error_not_shorter_audio(fmt, subtype):
+    data = encoded(fmt, subtype, rate=48000 if subtype == "OPUS" else 24000)
+    decode_24k(io.BytesIO(data), mix=True)  # whole: fine
+    for keep in (0.5, 0.9):
+        with pytest.raises(AudioError, match="truncated|damaged"):
+            decode_24k(io.BytesIO(data[:int(len(data) * keep)]), mix=True)
+
+
+def test_a_streaming_wav_header_states_no_length():
+    data = bytearray(encoded("WAV", "PCM_16"))
+    data[4:8] = data[40:44] = b"\xff\xff\xff\xff"  # as ffmpeg writes to a pipe: runs to the end
+    pcm, info = decode_24k(io.BytesIO(bytes(data[:30000])), mix=True)
+    assert info.num_frames == (30000 - 44) // 2
+
+
+def test_the_length_is_bounded_before_and_while_decoding(tmp_path, monkeypatch):
+    data = encoded("FLAC", "PCM_16", seconds=3.0)
+    with pytest.raises(AudioError, match="over --max-duration 1 s"):
+        decode_24k(io.BytesIO(data), mix=True, max_seconds=1)  # from the header, before decoding
+    unknown = bytearray(data)  # STREAMINFO's total sample count zeroed: "unknown", as a stream may say
+    total_at = 8 + 10
+    field = int.from_bytes(unknown[total_at:total_at + 8], "big") & ~((1 << 36) - 1)
+    unknown[total_at:total_at + 8] = field.to_bytes(8, "big")
+    monkeypatch.setattr("mimi_cli.formats.audio.BLOCK_FRAMES", 4096)
+    with pytest.raises(AudioError, match="over --max-duration 1 s"):
+        decode_24k(io.BytesIO(bytes(unknown)), mix=True, max_seconds=1)  # counted as it decodes
+    with pytest.raises(AudioError, match="states no length"):  # libsndfile cannot read such a FLAC to its end
+        decode_24k(io.BytesIO(bytes(unknown)), mix=True, max_seconds=4)
+    stereo = encoded("WAV", "PCM_16", seconds=0.8)
+    two = io.BytesIO()
+    sf.write(two, np.stack([sf.read(io.BytesIO(stereo))[0]] * 2, axis=1), 24000, format="WAV")
+    decode_24k(io.BytesIO(two.getvalue()), mix=True, max_seconds=1)
+    with pytest.raises(AudioError, match="over --max-duration"):  # each channel counts when kept apart
+        decode_24k(io.BytesIO(two.getvalue()), mix=False, max_seconds=1)
+
+
+def test_headers_beyond_what_anything_records_are_refused():
+    data = bytearray(encoded("WAV", "PCM_16", seconds=0.1))
+    data[24:28] = struct.pack("<I", 10_000_000)  # 10 MHz
+    with pytest.raises(AudioError, match="channels at"):
+        decode_24k(io.BytesIO(bytes(data)), mix=True)
+
+
+def test_nan_samples_are_refused():
+    buf = io.BytesIO()
+    x = np.zeros(4800, np.float32)
+    x[4000] = np.nan
+    sf.write(buf, x, 24000, subtype="FLOAT", format="WAV")
+    with pytest.raises(AudioError, match="NaN"):
+        decode_24k(io.BytesIO(buf.getvalue()), mix=True)
