@@ -27,6 +27,7 @@ from .formats.audio import MAX_SECONDS
 from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
 from .formats.pcm import SAMPLE_FORMATS, WRITTEN_FORMATS
 from .formats.storage import as_location
+from .serve.access import IDLE_TIMEOUT_S, MAX_MESSAGE_BYTES
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help=f"Kyutai's Mimi codec: audio to tokens ({FRAME_RATE} frames/s, up to {MAX_CODEBOOKS} "
@@ -548,6 +549,14 @@ def serve(
                                            "they step without them."),
     threads: int = typer.Option(None, "--threads", min=1, show_default="torch's choice",
                                 help="CPU threads of the batched step."),
+    idle_timeout: float = typer.Option(IDLE_TIMEOUT_S, "--idle-timeout", min=0.1, metavar="SECONDS",
+                                       help="Close a stream that sends no complete frame for this long (4408), so "
+                                            "idle connections do not hold the slots."),
+    max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, "--max-message-bytes", min=1024,
+                                          help="Close a connection that sends a larger message (1009)."),
+    no_token: bool = typer.Option(False, "--no-token",
+                                  help="Serve other machines (a --host that is not loopback) without --token, on "
+                                       "purpose: anyone who can reach the port may use the server."),
     quiet: bool = Quiet,
 ) -> None:
     """Live encode and decode for many clients at once, over WebSockets, stepped as one batch.
@@ -561,9 +570,16 @@ def serve(
     Ctrl-C or SIGTERM closes every stream (1001) and exits. The protocol is in docs/serve.md.
     """
     try:
+        from .serve.access import reaches_other_machines
         from .serve.app import ServeConfig, run_server
     except ImportError:
         raise _Fail("mimi serve needs aiohttp: pip install 'mimi-cli[serve]'", 2) from None
+    if reaches_other_machines(host) and token is None:
+        if not no_token:
+            raise _Fail(f"--host {host} takes clients from other machines: give --token SECRET (or MIMI_TOKEN), or "
+                        "--no-token if anyone who can reach the port may use the server", 2)
+        log.warning("serving %s:%d without a token (--no-token): anyone who can reach this port can use the "
+                    "server", host, port)
     if threads:
         import torch
 
@@ -573,7 +589,8 @@ def serve(
 
     warm_up(codec, "encode")
     warm_up(codec, "decode")
-    config = ServeConfig(host, port, max_streams, token, num_codebooks, max_wait_ms / 1000)
+    config = ServeConfig(host, port, max_streams, token, num_codebooks, max_wait_ms / 1000, idle_timeout,
+                         max_message_bytes)
     if not quiet:
         typer.echo(f"mimi: serving on http://{host}:{port}/ ({codec.device}, up to {max_streams} streams)", err=True)
     run_server(codec, config, weights)

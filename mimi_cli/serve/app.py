@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
+import math
 import signal
 import threading
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..codec import FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
 from ..formats.pcm import PcmDecoder, PcmFormat, StreamFormatError, encode_pcm
 from ..formats.tokenstream import HEADER, StreamHeader, binary_frame, binary_header, parse_binary_header
+from .access import IDLE_TIMEOUT_S, MAX_MESSAGE_BYTES, FailedTokens, given_token, token_matches
 from .batcher import DecodeStream, EncodeStream, Stepper
 from .metrics import Metrics
 
@@ -26,11 +27,12 @@ log = logging.getLogger("mimi.serve")
 FORMATS = ("s16le", "f32le")
 MIN_RATE, MAX_RATE = 8000, 192000
 MAX_CHANNELS = 8
-MAX_MESSAGE_BYTES = 1 << 20
 BUFFER_FRAMES = 25  # input a client may have waiting (2 s): more, and the server stops reading it
 QUEUE_MESSAGES = 64  # output a client may leave unread (5 s of frames): more, and it is disconnected
 CLOSE_TIMEOUT_S = 3.0  # how long a close waits for the client's reply
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_LOCKED_OUT = 4429
 CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION  # 1008
 CLOSE_FULL = WSCloseCode.TRY_AGAIN_LATER  # 1013
 CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001
@@ -44,6 +46,8 @@ class ServeConfig:
     token: str | None = None
     num_codebooks: int = 8
     max_wait_s: float = 0.08  # how long streams with a frame wait for the others before stepping without them
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
 
 class BadRequest(ValueError):
@@ -79,6 +83,7 @@ class Server:
         self.metrics = Metrics()
         self.stepper = Stepper(codec, config.max_wait_s, on_step=self.metrics.stepped)
         self.sockets: set[web.WebSocketResponse] = set()
+        self.failed_tokens = FailedTokens()
 
     # -- the app ------------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -107,6 +112,8 @@ class Server:
         return web.Response(text=_static("worklet.js"), content_type="application/javascript")
 
     async def health(self, request: web.Request) -> web.Response:
+        if self.config.token is not None and not self._token_ok(request):
+            return web.json_response({"status": "ok"})  # the rest is for those who hold the token
         live = self.stepper.live
         return web.json_response({"status": "ok", "live_streams": live, "connections": len(self.sockets),
                                   "capacity": self.config.max_streams,
@@ -114,28 +121,43 @@ class Server:
                                       "torch."), "model": self.model, "num_codebooks": self.config.num_codebooks})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status = 429 if refusal[0] == CLOSE_LOCKED_OUT else 401
+            return web.Response(status=status, text=refusal[1] + "\n")
         return web.Response(text=self.metrics.text(self.stepper.live), content_type="text/plain",
                             charset="utf-8")
 
     # -- connections --------------------------------------------------------------------------------
-    def _authorized(self, request: web.Request) -> bool:
+    def _token_ok(self, request: web.Request) -> bool:
+        return self.config.token is None or token_matches(given_token(request.query, request.headers),
+                                                          self.config.token)
+
+    def _refusal(self, request: web.Request) -> tuple[int, str] | None:
+        """Why a request may not go on (close code, reason), or None: a missing or wrong token, or an
+        address locked out after too many wrong ones (counted here)."""
         if self.config.token is None:
-            return True
-        given = request.query.get("token")
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = auth[len("Bearer "):]
-        return given is not None and hmac.compare_digest(given.encode(), self.config.token.encode())
+            return None
+        address = request.remote or "unknown"
+        wait = self.failed_tokens.wait_s(address)
+        if wait:
+            self.metrics.refused("locked out")
+            return CLOSE_LOCKED_OUT, f"too many wrong tokens from this address; try again in {math.ceil(wait)} s"
+        if self._token_ok(request):
+            return None
+        self.failed_tokens.failed(address)
+        self.metrics.refused("unauthorized")
+        return CLOSE_UNAUTHORIZED, "no or wrong token"
 
     async def _accept(self, request: web.Request) -> tuple[web.WebSocketResponse, bool]:
         """The WebSocket, and whether it may go on (if not, it is closed with the code that says why)."""
         # No permessage-deflate: PCM and codes do not compress, and each connection would hold a zlib stream.
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30, timeout=CLOSE_TIMEOUT_S,
-                                   compress=False)
+        ws = web.WebSocketResponse(max_msg_size=self.config.max_message_bytes, heartbeat=30,
+                                   timeout=CLOSE_TIMEOUT_S, compress=False)
         await ws.prepare(request)
-        if not self._authorized(request):
-            self.metrics.refused("unauthorized")
-            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"no or wrong token")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            await ws.close(code=refusal[0], message=refusal[1].encode())
             return ws, False
         if len(self.sockets) >= self.config.max_streams:  # connections, streams or not yet
             self.metrics.refused("full")
@@ -252,8 +274,16 @@ class _Connection:
             server.stepper.add(stream)
         sender = asyncio.create_task(self._sender())
         reason: tuple[int, str] | None = None
+        idle_s = server.config.idle_timeout_s
+        last_frame = self.loop.time()
         try:
-            async for msg in self.ws:
+            while True:
+                try:  # pings and pieces of a frame do not count: only complete frames keep a stream
+                    msg = await asyncio.wait_for(self.ws.receive(), last_frame + idle_s - self.loop.time())
+                except asyncio.TimeoutError:
+                    server.metrics.error("idle")
+                    reason = (CLOSE_IDLE, f"idle: no complete frame for {idle_s:g} s")
+                    break
                 if msg.type == WSMsgType.BINARY:
                     try:
                         completed = feed(msg.data)
@@ -267,6 +297,8 @@ class _Connection:
                         await asyncio.sleep(0.01)  # backpressure: TCP holds the client while we wait
                     if self.too_slow:
                         break
+                    if completed:
+                        last_frame = self.loop.time()
                 elif msg.type == WSMsgType.TEXT:
                     try:
                         kind = json.loads(msg.data).get("type")
@@ -283,7 +315,7 @@ class _Connection:
                     server.stepper.wake()
                     await self.finished.wait()
                     break
-                else:
+                else:  # closed, or an error (a message over the size limit: closed with 1009)
                     break
             if self.too_slow:
                 server.metrics.error("slow client")
@@ -303,7 +335,8 @@ class _Connection:
                     sender.cancel()
             server.sockets.discard(self.ws)
             if reason is not None:
-                server.metrics.error("bad stream" if reason[0] == CLOSE_POLICY else "other")
+                if reason[0] != CLOSE_IDLE:
+                    server.metrics.error("bad stream" if reason[0] == CLOSE_POLICY else "other")
                 await self.ws.close(code=reason[0], message=reason[1].encode()[:120])
             else:
                 await self.ws.close(code=WSCloseCode.OK)

@@ -51,3 +51,8 @@ def test_json_summaries(run, tmp_path):
 def test_progress_off_a_terminal_has_no_carriage_returns(run, tokens):
     result = run("decode", tokens, "wav")
     assert result.exit_code == 0 and "\r" not in result.stderr and "decoded 2 rows" in result.stderr
+
+
+def test_serving_other_machines_needs_a_token_or_says_it_means_it(run):
+    result = run("serve", "--host", "0.0.0.0", "--port", "0")
+    assert result.exit_code == 2 and "--token" in result.output and "--no-token" in result.output
