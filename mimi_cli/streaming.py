@@ -23,6 +23,7 @@ from .formats.pcm import (
     PcmFormat,
     StreamFormatError,
     encode_pcm,
+    finish_wav_header,
     read_wav_header,
     streaming_wav_header,
 )
@@ -272,20 +273,38 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
         raise StreamFormatError(f"the stream has {header.num_codebooks} codebooks; Mimi has at most "
                                 f"{codec.config.num_codebooks}")
     decoder = StreamDecoder(codec, rate)
+    start = _position(outstream)
     if wav:
         outstream.write(streaming_wav_header(rate, sample_format))
         outstream.flush()
-    # A binary frame is 2 bytes a code; a text one is longer, so this waits for a frame or more.
-    with policy.backlog(instream, 2 * header.num_codebooks) as backlog:
-        for frame in frames:
-            audio = decoder.feed(frame[:, None])
-            outstream.write(encode_pcm(audio, sample_format))
+    written = 0
+    try:
+        # A binary frame is 2 bytes a code; a text one is longer, so this waits for a frame or more.
+        with policy.backlog(instream, 2 * header.num_codebooks) as backlog:
+            for frame in frames:
+                audio = decoder.feed(frame[:, None])
+                data = encode_pcm(audio, sample_format)
+                outstream.write(data)
+                outstream.flush()
+                written += len(data)
+                stats.frames += 1
+                stats.samples_out += audio.size
+                backlog.after_frame()
+        tail = decoder.finish()
+        if tail.size:
+            data = encode_pcm(tail, sample_format)
+            outstream.write(data)
             outstream.flush()
-            stats.frames += 1
-            stats.samples_out += audio.size
-            backlog.after_frame()
-    tail = decoder.finish()
-    if tail.size:
-        outstream.write(encode_pcm(tail, sample_format))
-        outstream.flush()
+            written += len(data)
+    finally:  # a file (not a pipe) gets its true sizes, also when the stream ends early
+        if wav:
+            finish_wav_header(outstream, start, written)
     return stats
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Where the next write lands in `stream`, or None for a pipe."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -167,3 +167,33 @@ def streaming_wav_header(rate: int, sample_format: str, channels: int = 1) -> by
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * width * channels, width * channels, 8 * width)
     return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
             + b"data" + struct.pack("<I", 0xFFFFFFFF))
+
+
+def finish_wav_header(stream: BinaryIO, start: int | None, data_bytes: int) -> bool:
+    """Writes the real RIFF and data sizes into the streaming header written at `start` of `stream`,
+    where it is a file that can be written in place (not a pipe, not opened for appending) and the
+    sizes fit; whether it did. Players then see the true length instead of "unknown"."""
+    if start is None or data_bytes + 36 > 0xFFFFFFFF:
+        return False
+    sizes = [(start + 4, struct.pack("<I", 36 + data_bytes)), (start + 40, struct.pack("<I", data_bytes))]
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream
+        if not stream.seekable():
+            return False
+        end = stream.tell()
+        for offset, value in sizes:
+            stream.seek(offset)
+            stream.write(value)
+        stream.seek(end)
+        return True
+    import fcntl
+    import os
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+        return False
+    stream.flush()
+    for offset, value in sizes:
+        os.pwrite(fd, value, offset)
+    return True

@@ -71,11 +71,29 @@ def test_stream_decode_equals_core_decode(run, tiny):
     got = np.frombuffer(result.stdout_bytes, "<f4")
     expected = tiny.decode(codes)[0, 0].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    wav = run("stream-decode", "--rate", 16000, input=payload).stdout_bytes
-    assert wav[:4] == b"RIFF" and struct.unpack("<I", wav[4:8])[0] == 0xFFFFFFFF
+    wav = run("stream-decode", "--rate", 16000, input=payload).stdout_bytes  # stdout here is in memory, seekable
     fmt, size = read_wav_header(io.BytesIO(wav))
-    assert fmt.rate == 16000 and fmt.sample_format == "s16le" and size is None
+    assert fmt.rate == 16000 and fmt.sample_format == "s16le" and size == len(wav) - 44
+    assert struct.unpack("<I", wav[4:8])[0] == len(wav) - 8
     assert abs((len(wav) - 44) // 2 - 9 * 1920 * 2 // 3) <= 2
+
+
+def test_stream_decode_into_a_file_ends_with_true_sizes_and_a_pipe_keeps_the_streaming_header(run, tmp_path):
+    codes = np.random.default_rng(3).integers(0, 64, (K, 90))  # 7.2 s
+    payload = HEADER.pack(MAGIC, 1, K, 24000, 12500, 64) + codes.T.astype("<u2").tobytes()
+    (tmp_path / "codes.bin").write_bytes(payload)
+    assert run("stream-decode", tmp_path / "codes.bin", tmp_path / "out.wav").exit_code == 0
+    import wave
+
+    with wave.open(str(tmp_path / "out.wav")) as w:
+        assert w.getnframes() == 90 * 1920 and w.getframerate() == 24000
+    assert sf.info(tmp_path / "out.wav").duration == pytest.approx(7.2)
+    env = {**os.environ, "MIMI_WEIGHTS": "synthetic"}
+    piped = subprocess.run(f"{sys.executable} -m mimi_cli.cli stream-decode {tmp_path / 'codes.bin'} --quiet | cat",
+                           shell=True, capture_output=True, env=env, timeout=300)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout[4:8] == piped.stdout[40:44] == b"\xff\xff\xff\xff"
+    assert len(piped.stdout) == 44 + 90 * 1920 * 2
 
 
 def test_jsonl_tokens_round_trip(run):
