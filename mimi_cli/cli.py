@@ -54,6 +54,9 @@ WrittenSampleFormat = _choices("WrittenSampleFormat", *WRITTEN_FORMATS)
 WEIGHTS_HELP = ("Hub repo id (org/name[@revision]), local .safetensors file or directory (kyutai/mimi or moshi "
                 "layout), or synthetic[:SEED] for offline trials (tokens are NOT Mimi's).")
 Weights = typer.Option(DEFAULT_WEIGHTS, "--weights", envvar="MIMI_WEIGHTS", help=WEIGHTS_HELP, show_default=True)
+DecodeWeights = typer.Option(DEFAULT_WEIGHTS, "--weights", envvar="MIMI_WEIGHTS", show_default="the recorded model",
+                             help=WEIGHTS_HELP + " Default: the model the dataset records, if it is the released "
+                                                 "model or synthetic weights (others are named here).")
 NumCodebooks = typer.Option(DEFAULT_CODEBOOKS, "-q", "--num-codebooks", min=1, max=MAX_CODEBOOKS,
                             help="RVQ depth: codebooks per frame (1 semantic + acoustic; Moshi uses 8).")
 DeviceOpt = typer.Option(Device.auto, "--device", envvar="MIMI_DEVICE", help="auto picks cuda, then mps, then cpu.")
@@ -322,7 +325,7 @@ def decode(
     tokens: str = typer.Argument(..., help="A token dataset: .parquet file, shard directory or npy directory "
                                            "(a path or a URI such as s3://bucket/tokens/)."),
     outdir: Path = typer.Argument(..., help="Directory for the audio files (named after each row's id)."),
-    weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    weights: str = DecodeWeights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     num_codebooks: int = typer.Option(None, "-q", "--num-codebooks", min=1, max=32,
                                       help="Decode with only the first K codebooks (default: all stored)."),
     audio_format: AudioFormat = typer.Option(AudioFormat.wav, "--audio-format", help="wav or flac."),
@@ -334,6 +337,9 @@ def decode(
                                     help="Resample the output to this rate."),
     ids: list[str] = typer.Option(None, "--id", help="Decode only this row id (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace audio files that already exist."),
+    force_weights: bool = typer.Option(False, "--force-weights",
+                                       help="Decode with --weights even if they are not the weights the dataset "
+                                            "records (its audio will then be noise)."),
     as_json: bool = AsJson,
     quiet: bool = Quiet,
 ) -> None:
@@ -342,7 +348,7 @@ def decode(
     Files are named after each row's id inside OUTDIR; rows that cannot be decoded (or whose id
     would lead outside OUTDIR) are listed in OUTDIR.errors.jsonl beside it, and the exit code is 1.
     """
-    from .dataset import DecodeOptions, decode_dataset
+    from .dataset import DecodeOptions, decode_dataset, recorded_weights
 
     if audio_format is AudioFormat.flac and sample_format.value not in ("s16le", "s24le"):
         raise _Fail(f"--sample-format {sample_format.value}: FLAC holds 16- or 24-bit samples (s16le, s24le)", 2)
@@ -350,18 +356,27 @@ def decode(
 
     tokens = as_location(tokens)
     without_provenance = False
+    given = getattr(ctx.get_parameter_source("weights"), "name", "DEFAULT") != "DEFAULT"  # flag or MIMI_WEIGHTS
     try:
-        read_metadata(tokens)  # a bad TOKENS path fails before the model loads
+        meta = read_metadata(tokens)  # a bad TOKENS path fails before the model loads
     except NoProvenanceError as e:
-        if getattr(ctx.get_parameter_source("weights"), "name", "DEFAULT") == "DEFAULT":  # not given
+        if not given:
             raise _Fail(f"{e}; give --weights (the model that made these tokens) to decode it anyway", 2) from None
         typer.echo(f"mimi: warning: {tokens} has no provenance (no mimi footer or sidecar); decoding its codes "
                    f"with --weights {weights} as given", err=True)
         without_provenance = True
+    else:
+        if not given:  # the model the dataset was made with
+            recorded = meta.get("model", {})
+            weights = recorded_weights(recorded)
+            if weights is None:
+                raise _Fail(f"{tokens} was encoded with {recorded.get('source', 'an unnamed model')}; mimi loads "
+                            "no weights a dataset names but the released model: give --weights with that file or "
+                            "repo", 2)
     codec = _load(weights, device, dtype)
     options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format.value,
                             sample_format=sample_format.value, ids=ids or None, overwrite=overwrite,
-                            without_provenance=without_provenance)
+                            without_provenance=without_provenance, force_weights=force_weights)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
     _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet, as_json)
 

@@ -12,17 +12,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from . import __version__
-from .codec import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
+from .codec import DEFAULT_WEIGHTS, FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
 from .formats.audio import MAX_SECONDS, AudioError, check_readable, decode_24k, probe, resample, write_audio
 from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
-from .formats.output import DatasetOutput, OutputLayout, errors_path, recorded_errors
+from .formats.output import DatasetOutput, OutputLayout, errors_path, recorded_errors, same_model
 from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import (
     COMMIT_SECONDS,
@@ -38,6 +39,8 @@ from .formats.shards import (
 )
 from .formats.sources import Problem, Source, collect_sources, select_shard
 from .formats.storage import Location, RemotePath, atomic_write, readable
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -128,19 +131,21 @@ def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -
             for i, it in enumerate(items)]
 
 
-def plan_batches(sources: list[tuple[Source, float]], batch_seconds: float, max_batch: int) -> list[list[Source]]:
-    """Groups (source, duration) by similar length so that padding wastes little; items read
-    together (one Parquet row group) are batched among themselves."""
-    batches: list[list[Source]] = []
-    current: list[Source] = []
+def plan_batches(items: list[tuple[T, float]], budget: float, max_batch: int,
+                 group: Callable[[T], str] = lambda _: "") -> list[list[T]]:
+    """Groups (item, length) pairs by similar length, so that padding a batch to its longest wastes
+    little: at most `max_batch` items, and at most `budget` of length once padded. Items of one
+    `group` (read together: one Parquet row group) are batched among themselves."""
+    batches: list[list[T]] = []
+    current: list[T] = []
     longest = 0.0
-    for source, duration in sorted(sources, key=lambda sd: (sd[0].locality, sd[1])):
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * max(longest, duration) > batch_seconds
-                        or source.locality != current[0].locality):
+    for item, length in sorted(items, key=lambda il: (group(il[0]), il[1])):
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * max(longest, length) > budget
+                        or group(item) != group(current[0])):
             batches.append(current)
             current, longest = [], 0.0
-        current.append(source)
-        longest = max(longest, duration)
+        current.append(item)
+        longest = max(longest, length)
     if current:
         batches.append(current)
     return batches
@@ -163,7 +168,7 @@ class LocalEngine:
         self.codec = codec
 
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
-        batches = plan_batches(todo, o.batch_seconds, o.max_batch)
+        batches = plan_batches(todo, o.batch_seconds, o.max_batch, lambda source: source.locality)
         with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
             for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s):
                 items: list[AudioItem] = []
@@ -326,8 +331,40 @@ class DecodeOptions:
     ids: list[str] | None = None
     overwrite: bool = False
     max_batch: int = 8
+    batch_seconds: float = 240.0  # padded audio per model batch (rows are batched with rows of similar length)
     # Decode a dataset that has lost its provenance (rewritten by another tool) with this codec anyway.
     without_provenance: bool = False
+    # Decode with a codec whose weights are not the ones the dataset records (its audio will be noise).
+    force_weights: bool = False
+
+
+WINDOW_ROWS = 512  # rows read ahead and sorted by length before they are batched
+
+
+def recorded_weights(model: dict) -> str | None:
+    """The `--weights` that load the model a dataset records, where mimi loads it on its own: the
+    released model (at its recorded revision) and synthetic weights. None for anything else (a
+    local file, another Hub repo): a dataset is untrusted, and what it names is not read or
+    fetched unless the user names it too."""
+    source, revision = str(model.get("source", "")), model.get("revision")
+    if source.startswith("synthetic"):
+        return source
+    if source == DEFAULT_WEIGHTS or model.get("repo") == DEFAULT_WEIGHTS:
+        return f"{DEFAULT_WEIGHTS}@{revision}" if revision else DEFAULT_WEIGHTS
+    return None
+
+
+def check_model(codec: MimiCodec, recorded: dict, what: Location) -> None:
+    """DatasetError unless `codec` has the weights the dataset `what` records (by sha256 where
+    both have one, else by source): other weights decode its codes to noise."""
+    mine = codec.weights_info
+    if same_model(recorded, mine):
+        return
+    def named(m: dict) -> str:
+        return m.get("source", "?") + (f" (sha256 {m['sha256'][:12]})" if m.get("sha256") else "")
+
+    raise DatasetError(f"{what} was encoded with {named(recorded)}, not with --weights {named(mine)}: its codes "
+                       "would decode to noise; give the weights that made it, or --force-weights to decode anyway")
 
 
 def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: DecodeOptions | None = None,
@@ -345,6 +382,8 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
         if not o.without_provenance:
             raise
         meta = None  # K from the rows, codes bounded by this codec's codebooks
+    if meta is not None and not o.force_weights:
+        check_model(codec, meta.get("model", {}), tokens)
     stored = meta["num_codebooks"] if meta else None
     codebook_size = meta["codebook_size"] if meta else codec.config.codebook_size
     k = o.num_codebooks or stored
@@ -359,7 +398,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     bar = progress(total=len(keys) if wanted is None else len(wanted)) if progress else None
     seen: set[str] = set()
     done: set[tuple[str, int]] = set()
-    batch: list[tuple[dict, Path]] = []
+    window: list[tuple[dict, Path]] = []
 
     def fail(row: dict, error: str) -> None:
         summary.failed.append(Problem(row["id"], str(tokens), error))
@@ -380,6 +419,11 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
             summary.audio_seconds += r["num_samples"] / SAMPLE_RATE
         if bar is not None:
             bar.update(len(rows))
+
+    def decode_window(rows: list[tuple[dict, Path]]) -> None:  # in batches of similar length
+        lengths = [(r, float(r[0]["codes"].shape[1])) for r in rows]
+        for batch in plan_batches(lengths, o.batch_seconds * FRAME_RATE, o.max_batch):
+            run(batch, k)
 
     try:
         for row in iter_rows(tokens, wanted, codebook_size):
@@ -409,12 +453,11 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
             if row["codes"].shape[0] < k:
                 fail(row, f"the row has {row['codes'].shape[0]} codebooks, fewer than -q {k}")
                 continue
-            batch.append((row, target))
-            if len(batch) >= o.max_batch:
-                run(batch, k)
-                batch = []
-        if batch:
-            run(batch, k)
+            window.append((row, target))
+            if len(window) >= WINDOW_ROWS:
+                decode_window(window)
+                window = []
+        decode_window(window)
     finally:
         if bar is not None:
             bar.close()

@@ -233,3 +233,49 @@ def test_disk_full_while_encoding_on_a_real_filesystem(run, tmp_path, small_disk
     assert run("encode", "in", small_disk / "tok", "-q", K).exit_code == 0
     assert codes_by_id(small_disk / "tok") == codes_by_id(tmp_path / "ref")
     assert len(ids_of(small_disk / "tok")) == 8
+
+
+def test_decode_uses_the_recorded_model_and_refuses_other_weights(run, tmp_path, monkeypatch):
+    from mimi_cli import cli
+    from mimi_cli.codec import MimiConfig, load_codec
+
+    loaded = []
+
+    def load(weights, device, dtype):  # tiny codecs, seeded as asked
+        loaded.append(weights)
+        return load_codec(weights, device="cpu", config=MimiConfig.tiny())
+
+    write_corpus(tmp_path, [("x.wav", 24000, 1, 0.5, "WAV", "PCM_16")])
+    monkeypatch.setattr(cli, "_load", load)
+    monkeypatch.delenv("MIMI_WEIGHTS", raising=False)
+    assert run("encode", "x.wav", "t.parquet", "-q", K, "--weights", "synthetic:0").exit_code == 0
+    assert run("decode", "t.parquet", "wav").exit_code == 0 and loaded[-1] == "synthetic:0"  # as recorded
+    other = run("decode", "t.parquet", "wav2", "--weights", "synthetic:1")
+    assert other.exit_code == 2 and "synthetic:0" in other.output and "synthetic:1" in other.output
+    assert not (tmp_path / "wav2").exists()
+    forced = run("decode", "t.parquet", "wav2", "--weights", "synthetic:1", "--force-weights")
+    assert forced.exit_code == 0 and (tmp_path / "wav2" / "x.wav").exists()
+    meta = json.loads(pq.read_schema(tmp_path / "t.parquet").metadata[b"mimi_cli"])
+    meta["model"] = {"source": "/home/someone/evil.safetensors", "sha256": "ab" * 32}
+    table = pq.read_table(tmp_path / "t.parquet")
+    pq.write_table(table.replace_schema_metadata({b"mimi_cli": json.dumps(meta)}), tmp_path / "u.parquet")
+    named = run("decode", "u.parquet", "wav3")
+    assert named.exit_code == 2 and "/home/someone/evil.safetensors" in named.output and "--weights" in named.output
+    assert loaded[-1] == "synthetic:1"  # nothing loaded for it
+
+
+def test_decode_batches_rows_of_similar_length(tiny, tmp_path, monkeypatch):
+    """One long row among short ones is decoded in a batch of its own, not padding the others."""
+    from mimi_cli.dataset import DecodeOptions, decode_dataset
+
+    rng = np.random.default_rng(0)
+    lengths = [1, 1, 1, 800, 1, 1, 1, 1]
+    shards.write_parquet_atomic(tmp_path / "t.parquet", shards._table(
+        [shards.Row(f"r{i}", -1, rng.integers(0, 64, (K, n)).astype(np.int16), n * 1920, shards.SourceInfo()).as_dict()
+         for i, n in enumerate(lengths)], shards.COLUMNS,
+        {"num_codebooks": K, "codebook_size": 64, "model": tiny.weights_info}))
+    shapes = []
+    real = tiny.decode
+    monkeypatch.setattr(tiny, "decode", lambda codes: shapes.append(tuple(codes.shape)) or real(codes))
+    summary = decode_dataset(tiny, tmp_path / "t.parquet", tmp_path / "wav")
+    assert summary.rows == 8 and sorted(shapes) == [(1, K, 800), (7, K, 1)]
