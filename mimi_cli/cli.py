@@ -302,6 +302,7 @@ def encode(
         from .ray_engine import RayEngine, require_ray
 
         require_ray()
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's plans and notices are not the user's
         run_engine = RayEngine(weights, device=device.value, dtype=dtype.value, address=ray_address,
                                workers=workers, gpus_per_worker=gpus_per_worker)
     *sources, output = inputs
@@ -399,7 +400,9 @@ def info(
     model = m.get("model", {})
     typer.echo("\n".join([
         f"dataset      {d['path']}",
-        f"rows         {d['rows']} ({d['files']} files), {d['hours']:.3f} h of audio, {d['frames']} frames",
+        f"rows         {d['rows']} ({d['inputs']} inputs), {d['hours']:.3f} h of audio, {d['frames']} frames"
+        + (f" ({d['implausible_rows']} rows whose lengths do not add up are not counted)"
+           if d["implausible_rows"] else ""),
         f"codebooks    {m.get('num_codebooks', '?')} of {m.get('codebook_size', '?')} entries, "
         f"{m.get('frame_rate', '?')} frames/s, "
         f"{m.get('sample_rate', '?')} Hz, channels: {m.get('channels', '?')}",

@@ -339,6 +339,7 @@ class DecodeOptions:
 
 
 WINDOW_ROWS = 512  # rows read ahead and sorted by length before they are batched
+MAX_ROW_FRAMES = int(10 * 24 * 3600 * FRAME_RATE)  # ten days: a row claiming more is not counted by `info`
 
 
 def recorded_weights(model: dict) -> str | None:
@@ -483,14 +484,22 @@ def dataset_info(tokens: Location) -> dict:
         meta = None
     table = read_table(tokens, columns=["id", "num_frames", "num_samples"])
     errors = sum(p.read_bytes().count(b"\n") for p in recorded_errors(tokens))
+    try:
+        frames = pc.cast(pc.fill_null(table.column("num_frames"), -1), pa.int64())
+        samples = pc.cast(pc.fill_null(table.column("num_samples"), -1), pa.int64())
+    except (pa.ArrowException, TypeError):
+        raise DatasetError(f"{tokens}: columns num_frames and num_samples do not hold numbers") from None
+    # A row's lengths count only where they add up (a crafted row may claim any number of hours).
+    plausible = pc.and_(pc.and_(pc.greater_equal(frames, 0), pc.less_equal(frames, MAX_ROW_FRAMES)),
+                        pc.and_(pc.greater_equal(samples, 0),
+                                pc.less_equal(samples, pc.multiply(frames, FRAME_SAMPLES))))
+    counted = int(pc.sum(pc.cast(plausible, pa.int64())).as_py() or 0)
 
-    def total(column: str) -> int:
-        try:
-            return int(pc.sum(table.column(column)).as_py() or 0)
-        except (pa.ArrowException, TypeError):
-            raise DatasetError(f"{tokens}: column '{column}' does not hold numbers") from None
+    def total(column) -> int:
+        return int(pc.sum(pc.filter(column, plausible)).as_py() or 0)
 
-    return {"path": str(tokens), "rows": table.num_rows, "files": pc.count_distinct(table.column("id")).as_py(),
-            "hours": total("num_samples") / SAMPLE_RATE / 3600, "frames": total("num_frames"),
+    return {"path": str(tokens), "rows": table.num_rows, "inputs": pc.count_distinct(table.column("id")).as_py(),
+            "hours": total(samples) / SAMPLE_RATE / 3600, "frames": total(frames),
+            "implausible_rows": table.num_rows - counted,
             "shards": len(shards), "bytes": sum(p.stat().st_size for p in shards), "errors": errors,
             "metadata": meta}

@@ -106,7 +106,8 @@ class RayEngine:
         ds = ds.flat_map(_read, fn_kwargs={"channels": o.channels, "max_seconds": o.max_duration_s},
                          num_cpus=self.read_cpus)
         ds = ds.map_batches(
-            _EncodeWorker, batch_size=o.max_batch, batch_format="numpy", concurrency=self.workers,
+            _EncodeWorker, batch_size=o.max_batch, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.workers),
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
             fn_constructor_kwargs={"weights": self.weights, "device": self.device, "dtype": self.dtype,
                                    "num_codebooks": o.num_codebooks, "threads": self.threads_per_worker})

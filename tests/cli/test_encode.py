@@ -201,7 +201,7 @@ def test_info(run, corpus, tmp_path):
     run("encode", corpus, out, "-q", K)
     result = run("info", out)
     assert result.exit_code == 0
-    assert f"{len(CORPUS)} ({len(CORPUS)} files)" in result.output and "codebooks    4 of" in result.output
+    assert f"{len(CORPUS)} ({len(CORPUS)} inputs)" in result.output and "codebooks    4 of" in result.output
     data = json.loads(run("info", out, "--json").output)
     assert data["rows"] == len(CORPUS) and data["metadata"]["num_codebooks"] == K
 

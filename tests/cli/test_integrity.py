@@ -266,7 +266,7 @@ def test_decode_uses_the_recorded_model_and_refuses_other_weights(run, tmp_path,
 
 def test_decode_batches_rows_of_similar_length(tiny, tmp_path, monkeypatch):
     """One long row among short ones is decoded in a batch of its own, not padding the others."""
-    from mimi_cli.dataset import DecodeOptions, decode_dataset
+    from mimi_cli.dataset import decode_dataset
 
     rng = np.random.default_rng(0)
     lengths = [1, 1, 1, 800, 1, 1, 1, 1]
@@ -279,3 +279,17 @@ def test_decode_batches_rows_of_similar_length(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(tiny, "decode", lambda codes: shapes.append(tuple(codes.shape)) or real(codes))
     summary = decode_dataset(tiny, tmp_path / "t.parquet", tmp_path / "wav")
     assert summary.rows == 8 and sorted(shapes) == [(1, K, 800), (7, K, 1)]
+
+
+def test_info_counts_inputs_and_only_lengths_that_add_up(run, tmp_path):
+    write_corpus(tmp_path, [("a.wav", 24000, 1, 0.5, "WAV", "PCM_16"), ("b.wav", 24000, 1, 0.5, "WAV", "PCM_16")])
+    assert run("encode", "a.wav", "b.wav", "t.parquet", "-q", K, "--channels", "each").exit_code == 0
+    table = pq.read_table(tmp_path / "t.parquet")
+    samples = table.column("num_samples").to_pylist()
+    samples[0] = 10 ** 15  # 11,574,074 hours in one crafted row
+    crafted = table.set_column(table.schema.get_field_index("num_samples"), "num_samples",
+                               pa.array(samples, pa.int64()))
+    pq.write_table(crafted.replace_schema_metadata(table.schema.metadata), tmp_path / "u.parquet")
+    info = run("info", "u.parquet")
+    assert info.exit_code == 0 and "rows         2 (2 inputs), 0.000 h" in info.output
+    assert "1 rows whose lengths do not add up are not counted" in info.output

@@ -30,7 +30,7 @@ def test_encode_decode_info_full_size(tmp_path: Path):
     mimi("decode", tmp_path / "t.parquet", tmp_path / "out", "--quiet")
     assert (tmp_path / "out" / "x.wav").exists() and (tmp_path / "out" / "y.wav").exists()
     info = mimi("info", tmp_path / "t.parquet")
-    assert "rows         2 (2 files)" in info.stdout and "codebooks    8 of 2048" in info.stdout
+    assert "rows         2 (2 inputs)" in info.stdout and "codebooks    8 of 2048" in info.stdout
 
 
 def test_unreadable_weights_exit_2(tmp_path: Path):
