@@ -101,7 +101,7 @@ def _row_group_bytes(cell: ParquetCell) -> pa.Array:
         try:
             with _open(cell.container) as f:
                 table = pq.ParquetFile(f).read_row_group(cell.row_group, columns=[f"{cell.column}.bytes"])
-        except (pa.ArrowException, OSError) as e:
+        except (pa.ArrowException, OSError, ValueError) as e:
             raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {first_line(e)}") from None
         _cache.groups[cell.row_group] = table.column(0).combine_chunks().field("bytes")
     return _cache.groups[cell.row_group]
@@ -280,7 +280,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                         item.error = "the row holds no audio (its bytes and path are null)"
                     yield item
                     row += 1
-    except (pa.ArrowException, OSError, LimitError) as e:
+    except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
 

@@ -6,6 +6,7 @@ Each row names one audio file (by a path column) and may carry other fields (tex
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     """The rows of a .tsv / .csv / .jsonl manifest; ManifestError naming what is missing."""
     wanted = [options.path_column or "", *PATH_COLUMNS, options.id_column or "", *options.keep_columns]
     table, names = _read(path, wanted)
+    try:
+        return _rows(path, table, names, options)
+    except (pa.ArrowException, ValueError) as e:  # text cells that are not UTF-8, say
+        raise ManifestError(f"{path}: not a readable manifest ({first_line(e)})") from None
+
+
+def _rows(path: Path, table: pa.Table, names: list[str], options: ManifestOptions) -> ManifestRows:
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
     if column is None or column not in names:
         wanted = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
@@ -65,12 +73,18 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     for name in (options.id_column, *options.keep_columns):
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
-    paths = [None if v is None or str(v) == "" else str(v) for v in table.column(column).to_pylist()]
-    ids = ([None if v is None else str(v) for v in table.column(options.id_column).to_pylist()]
+    paths = [None if v is None or v in ("", b"") else _text(v) for v in table.column(column).to_pylist()]
+    ids = ([None if v is None else _text(v) for v in table.column(options.id_column).to_pylist()]
            if options.id_column else [None] * table.num_rows)
     return ManifestRows(paths, ids, options.audio_root or path.parent,
                         {c: table.column(c).to_pylist() for c in options.keep_columns},
                         {c: table.schema.field(c).type for c in options.keep_columns})
+
+
+def _text(value: object) -> str:
+    """A cell as text: bytes that are not UTF-8 (a column Arrow read as binary) as the OS would
+    take them for a file name."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
 
 
 def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:

@@ -86,11 +86,14 @@ def missing_hint(name: str, root: Path) -> str:
         folders = sorted(d for d in root.iterdir() if d.is_dir())[:100]
     except OSError:
         folders = []
-    for folder in folders:
-        if (folder / name).is_file():
-            return f" (it is in {folder}/: give --audio-root {folder})"
-    if Path(name).is_file():
-        return " (it is there from the current directory: give --audio-root .)"
+    try:
+        for folder in folders:
+            if (folder / name).is_file():
+                return f" (it is in {folder}/: give --audio-root {folder})"
+        if Path(name).is_file():
+            return " (it is there from the current directory: give --audio-root .)"
+    except (OSError, ValueError):  # a name no file can have (too long, a NUL)
+        pass
     return ""
 
 

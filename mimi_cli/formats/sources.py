@@ -353,7 +353,7 @@ def _schema(path: Location) -> pa.Schema:
     try:
         with (path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")) as f:
             return pq.read_schema(f)
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: names that are not UTF-8
         raise ContainerError(f"{path}: not a readable Parquet file ({(str(e).splitlines() or [''])[0][:200]})"
                              ) from None
 
