@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import LimitError, check_row_groups, parse_json
+from .limits import ExpansionBudget, LimitError, open_parquet, parse_json
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -236,7 +236,8 @@ def audio_columns(schema: pa.Schema) -> list[str]:
 
 def _check_audio_column(container: Location, schema: pa.Schema, column: str) -> None:
     """ContainerError unless `column` holds `bytes` as binary and `path` (if any) as a string."""
-    fields = {f.name: f.type for f in schema.field(column).type}
+    fields = {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+              for f in schema.field(column).type}
     binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_null)
     text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_null)
     if not any(ok(fields["bytes"]) for ok in binary):
@@ -252,9 +253,9 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
     row group at a time; fields are the `keep` columns, `path` the row's path."""
     try:
         with _open(container) as f:
-            pf = pq.ParquetFile(f)
+            pf = open_parquet(f, container.stat().st_size)
             _check_audio_column(container, pf.schema_arrow, column)
-            check_row_groups(pf, container.stat().st_size)
+            budget = ExpansionBudget(container.stat().st_size)
             fields = list(keep)
             row, window, window_bytes = 0, 0, 0
             for g in range(pf.metadata.num_row_groups):
@@ -266,6 +267,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                     window, window_bytes = window + 1, 0
                 window_bytes += size
                 table = pf.read_row_group(g, columns=[column, *fields])
+                budget.spend(table)
                 audio = table.column(column).combine_chunks()
                 data, paths = audio.field("bytes"), _struct_paths(audio)
                 kept = {c: table.column(c).to_pylist() for c in fields}

@@ -13,6 +13,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 MAX_LINE_BYTES = 8 << 20  # one manifest line (a lhotse MixedCut with many tracks is a few kB)
 MAX_JSON_DEPTH = 64  # lhotse cuts nest about 8 deep; the JSON fields of a tar sample, less
 MAX_JSON_BYTES = 1 << 20  # a JSON member of a tar sample
@@ -97,11 +101,98 @@ def read_lines(path: Path) -> Iterator[bytes]:
                 return
 
 
+_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+
+
 def check_row_groups(pf, file_bytes: int) -> None:
     """LimitError if a Parquet file of `file_bytes` would expand past what that size allows (a
-    decompression bomb), judged from the row group sizes its footer states."""
+    decompression bomb), judged from its footer: the row groups' stated sizes, and each
+    fixed-width column's value count times its width (dictionary and run-length encoding let a
+    few bytes stand for millions of values, which the stated sizes do not show)."""
     meta = pf.metadata
+    limit = expansion_limit(file_bytes)
     expanded = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
-    if expanded > expansion_limit(file_bytes):
-        raise LimitError(f"its row groups expand to {expanded} bytes from {file_bytes}, over {MAX_EXPANSION} "
+    counted = stored = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            stored += max(0, column.total_compressed_size)
+            width = _WIDTHS.get(column.physical_type) or (
+                column.type_length if column.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0)
+            counted += column.num_values * (width or 4)  # a value of text or bytes: at least its 4-byte length
+    if stored > file_bytes:
+        raise LimitError(f"its footer claims {stored} bytes of columns in a file of {file_bytes}")
+    if max(expanded, counted) > limit:
+        raise LimitError(f"it expands to {max(expanded, counted)} bytes from {file_bytes}, over {MAX_EXPANSION} "
                          "times (a decompression bomb?)")
+
+
+def dictionary_columns(pf) -> list[str]:
+    """The text and bytes columns (dotted paths) stored with a dictionary: read them as Arrow
+    dictionaries (`read_dictionary=`), so that a value repeated a million times is not copied a
+    million times before `ExpansionBudget` has counted it."""
+    meta = pf.metadata
+    return sorted({meta.row_group(g).column(c).path_in_schema for g in range(meta.num_row_groups)
+                   for c in range(meta.num_columns)
+                   if meta.row_group(g).column(c).has_dictionary_page
+                   and meta.row_group(g).column(c).physical_type == "BYTE_ARRAY"})
+
+
+class ExpansionBudget:
+    """Counts the bytes that a Parquet file's text and bytes values take once expanded, row group
+    by row group; LimitError once they pass `expansion_limit` of the file's size."""
+
+    def __init__(self, file_bytes: int) -> None:
+        self.limit, self.used = expansion_limit(file_bytes), 0
+
+    @classmethod
+    def row_group(cls, pf: pq.ParquetFile, group: int) -> ExpansionBudget:
+        """A budget for one row group: what its stored columns may expand to (`check_row_groups`
+        holds their stated sizes to the file's)."""
+        meta = pf.metadata.row_group(group)
+        return cls(sum(max(0, meta.column(c).total_compressed_size) for c in range(meta.num_columns)))
+
+    def spend(self, table: pa.Table) -> None:
+        for column in table.columns:
+            for chunk in column.chunks:
+                pending = [chunk]
+                while pending:
+                    array = pending.pop()
+                    kind = array.type
+                    if pa.types.is_struct(kind):
+                        pending.extend(array.field(i) for i in range(kind.num_fields))
+                    elif pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+                        lengths = pc.binary_length(array.dictionary)
+                        self.used += int(pc.sum(pc.take(lengths, array.indices)).as_py() or 0)  # nulls: none
+                    else:
+                        self.used += array.nbytes
+        if self.used > self.limit:
+            raise LimitError(f"its values expand to over {self.limit} bytes, over {MAX_EXPANSION} times its size "
+                             "(a decompression bomb?)")
+
+
+def open_parquet(source, file_bytes: int) -> pq.ParquetFile:
+    """A Parquet file ready to read, once its footer passes `check_row_groups`; its dictionary
+    text and bytes columns are read as dictionaries (spend what they expand to on an
+    ExpansionBudget before taking values out)."""
+    pf = pq.ParquetFile(source)
+    check_row_groups(pf, file_bytes)
+    columns = dictionary_columns(pf)
+    if not columns:
+        return pf
+    try:
+        return pq.ParquetFile(source, read_dictionary=columns)
+    except KeyError as e:  # a column chunk whose path the schema does not have
+        raise LimitError(f"its footer names a column {e} that its schema does not have") from None
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """`table` with its top-level dictionary columns as their plain type (once their size is spent)."""
+    return pa.table({name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+                     for name, column in zip(table.column_names, table.columns)})
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind))

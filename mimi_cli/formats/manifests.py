@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .limits import check_row_groups, parse_json, read_lines
+from .limits import ExpansionBudget, open_parquet, parse_json, plain, read_lines
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -110,12 +110,11 @@ def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
 
 
 def _read_parquet(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    check_row_groups(pf, path.stat().st_size)
+    pf = open_parquet(path, path.stat().st_size)
     names = pf.schema_arrow.names
-    return pf.read(columns=[c for c in dict.fromkeys(columns) if c in names]), names
+    table = pf.read(columns=[c for c in dict.fromkeys(columns) if c in names])
+    ExpansionBudget(path.stat().st_size).spend(table)
+    return plain(table), names
 
 
 def _read_jsonl(path: Path) -> pa.Table:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .limits import ExpansionBudget, open_parquet, plain
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, first_line, readable
@@ -206,13 +207,13 @@ def shard_files(path: Location) -> list[Location]:
     raise DatasetError(f"{path}: no such token file or directory")
 
 
-_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarrow raises on a bad file
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarrow raises on a bad file (and LimitError)
 
 
 def _parquet(shard: Location) -> pq.ParquetFile:
     """The shard opened (its footer read), or DatasetError if it is no readable Parquet file."""
     try:
-        return pq.ParquetFile(readable(shard))
+        return open_parquet(readable(shard), shard.stat().st_size)
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None
 
@@ -242,8 +243,10 @@ def _check_schema(shard: Location, schema: pa.Schema) -> None:
         if name not in schema.names:
             raise DatasetError(f"{shard}: no '{name}' column (a token dataset has id, channel, codes or npy_path, "
                                "num_frames, num_samples)")
-        if not ok(schema.field(name).type):
-            raise DatasetError(f"{shard}: column '{name}' is {schema.field(name).type}, expected {what}")
+        kind = schema.field(name).type
+        kind = kind.value_type if pa.types.is_dictionary(kind) else kind  # text stored with a dictionary
+        if not ok(kind):
+            raise DatasetError(f"{shard}: column '{name}' is {kind}, expected {what}")
 
     listy = (pa.types.is_list, pa.types.is_large_list)
     need("id", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string")
@@ -261,10 +264,14 @@ def read_table(path: Location, columns: list[str] | None = None, optional: tuple
     files = shard_files(path)
 
     def one(f: Location) -> pa.Table:
+        parquet = _parquet(f)
+        names = set(parquet.schema_arrow.names)
+        wanted = columns if columns is None or not optional else [c for c in columns if c in names or c not in optional]
+        table = parquet.read(columns=wanted)
+        ExpansionBudget(f.stat().st_size).spend(table)
+        table = plain(table)
         if not optional or columns is None:
-            return pq.read_table(readable(f), columns=columns)
-        names = set(pq.read_schema(readable(f)).names)
-        table = pq.read_table(readable(f), columns=[c for c in columns if c in names or c not in optional])
+            return table
         for c in columns:
             if c not in names and c in optional:
                 table = table.append_column(c, pa.nulls(table.num_rows))
@@ -301,6 +308,8 @@ def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Locat
     number = first_row
     try:
         table = parquet.read_row_group(group, columns=columns, use_threads=threads)
+        ExpansionBudget.row_group(parquet, group).spend(table)
+        table = plain(table)
         for batch in table.to_batches(max_chunksize=1024):
             codes = _codes_of(batch.column("codes"), codebook_size) if "codes" in batch.schema.names else None
             rest = batch.drop_columns(["codes"]) if codes is not None else batch

@@ -1,0 +1,71 @@
+"""Decompression bombs in Parquet, as each reader meets them: a value stored once in a dictionary
+and repeated a million times, and run-length values a footer's sizes do not show."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mimi_cli.formats.containers import ContainerError, parquet_items
+from mimi_cli.formats.limits import LimitError, json_depth, open_parquet, parse_json
+from mimi_cli.formats.manifests import ManifestError, ManifestOptions, read_manifest
+from mimi_cli.formats.shards import DatasetError, iter_rows
+
+
+def repeated(blob: bytes, n: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([blob], pa.binary()))
+
+
+def test_hf_audio_repeated_from_a_dictionary_is_refused_before_it_is_copied(tmp_path):
+    # 1 MB stored once, 3000 rows: 3 GB once expanded; the Arrow schema is left out, as a crafted
+    # file would, so that pyarrow would otherwise read the column dense.
+    audio = pa.StructArray.from_arrays([repeated(os.urandom(1 << 20), 3000), pa.array(["x.wav"] * 3000)],
+                                       names=["bytes", "path"])
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"audio": audio}), path, compression="zstd", store_schema=False)
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(ContainerError, match="decompression bomb"):
+        list(parquet_items(path, "audio", ()))
+
+
+def test_a_manifest_path_repeated_from_a_dictionary_is_refused(tmp_path):
+    path = tmp_path / "m.parquet"
+    paths = repeated(b"a/" * 500_000, 2000).cast(pa.dictionary(pa.int32(), pa.string()))
+    pq.write_table(pa.table({"path": paths}), path, store_schema=False)
+    with pytest.raises(ManifestError, match="decompression bomb"):
+        read_manifest(path, ManifestOptions())
+
+
+def test_token_codes_that_run_length_encoding_hides_are_refused(tmp_path):
+    frames = 5_000_000
+    codes = pa.ListArray.from_arrays(pa.array([0, 2], pa.int32()), pa.ListArray.from_arrays(
+        pa.array([0, frames, 2 * frames], pa.int32()), pa.array(np.zeros(2 * frames, np.int16))))
+    table = pa.table({"id": ["x"], "channel": pa.array([-1], pa.int16()), "codes": codes,
+                      "num_samples": pa.array([frames * 1920], pa.int64())},
+                     metadata={b"mimi_cli": b'{"num_codebooks": 2, "codebook_size": 2048, "model": {}}'})
+    pq.write_table(table, tmp_path / "t.parquet", compression="zstd")
+    assert (tmp_path / "t.parquet").stat().st_size < 1 << 20
+    with pytest.raises(DatasetError, match="decompression bomb"):
+        list(iter_rows(tmp_path / "t.parquet"))
+
+
+def test_a_footer_claiming_more_than_the_file_holds_is_refused(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": list(range(1000))}), path)
+    with open(path, "rb") as f:
+        open_parquet(f, path.stat().st_size)
+        with pytest.raises(LimitError):
+            open_parquet(f, 100)  # as if the file were 100 bytes: its columns claim more
+
+
+def test_json_depth_is_counted_without_recursion():
+    assert json_depth(1) == 0 and json_depth([]) == 1 and json_depth({"a": [{"b": []}]}) == 4
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(LimitError, match="nested over 64 deep"):
+        parse_json(deep)
+    with pytest.raises(LimitError, match="nested over 64 deep"):
+        parse_json("[" * 65 + "]" * 65)
+    assert parse_json("[" * 64 + "]" * 64) is not None
