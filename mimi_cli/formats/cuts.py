@@ -22,7 +22,7 @@ import numpy as np
 
 from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, SAMPLE_RATE, AudioError, AudioInfo, check_duration, resample
 from .containers import ContainerError, Item
-from .limits import LimitError, parse_json, read_lines
+from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
 from .manifests import ManifestOptions
 from .paths import AudioRoot, UnsafePathError, missing_hint
 from .storage import first_line
@@ -118,7 +118,7 @@ def lhotse_items(path: Path, options: ManifestOptions | None = None
     try:
         for n, raw in enumerate(read_lines(path)):
             try:
-                data = parse_json(raw, f"line {n}")
+                data = parse_json(raw, f"line {n}", checked=False)  # checked_sources walks it, depth and all
                 if not isinstance(data, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as e:
@@ -159,11 +159,13 @@ def checked_sources(entry: dict, root: AudioRoot, options: ManifestOptions) -> l
     each rewritten in `entry` to the file it resolves to; SourceRefused for a source mimi will not
     read."""
     files = []
-    pending: list[object] = [entry]
+    pending: list[tuple[object, int]] = [(entry, 1)]
     while pending:
-        value = pending.pop()
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise SourceRefused(f"the entry is nested over {MAX_JSON_DEPTH} deep")
         if isinstance(value, list):
-            pending.extend(value)
+            pending.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
             continue
         if not isinstance(value, dict):
             continue
@@ -173,7 +175,7 @@ def checked_sources(entry: dict, root: AudioRoot, options: ManifestOptions) -> l
             if value["type"] == "file":
                 files.append((given, value["source"]))
             continue
-        pending.extend(value.values())
+        pending.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
     return files
 
 

@@ -31,14 +31,15 @@ class LimitError(ValueError):
     """Input that goes past one of the bounds above; the message says which and where."""
 
 
-def parse_json(data: bytes | str, what: str = "JSON") -> object:
+def parse_json(data: bytes | str, what: str = "JSON", checked: bool = True) -> object:
     """The value of a JSON document nested at most MAX_JSON_DEPTH deep; LimitError for deeper
-    documents, ValueError for ones that are not JSON."""
+    documents, ValueError for ones that are not JSON. `checked=False` leaves the depth to a caller
+    that walks the value anyway (the parser itself stops at Python's recursion limit)."""
     try:
         value = json.loads(data)
     except RecursionError:
         raise LimitError(f"{what} is nested over {MAX_JSON_DEPTH} deep") from None
-    if json_depth(value) > MAX_JSON_DEPTH:
+    if checked and json_depth(value) > MAX_JSON_DEPTH:
         raise LimitError(f"{what} is nested over {MAX_JSON_DEPTH} deep")
     return value
 

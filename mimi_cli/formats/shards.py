@@ -266,6 +266,10 @@ def read_table(path: Location, columns: list[str] | None = None, optional: tuple
     def one(f: Location) -> pa.Table:
         parquet = _parquet(f)
         names = set(parquet.schema_arrow.names)
+        # ParquetFile.read drops a column it does not find; a required one missing is an error.
+        missing = [c for c in columns or () if c not in names and c not in optional]
+        if missing:
+            raise DatasetError(f"{f}: no column {', '.join(missing)}; this is not a mimi token dataset")
         wanted = columns if columns is None or not optional else [c for c in columns if c in names or c not in optional]
         table = parquet.read(columns=wanted)
         ExpansionBudget(f.stat().st_size).spend(table)

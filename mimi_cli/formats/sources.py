@@ -417,8 +417,11 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
         else:
             c.problem(item, "no such file or directory")
     unique: dict[tuple, Source] = {}
+    resolved: dict[Location, str] = {}  # many items of a container or manifest share one file
     for s in c.found:  # the same file named twice (a directory and a file in it) is one input
-        unique.setdefault((str(s.path.resolve()), s.member), s)
+        if s.path not in resolved:
+            resolved[s.path] = str(s.path.resolve())
+        unique.setdefault((resolved[s.path], s.member), s)
     sources = list(unique.values())
     _refuse_clashes(sources)
     return sources, c.problems

@@ -119,9 +119,12 @@ def test_a_short_wav_is_an_error_row(run, tmp_path):
 
 def peak_rss_mb(*args: str, cwd) -> tuple[int, str]:
     """Runs `mimi ARGS` in a process of its own; (its peak resident memory in MB, its stderr)."""
-    code = ("import resource, sys; from mimi_cli.cli import main\n"
+    # VmHWM, not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec.
+    code = ("import sys; from mimi_cli.cli import main\n"
+            "def peak():\n    status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+            "    return int(status.split()[0]) // 1024\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)\n"
+            "print('RSS', peak(), file=sys.stderr)\n"
             "sys.exit(code)")
     env = {**os.environ, "MIMI_WEIGHTS": "synthetic:0"}
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, env=env,

@@ -1,0 +1,180 @@
+"""What crafted inputs of up to 10 MB cost `mimi encode` (and `mimi info`), against a normal run of
+the same command: peak resident memory and wall time of each, in a process of its own.
+
+    python benchmarks/hostile_inputs.py [--out benchmarks/results/hostile-inputs.json] [--only NAME ...]
+
+Each input is built here (nothing crafted is committed). Synthetic weights; the CPU is named in
+the output. docs/security.md quotes the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+MB = 1 << 20
+CASE_TIMEOUT_S = 600
+
+
+def clip(seconds: float = 1.0, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, (0.1 * np.random.default_rng(seed).standard_normal(int(24000 * seconds))).astype(np.float32),
+             24000, format="FLAC")
+    return buf.getvalue()
+
+
+def recording(rid: str, source: str) -> dict:
+    return {"id": rid, "sources": [{"type": "file", "channels": [0], "source": source}], "sampling_rate": 24000,
+            "num_samples": 24000, "duration": 1.0}
+
+
+def gzip_stream(path: Path, head: bytes, pattern: bytes, total: int) -> None:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(z.compress(head))
+        chunk = pattern * max(1, MB // len(pattern))
+        for _ in range(total // len(chunk)):
+            f.write(z.compress(chunk))
+        f.write(z.flush())
+
+
+def build(root: Path) -> dict[str, list[str]]:
+    """Each case: the mimi command line (after `mimi`) that reads it."""
+    (root / "x.flac").write_bytes(clip())
+    good = (json.dumps(recording("good", "x.flac")) + "\n").encode()
+    cases = {"normal": ["encode", "x.flac", "out-normal"]}
+
+    gzip_stream(root / "line.jsonl.gz", good, b"x", 1 << 30)
+    cases["gzip: one 1 GiB line"] = ["encode", "line.jsonl.gz", "out-line"]
+    gzip_stream(root / "newlines.jsonl.gz", good, b"\n", 1 << 30)
+    cases["gzip: 1 GiB of newlines"] = ["encode", "newlines.jsonl.gz", "out-newlines"]
+
+    with gzip.open(root / "cuts.jsonl.gz", "wb", compresslevel=9) as f:  # distinct, minimal, up to 10 MB
+        i = 0
+        while f.fileobj.tell() < 9 * MB:
+            f.write("".join(json.dumps(recording(f"r{i + j:09d}", "x.flac")) + "\n" for j in range(10000)).encode())
+            i += 10000
+    cases["gzip: 10 MB of distinct recordings"] = ["encode", "cuts.jsonl.gz", "out-cuts"]
+
+    (root / "deep.jsonl").write_bytes(b'{"path": ' + b"[" * (5 * MB) + b"]" * (5 * MB) + b"}\n")
+    cases["JSONL manifest: 10 MB nested line"] = ["encode", "deep.jsonl", "out-deep"]
+
+    data = clip(5.0)
+    with tarfile.open(root / "cut.tar", "w") as tar:
+        for i in range(10 * MB // len(data)):
+            info = tarfile.TarInfo(f"k{i:05d}.flac")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = (root / "cut.tar").read_bytes()
+    (root / "cut.tar").write_bytes(raw[:len(raw) - len(data) // 2 - 1024])
+    cases["tar: 10 MB cut inside its last member"] = ["encode", "cut.tar", "out-tar"]
+    header = bytearray(raw[:512])
+    header[124:136] = b"%011o\0" % (1_500_000_000)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    (root / "claims.tar").write_bytes(bytes(header) + raw[512:4 * MB])
+    cases["tar: a header claiming 1.5 GB"] = ["encode", "claims.tar", "out-claims"]
+    pax = bytearray(raw[:512])
+    pax[0:100] = b"PaxHeader".ljust(100, b"\0")
+    pax[124:136] = b"%011o\0" % (MB - 512)
+    pax[156:157] = b"x"
+    pax[148:156] = b" " * 8
+    pax[148:156] = b"%06o\0 " % sum(pax)
+    (root / "pax.tar").write_bytes(bytes(pax) + b"1" * (MB - 512) + raw[:4 * MB])
+    cases["tar: a pax header of digits (CVE-2024-6232)"] = ["encode", "pax.tar", "out-pax"]
+
+    blob = os.urandom(MB)
+    n = 5000
+    audio = pa.StructArray.from_arrays(
+        [pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([blob], pa.binary())),
+         pa.array(["x.wav"] * n)], names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), root / "dict.parquet", store_schema=False, compression="zstd")
+    cases["audio Parquet: 1 MB repeated 5000 times"] = ["encode", "dict.parquet", "out-dict"]
+    pq.write_table(pa.table({"path": ["p" * MB] * 2000}), root / "zstd.parquet", compression="zstd",
+                   use_dictionary=False)
+    cases["Parquet manifest: 2 GB of zstd zeros"] = ["encode", "zstd.parquet", "out-zstd"]
+    frames = 20_000_000
+    codes = pa.ListArray.from_arrays(pa.array([0, 1], pa.int32()), pa.ListArray.from_arrays(
+        pa.array([0, frames], pa.int32()), pa.array(np.zeros(frames, np.int16))))
+    table = pa.table({"id": ["x"], "channel": pa.array([-1], pa.int16()), "codes": codes,
+                      "num_frames": pa.array([frames], pa.int32()), "num_samples": pa.array([1920], pa.int64())},
+                     metadata={b"mimi_cli": b'{"num_codebooks": 1, "codebook_size": 2048, "model": {}}'})
+    pq.write_table(table, root / "codes.parquet", compression="zstd")
+    cases["token dataset: 20M codes run-length encoded (mimi info)"] = ["info", "codes.parquet"]
+
+    silence = np.zeros(24000 * 3600 * 3, np.int16)  # 3 h of silence: a few MB of FLAC
+    sf.write(root / "silence.flac", silence, 24000, subtype="PCM_16")
+    cases["FLAC: 3 h of silence"] = ["encode", "silence.flac", "out-silence"]
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(24000 * 60, np.float32), 24000, subtype="PCM_16", format="WAV")
+    short = bytearray(buf.getvalue())
+    (root / "short.wav").write_bytes(bytes(short[:len(short) // 2]))
+    cases["WAV: data half its header's size"] = ["encode", "short.wav", "out-short"]
+    for path in root.iterdir():
+        if path.is_file():
+            assert path.stat().st_size <= 10 * MB + 4096, (path, path.stat().st_size)
+    return cases
+
+
+# VmHWM, not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec.
+RUNNER = ("import sys, time\nfrom mimi_cli.cli import main\nstart = time.perf_counter()\ncode = 0\n"
+          "def peak():\n    status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+          "    return int(status.split()[0]) // 1024\n"
+          "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\n"
+          "print('MEASURED', code, time.perf_counter() - start, "
+          "peak(), file=sys.stderr)\n")
+
+
+def measure(args: list[str], cwd: Path) -> dict:
+    env = {**os.environ, "MIMI_WEIGHTS": "synthetic:0"}
+    command = [sys.executable, "-c", RUNNER, *args, *(["-q", "2", "--quiet"] if args[0] == "encode" else [])]
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"exit": None, "seconds": f"over {CASE_TIMEOUT_S}", "peak_rss_mb": None, "said": "stopped"}
+    if "MEASURED" not in done.stderr:
+        return {"exit": done.returncode, "seconds": None, "peak_rss_mb": None, "said": done.stderr[-300:]}
+    code, seconds, rss = done.stderr.rsplit("MEASURED", 1)[1].split()
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("mimi: error") or "failed, listed" in ln]
+    return {"exit": int(code), "seconds": round(float(seconds), 2), "peak_rss_mb": int(rss),
+            "said": lines[-1][:300] if lines else ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--only", nargs="*", default=None)
+    a = parser.parse_args()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor())
+    results = {"cpu": cpu, "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cases = build(root)
+        for name, args in cases.items():
+            if a.only and name != "normal" and not any(o in name for o in a.only):
+                continue
+            r = measure(args, root)
+            results["cases"][name] = r
+            print(f"{name:55s} exit {r['exit']}  {r['seconds']} s  {r['peak_rss_mb']} MB  {r['said']}", flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
