@@ -22,9 +22,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Speed and live-stream capacity of this machine (benchmarks/ holds the finer-grained scripts).
+# Speed and live-stream capacity of this machine (benchmarks/ holds the finer-grained scripts), on
+# WEIGHTS: synthetic by default, as speed does not depend on weight values.
 bench: install
-	$(VENV)/bin/mimi bench
+	$(VENV)/bin/mimi bench --weights $(WEIGHTS)
 
 # Offline demo on synthetic weights (the Hub is not needed): audio -> tokens -> audio, then `mimi info`.
 demo: install

@@ -30,7 +30,7 @@ def main() -> None:
     print(format_report(result))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(result.as_dict(), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mimi_cli.codec import load_codec
-from mimi_cli.dataset import EncodeOptions, encode_dataset
+from mimi_cli.encode import EncodeOptions, encode_dataset
 
 
 def write_tar(files: list[Path], root: Path, target: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from mimi_cli.bench import timed
 from mimi_cli.codec import load_codec
-from mimi_cli.dataset import EncodeOptions, encode_dataset
+from mimi_cli.encode import EncodeOptions, encode_dataset
 
 
 def main() -> None:

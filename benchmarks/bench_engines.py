@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 
 from mimi_cli.codec import load_codec
-from mimi_cli.dataset import EncodeOptions, encode_dataset
+from mimi_cli.encode import EncodeOptions, encode_dataset
 from mimi_cli.ray_engine import RayEngine
 
 

@@ -23,6 +23,7 @@ import typer
 
 from . import __version__
 from .codec import DEFAULT_CODEBOOKS, DEFAULT_WEIGHTS, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE
+from .errors import MimiError
 from .formats.audio import MAX_SECONDS
 from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
 from .formats.pcm import SAMPLE_FORMATS, WRITTEN_FORMATS
@@ -66,20 +67,21 @@ DTypeOpt = typer.Option(DType.float32, "--dtype", help="Model precision: float32
                                                        "with codes that differ on some frames (mimi verify).")
 Quiet = typer.Option(False, "--quiet", help="No progress bars or summaries (warnings and errors still shown).")
 StreamThreads = typer.Option(None, "--threads", min=1, show_default="2, or 1 on a 1-CPU machine",
-                             help="CPU threads. A streaming step is bound by reading weights from memory, "
-                                  "which two threads do faster than one. By default, on "
-                                  "up to 4 CPUs, steps run on one thread while input is backlogged (a file piped "
-                                  "as fast as it goes), so that the two processes of a pipe do not stall each "
-                                  "other; a number given here is kept throughout.")
+                             help="CPU threads for each frame. By default, on a machine of up to 4 CPUs, one "
+                                  "thread while input is queued up (a file piped in as fast as it goes), so that "
+                                  "both ends of stream-encode | stream-decode keep up; a number given here is "
+                                  "used throughout.")
 
 
 MAX_OUTPUT_RATE = 192000  # output sample rates a user may ask for (above it, a typo costs gigabytes)
 
 
-class _Fail(Exception):
+class _Fail(MimiError):
+    """A refusal the CLI itself makes (flags that do not fit), with its exit code."""
+
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 class _Terminated(KeyboardInterrupt):
@@ -102,27 +104,14 @@ def command(fn: Callable) -> Callable:
     """Turns library errors into one line on stderr and the documented exit codes."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from .codec import MimiError
-        from .formats.audio import AudioError
-        from .formats.pcm import StreamFormatError
-        from .formats.shards import DatasetError
-        from .formats.sources import InputError
-        from .formats.storage import OutputError
-
         _setup_logging(kwargs.get("quiet", False))
         main_thread = threading.current_thread() is threading.main_thread()  # signals go to the main thread only
         previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return fn(*args, **kwargs)
-        except _Fail as e:
+        except MimiError as e:  # every error of ours: one line, and the exit code it carries
             typer.echo(f"mimi: error: {e}", err=True)
-            raise typer.Exit(e.code) from None
-        except StreamFormatError as e:  # the input stream itself is bad: what was complete is written
-            typer.echo(f"mimi: error: {e}", err=True)
-            raise typer.Exit(1) from None
-        except (MimiError, DatasetError, AudioError, InputError, OutputError) as e:
-            typer.echo(f"mimi: error: {e}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(e.exit_code) from None
         except _Terminated:
             typer.echo("mimi: terminated (SIGTERM); complete output was kept", err=True)
             raise typer.Exit(143) from None
@@ -290,7 +279,7 @@ def encode(
     OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
     finished (exit 130, 143).
     """
-    from .dataset import EncodeOptions, encode_dataset, output_lock
+    from .encode import EncodeOptions, encode_dataset, output_lock
     from .formats.manifests import ManifestOptions
 
     if len(inputs) < 2:
@@ -349,7 +338,7 @@ def decode(
     Files are named after each row's id inside OUTDIR; rows that cannot be decoded (or whose id
     would lead outside OUTDIR) are listed in OUTDIR.errors.jsonl beside it, and the exit code is 1.
     """
-    from .dataset import DecodeOptions, decode_dataset, recorded_weights
+    from .decode import DecodeOptions, decode_dataset, recorded_weights
 
     if audio_format is AudioFormat.flac and sample_format.value not in ("s16le", "s24le"):
         raise _Fail(f"--sample-format {sample_format.value}: FLAC holds 16- or 24-bit samples (s16le, s24le)", 2)
@@ -376,7 +365,7 @@ def decode(
                             "repo", 2)
     codec = _load(weights, device, dtype)
     options = DecodeOptions(num_codebooks=num_codebooks, sample_rate=sample_rate, audio_format=audio_format.value,
-                            sample_format=sample_format.value, ids=ids or None, overwrite=overwrite,
+                            sample_format=sample_format.value, ids=tuple(ids) if ids else None, overwrite=overwrite,
                             without_provenance=without_provenance, force_weights=force_weights)
     summary = decode_dataset(codec, tokens, outdir, options, progress=_progress(quiet, "file"))
     _report(summary, f"decoded {summary.rows} rows", outdir, "rows", quiet, as_json)
@@ -390,32 +379,32 @@ def info(
     quiet: bool = Quiet,
 ) -> None:
     """What a token dataset holds: rows, hours, codebooks, model, shards, errors."""
-    from .dataset import dataset_info
+    from .formats.info import dataset_info
 
     d = dataset_info(as_location(tokens))
     if as_json:
-        typer.echo(json.dumps(d, indent=2))
+        typer.echo(json.dumps(d.as_dict(), indent=2))
         return
-    m = d["metadata"] or {}
+    m = d.metadata or {}
     model = m.get("model", {})
     typer.echo("\n".join([
-        f"dataset      {d['path']}",
-        f"rows         {d['rows']} ({d['inputs']} inputs), {d['hours']:.3f} h of audio, {d['frames']} frames"
-        + (f" ({d['implausible_rows']} rows whose lengths do not add up are not counted)"
-           if d["implausible_rows"] else ""),
+        f"dataset      {d.path}",
+        f"rows         {d.rows} ({d.inputs} inputs), {d.hours:.3f} h of audio, {d.frames} frames"
+        + (f" ({d.implausible_rows} rows whose lengths do not add up are not counted)"
+           if d.implausible_rows else ""),
         f"codebooks    {m.get('num_codebooks', '?')} of {m.get('codebook_size', '?')} entries, "
         f"{m.get('frame_rate', '?')} frames/s, "
         f"{m.get('sample_rate', '?')} Hz, channels: {m.get('channels', '?')}",
         f"model        {model.get('source', '?')}"
         + (f" @ {model['revision']}" if model.get("revision") else "")
         + (f" (sha256 {model['sha256'][:12]})" if model.get("sha256") else ""),
-        f"shards       {d['shards']} ({d['bytes'] / 2**20:.1f} MiB)",
-        f"errors       {d['errors']} inputs failed",
+        f"shards       {d.shards} ({d.bytes / 2**20:.1f} MiB)",
+        f"errors       {d.errors} inputs failed",
         f"written by   {m.get('tool', '?')} {m.get('tool_version', '?')}",
     ]))
     if "synthetic" in str(model.get("source", "")):
         typer.echo("note         synthetic weights: these tokens are NOT Mimi's", err=True)
-    if d["metadata"] is None:
+    if d.metadata is None:
         typer.echo("note         no provenance (no mimi footer or sidecar): rewritten by another tool? Which "
                    "model made these tokens is not recorded", err=True)
 
@@ -465,7 +454,8 @@ def stream_encode(
     (-F 20000: arecord writes every 20 ms; its default period, 125 ms, delays audio by up to that.)
     """
     from .formats.pcm import PcmFormat
-    from .streaming import ThreadPolicy, encode_stream
+    from .streaming import encode_stream
+    from .threads import ThreadPolicy, set_default_threads
 
     fmt = output_format.value if output_format else "binary" if target != "-" or not sys.stdout.isatty() else "jsonl"
     raw_fmt = None
@@ -473,7 +463,8 @@ def stream_encode(
         if rate is None:
             raise _Fail("--raw needs --rate (the input's sample rate)", 2)
         raw_fmt = PcmFormat(rate, channels, sample_format.value)
-    policy = ThreadPolicy.for_command(threads).apply()
+    policy = ThreadPolicy.for_command(threads)
+    set_default_threads(policy.threads)  # loading and warm-up too run on the stream's threads
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
         stats = encode_stream(codec, src, out, num_codebooks, fmt, raw_fmt, threads=policy)
@@ -497,9 +488,11 @@ def stream_decode(
     quiet: bool = Quiet,
 ) -> None:
     """Mimi tokens in, audio out, live: WAV with a streaming header, flushed every frame (for aplay)."""
-    from .streaming import ThreadPolicy, decode_stream
+    from .streaming import decode_stream
+    from .threads import ThreadPolicy, set_default_threads
 
-    policy = ThreadPolicy.for_command(threads).apply()
+    policy = ThreadPolicy.for_command(threads)
+    set_default_threads(policy.threads)  # loading and warm-up too run on the stream's threads
     codec = _load(weights, device, dtype)
     with _open_in(source) as src, _open_out(target) as out:
         stats = decode_stream(codec, src, out, rate, sample_format.value, wav=not raw, threads=policy)
@@ -510,10 +503,10 @@ def stream_decode(
 @app.command()
 @command
 def bench(
-    weights: str = typer.Option(None, "--weights", envvar="MIMI_WEIGHTS",
-                                help="Default: the cached kyutai/mimi weights if present, else synthetic weights "
-                                     "of the same architecture (speed does not depend on weight values)."),
-    num_codebooks: int = NumCodebooks, device: Device = typer.Option(Device.auto, "--device"),
+    weights: str = typer.Option(DEFAULT_WEIGHTS, "--weights", envvar="MIMI_WEIGHTS", show_default=True,
+                                help=WEIGHTS_HELP + " Speed does not depend on weight values: --weights synthetic "
+                                                    "measures it without the real model."),
+    num_codebooks: int = NumCodebooks, device: Device = DeviceOpt,
     dtype: str = typer.Option("float32", "--dtype", metavar="D[,D...]",
                               help="Precisions to measure, interleaved in one run (float32,int8): the later ones "
                                    "are reported against the first, speed and codes."),
@@ -525,30 +518,26 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     quiet: bool = Quiet,
 ) -> None:
-    """How fast Mimi runs here, and how many live 80 ms streams this machine carries in real time."""
-    from .bench import BenchSettings, format_report, run_bench
+    """How fast Mimi runs here, and how many live 80 ms streams this machine carries in real time.
+
+    It loads --weights as the other commands do (never synthetic weights on its own); without the
+    real model, --weights synthetic measures the same architecture (speed does not depend on
+    weight values), and the report says so.
+    """
+    from .bench import BenchSettings, format_report, parse_dtypes, parse_streams, run_bench
     from .codec.device import resolve_device
-    from .codec.weights import cached_hub_weights
+    from .codec.errors import WeightsError
 
     resolve_device(device.value)  # a missing device fails before anything is measured
-    dtypes = [d.strip() for d in dtype.split(",")]
-    if not dtypes or any(d not in DType.__members__ for d in dtypes) or len(set(dtypes)) != len(dtypes):
-        raise _Fail(f"--dtype {dtype}: give distinct precisions from {', '.join(DType.__members__)}, "
-                    "like float32,int8", 2)
-    try:
-        sizes = tuple(int(n) for n in streams.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1 or max(sizes) > 65536:
-        raise _Fail(f"--streams {streams}: give batch sizes from 1 to 65536 like 1,4,16,64", 2)
-    if weights is None:
-        cached = cached_hub_weights()
-        weights = str(cached) if cached else "synthetic"
-        log.info("weights: %s", f"cached kyutai/mimi ({cached})" if cached else "synthetic (no cached kyutai/mimi)")
+    dtypes = parse_dtypes(dtype)
+    sizes = parse_streams(streams)
     settings = BenchSettings(seconds=seconds, repeats=repeats, streams=sizes, num_codebooks=num_codebooks)
-    result = run_bench(weights, device.value, ",".join(dtypes), threads, settings, compare,
-                       log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
-    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+    try:
+        result = run_bench(weights, device.value, ",".join(dtypes), threads, settings, compare,
+                           log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
+    except WeightsError as e:
+        raise _Fail(f"{e}; for a speed-only run without them: mimi bench --weights synthetic", e.exit_code) from None
+    typer.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_report(result))
 
 
 @app.command()
@@ -599,14 +588,10 @@ def serve(
         log.warning("serving %s:%d without a token (--no-token): anyone who can reach this port can use the "
                     "server", host, port)
     if threads:
-        import torch
+        from .threads import set_default_threads
 
-        torch.set_num_threads(threads)
+        set_default_threads(threads)
     codec = _load(weights, device, dtype)
-    from .streaming import warm_up
-
-    warm_up(codec, "encode")
-    warm_up(codec, "decode")
     config = ServeConfig(host, port, max_streams, token, num_codebooks, max_wait_ms / 1000, idle_timeout,
                          max_message_bytes)
     if not quiet:
@@ -620,7 +605,9 @@ def verify(
     inputs: list[str] = typer.Argument(..., metavar="AUDIO...", help="Audio files, directories, globs, @lists, "
                                                                       "as `mimi encode` takes them."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = typer.Option(
-        Device.cpu, "--device", help="Device of the way under test (the reference runs on the CPU)."),
+        Device.auto, "--device", envvar="MIMI_DEVICE",
+        help="Device of the way under test, as the other commands pick it (auto: cuda, then mps, then cpu); "
+             "the reference runs on the CPU."),
     dtype: DType = typer.Option(DType.float32, "--dtype", help="Precision of the way under test."),
     chunk_samples: int = typer.Option(None, "--chunk-samples", min=1, show_default=False,
                                       help="Stream each file in pieces of this many samples (24 kHz), as live "
@@ -636,26 +623,18 @@ def verify(
     frames whose code equals the reference's, the share equal in all K, and the SNR of the
     decoded audio against the reference decode.
     """
-    from .dataset import load_items
-    from .formats.audio import AudioError
-    from .formats.sources import collect_sources
-    from .verify import Way
+    from .codec.device import resolve_device
+    from .verify import Way, load_audio
     from .verify import verify as run_verify
 
     if chunk_samples and batch_size > 1:
         raise _Fail("--chunk-samples streams one file at a time: give it or --batch-size, not both", 2)
-    sources, problems = collect_sources(inputs)
-    audios, failed = [], list(problems)
-    for source in sources:
-        try:
-            audios.extend(it.pcm for it in load_items(source, "mix"))
-        except AudioError as e:
-            failed.append(source)
-            typer.echo(f"mimi: {source.id}: {e}", err=True)
+    way_device = resolve_device(device.value)  # a missing device fails before any audio is read
+    audios, failed = load_audio(inputs)
     if not audios:
         raise _Fail("no audio to verify on", 1 if failed else 2)
     reference = _load(weights, Device.cpu, DType.float32)
-    same = device is Device.cpu and dtype is DType.float32
+    same = way_device.type == "cpu" and dtype is DType.float32
     way_codec = reference if same else _load(weights, device, dtype)
     report = run_verify(reference, way_codec, audios, num_codebooks, Way(chunk_samples, batch_size))
     if as_json:

@@ -1,6 +1,6 @@
 """`mimi encode --engine ray`: the same job on a Ray cluster, through Ray Data.
 
-Two stages: reading + resampling (`load_items`, CPU tasks) feeds a pool of model workers
+Two stages: reading + resampling (`Source.read`, CPU tasks) feeds a pool of model workers
 (`encode_items` in an actor that loads the codec once). Rows stream back to the driver, which
 writes them with the same shard writer as the local engine: same schema, metadata, atomic
 shards, errors file and resume. Nothing here schedules work itself; Ray Data does.
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codec import MimiError
-from .dataset import AudioItem, Batch, EncodeOptions, encode_items, load_items
+from .encode import Batch, EncodeOptions, encode_items
 from .formats.audio import AudioError
 from .formats.shards import Row, SourceInfo
-from .formats.sources import Problem, Source
+from .formats.sources import AudioItem, Problem, Source
+from .threads import torch_threads
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'mimi-cli[ray]'"
 
@@ -35,7 +36,7 @@ def _read(record: dict, channels: str, max_seconds: float) -> list[dict]:
     """Ray stage 1 (CPU): one source -> its items, or one error record."""
     source: Source = pickle.loads(record["source"])  # a file, or an item inside a container
     try:
-        items = load_items(source, channels, max_seconds)
+        items = source.read(channels, max_seconds)
     except AudioError as e:
         return [{"id": source.id, "path": record["path"], "error": str(e), "channel": -1,
                  "pcm": np.zeros(0, np.float32), **_columns(SourceInfo())}]
@@ -53,16 +54,18 @@ class _EncodeWorker:
     """Ray stage 2 (model): a codec loaded once per worker, applied to batches of items."""
 
     def __init__(self, weights: str, device: str, dtype: str, num_codebooks: int, threads: int | None) -> None:
-        import torch
-
         from .codec import load_codec
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.codec = load_codec(weights, device=device, dtype=dtype)
+        self.threads = threads or None  # torch's ops run on this many during each call (None: as they are)
+        with torch_threads(self.threads):
+            self.codec = load_codec(weights, device=device, dtype=dtype)
         self.k = num_codebooks
 
     def __call__(self, batch: dict) -> dict:
+        with torch_threads(self.threads):
+            return self._encode(batch)
+
+    def _encode(self, batch: dict) -> dict:
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         items = [AudioItem(batch["id"][i], int(batch["channel"][i]), np.asarray(batch["pcm"][i], np.float32),
                            SourceInfo.from_columns(batch, i)) for i in ok]
@@ -77,7 +80,7 @@ class _EncodeWorker:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class RayEngine:
     """Runs the encode on Ray; pass it to `encode_dataset(..., engine=RayEngine(...))`."""
 

@@ -6,10 +6,7 @@ Memory is constant in stream length.
 """
 from __future__ import annotations
 
-import os
-import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -17,7 +14,7 @@ import numpy as np
 import soxr
 import torch
 
-from .codec import SAMPLE_RATE, MimiCodec
+from .codec import DEFAULT_CODEBOOKS, SAMPLE_RATE, MimiCodec
 from .formats.pcm import (
     PcmDecoder,
     PcmFormat,
@@ -28,6 +25,7 @@ from .formats.pcm import (
     streaming_wav_header,
 )
 from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
+from .threads import ThreadPolicy
 
 READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
 
@@ -87,108 +85,6 @@ class StreamEncoder:
             yield codes
 
 
-class BacklogThreads:
-    """Steps on one thread while the input is backlogged, on the usual number while it is live.
-
-    When audio arrives no faster than real time, a process idles between frames and its 2-thread
-    step is the fastest (lowest latency). When input is waiting (a file piped as fast as it
-    goes), the two busy processes of `stream-encode | stream-decode` on 2 cores, with 2 OpenMP
-    threads each, stall on each other's preempted threads (docs/design.md). Backlogged means a whole frame's bytes
-    wait in the input after `patience` frames in a row; live again after as many without.
-    """
-
-    def __init__(self, stream: BinaryIO, frame_bytes: int, patience: int = 2, enabled: bool = True) -> None:
-        self.fd = _fileno(stream) if enabled else None  # no descriptor: the count is never changed
-        self.frame_bytes, self.patience = frame_bytes, patience
-        self.threads = torch.get_num_threads()
-        self.backlogged, self.streak = False, 0
-
-    def __enter__(self) -> BacklogThreads:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def after_frame(self) -> None:
-        """Looks at the input once a frame is out; sets torch's threads for the next steps."""
-        waiting = _bytes_waiting(self.fd)
-        if waiting is None:
-            return
-        behind = waiting >= self.frame_bytes
-        self.streak = 0 if behind == self.backlogged else self.streak + 1
-        if self.streak >= self.patience:
-            self.backlogged, self.streak = behind, 0
-            torch.set_num_threads(1 if behind else self.threads)
-
-    def close(self) -> None:
-        """Puts back the thread count this started with."""
-        torch.set_num_threads(self.threads)
-
-
-def _fileno(stream: BinaryIO) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
-        return None
-
-
-def _bytes_waiting(fd: int | None) -> int | None:
-    """Bytes ready to read from `fd` now (a pipe's contents; what is left of a file), or None
-    where that cannot be told (no descriptor; a platform without FIONREAD)."""
-    if fd is None:
-        return None
-    try:
-        import fcntl
-        import termios
-
-        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except (ImportError, OSError):
-        return None
-
-
-def backlog_threads_useful(threads: int) -> bool:
-    """Whether two processes of a pipe, `threads` each, would oversubscribe this machine's CPUs."""
-    return threads > 1 and (os.cpu_count() or 1) < 2 * threads + 1
-
-
-@dataclass(frozen=True)
-class ThreadPolicy:
-    """How a stream process uses CPU threads: `threads` for a frame's step, one thread while the
-    input is backlogged if `follow_backlog` (`BacklogThreads`), and one for work on part of a
-    frame (`partial_frame`). `for_command` is what the stream commands use."""
-
-    threads: int
-    follow_backlog: bool = False
-
-    @classmethod
-    def for_command(cls, threads: int | None = None) -> ThreadPolicy:
-        """`--threads N` kept as given; by default 2 (1 on a 1-CPU machine), following the backlog
-        where the two processes of a pipe would oversubscribe the CPUs."""
-        n = threads or min(2, os.cpu_count() or 1)
-        return cls(n, threads is None and backlog_threads_useful(n))
-
-    def apply(self) -> ThreadPolicy:
-        torch.set_num_threads(self.threads)
-        return self
-
-    def backlog(self, stream: BinaryIO, frame_bytes: int) -> BacklogThreads:
-        return BacklogThreads(stream, frame_bytes, enabled=self.follow_backlog)
-
-    @staticmethod
-    @contextmanager
-    def partial_frame() -> Iterator[None]:
-        """Torch ops on one thread inside. Work on a piece of a frame (the SEANet front) is not on
-        any frame's latency path, and two OpenMP teams of 2 threads (`stream-encode` working on a
-        piece while `stream-decode` steps, on 2 cores) wait on each other's preempted threads
-        (docs/design.md)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-
-
 class StreamDecoder:
     """Frames of codes in, audio out at `rate` (24 kHz, or resampled as it streams)."""
 
@@ -211,9 +107,9 @@ class StreamDecoder:
 
 def warm_up(codec: MimiCodec, direction: str, steps: int = 3) -> None:
     """A few throwaway steps of `direction` ("encode" or "decode"), so that the first real frames
-    do not pay for lazy initialisation (allocator, kernel selection, the layers' column blocks:
-    the first steps take up to a second otherwise). Only that direction: the other half of the
-    model then holds no column blocks in this process."""
+    do not pay for lazy initialisation (allocator, kernel selection, the layers' column blocks),
+    which would otherwise delay them. Only that direction: the other half of the model then holds
+    no column blocks in this process."""
     if direction == "encode":
         enc = codec.init_encoder_state(1)
         for _ in range(steps):
@@ -231,13 +127,20 @@ class StreamStats:
     samples_out: int = 0
 
 
-def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int = 8,
+def encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int = DEFAULT_CODEBOOKS,
                   output_format: str = "binary", raw: PcmFormat | None = None,
                   threads: ThreadPolicy | None = None) -> StreamStats:
     """Reads audio (WAV, or `raw` PCM) to end of stream and writes each frame's codes the moment
-    they exist; `threads` (default: torch's current count, not following the backlog)."""
-    stats = StreamStats()
+    they exist; `threads` (default: torch's current count, not following the backlog) holds only
+    during the call."""
     policy = threads or ThreadPolicy(torch.get_num_threads())
+    with policy.applied():
+        return _encode_stream(codec, instream, outstream, num_codebooks, output_format, raw, policy)
+
+
+def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, num_codebooks: int,
+                   output_format: str, raw: PcmFormat | None, policy: ThreadPolicy) -> StreamStats:
+    stats = StreamStats()
     warm_up(codec, "encode")
     fmt, remaining = (raw, None) if raw is not None else read_wav_header(instream)
     encoder = StreamEncoder(codec, fmt, num_codebooks)
@@ -265,8 +168,14 @@ def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rat
                   sample_format: str = "s16le", wav: bool = True, threads: ThreadPolicy | None = None) -> StreamStats:
     """Reads a token stream and writes audio (WAV with a streaming header, or raw), a frame at a
     time; `threads` as for `encode_stream`."""
-    stats = StreamStats()
     policy = threads or ThreadPolicy(torch.get_num_threads())
+    with policy.applied():
+        return _decode_stream(codec, instream, outstream, rate, sample_format, wav, policy)
+
+
+def _decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int, sample_format: str,
+                   wav: bool, policy: ThreadPolicy) -> StreamStats:
+    stats = StreamStats()
     warm_up(codec, "decode")
     header, frames = read_tokens(instream)
     if header.num_codebooks > codec.config.num_codebooks:

@@ -7,15 +7,19 @@ way's decode of its own codes against the reference decode of the reference code
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from .codec import FRAME_SAMPLES, MimiCodec
-from .dataset import AudioItem, encode_items
-from .formats.shards import SourceInfo
+from .codec import MimiCodec
+from .codec.batch import decode_batch, encode_batch
+from .formats.audio import AudioError
+from .formats.sources import Problem, collect_sources
+
+log = logging.getLogger("mimi_cli.verify")
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,10 @@ class Way:
     batch_size: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """How far a way of running the codec is from the reference, over all files given."""
+
     files: int = 0
     frames: int = 0
     num_codebooks: int = 0
@@ -55,10 +61,9 @@ def _encode(codec: MimiCodec, audios: list[np.ndarray], k: int, way: Way) -> lis
             pieces.append(codec.encode_flush(state, k))
             out.append(torch.cat(pieces, dim=-1)[0].cpu().numpy())
         return out
-    items = [AudioItem(str(i), -1, a, SourceInfo()) for i, a in enumerate(audios)]
     # Batched (and trimmed) as `mimi encode` batches files: through the same function.
-    return [row.codes for first in range(0, len(items), way.batch_size)
-            for row in encode_items(codec, items[first:first + way.batch_size], k)]
+    return [c for first in range(0, len(audios), way.batch_size)
+            for c in encode_batch(codec, audios[first:first + way.batch_size], k)]
 
 
 def _decode(codec: MimiCodec, codes: list[np.ndarray], way: Way) -> list[np.ndarray]:
@@ -70,15 +75,22 @@ def _decode(codec: MimiCodec, codes: list[np.ndarray], way: Way) -> list[np.ndar
             out.append(torch.cat([codec.decode_step(state, x[..., i:i + 1]) for i in range(x.shape[-1])],
                                  dim=-1)[0, 0].float().cpu().numpy())
         return out
-    out = []
-    for first in range(0, len(codes), way.batch_size):
-        group = codes[first:first + way.batch_size]
-        batch = np.zeros((len(group), group[0].shape[0], max(c.shape[1] for c in group)), np.int64)
-        for i, c in enumerate(group):
-            batch[i, :, :c.shape[1]] = c
-        audio = codec.decode(torch.from_numpy(batch)).float().cpu().numpy()
-        out.extend(audio[i, 0, :c.shape[1] * FRAME_SAMPLES] for i, c in enumerate(group))
-    return out
+    return [a for first in range(0, len(codes), way.batch_size)
+            for a in decode_batch(codec, codes[first:first + way.batch_size])]
+
+
+def load_audio(inputs: list[str]) -> tuple[list[np.ndarray], list[Problem]]:
+    """The audio of `inputs` (as `mimi encode` takes them: files, directories, globs, @lists,
+    containers), mono at 24 kHz, and the inputs that gave none (each logged)."""
+    sources, failed = collect_sources(inputs)
+    audios = []
+    for source in sources:
+        try:
+            audios.extend(item.pcm for item in source.read("mix"))
+        except AudioError as e:
+            failed.append(Problem(source.id, str(source.path), str(e)))
+            log.warning("%s: %s", source.id, e)
+    return audios, failed
 
 
 def _snr_db(reference: np.ndarray, other: np.ndarray) -> float:

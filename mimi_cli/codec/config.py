@@ -1,17 +1,18 @@
-"""Mimi's architecture as a frozen dataclass, and the numbers every other module imports."""
+"""Mimi's architecture as a frozen dataclass; the format's rates and sizes come from mimi_cli.spec."""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
-# The codec's fixed rates: 24 kHz audio in, one frame of tokens per 80 ms (1920 samples).
-SAMPLE_RATE = 24_000
-FRAME_RATE = 12.5
-FRAME_SAMPLES = 1920
-CODEBOOK_SIZE = 2048
-MAX_CODEBOOKS = 32
-DEFAULT_CODEBOOKS = 8  # what Moshi uses
-DEFAULT_WEIGHTS = "kyutai/mimi"  # the Hub repo the weights come from unless told otherwise
+from ..spec import (  # noqa: F401  (the codec's names for the format's facts)
+    CODEBOOK_SIZE,
+    DEFAULT_CODEBOOKS,
+    DEFAULT_WEIGHTS,
+    FRAME_RATE,
+    FRAME_SAMPLES,
+    MAX_CODEBOOKS,
+    SAMPLE_RATE,
+)
 
 
 @dataclass(frozen=True)

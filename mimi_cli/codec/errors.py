@@ -1,8 +1,5 @@
 """Exceptions the codec raises, each with a message a user can act on."""
-
-
-class MimiError(Exception):
-    """Base class: anything the library reports to a user as one line."""
+from ..errors import MimiError
 
 
 class WeightsError(MimiError):

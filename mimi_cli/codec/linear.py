@@ -1,10 +1,10 @@
 """Linear layers laid out for the few-row products of streaming steps.
 
 A streaming step multiplies 1-32 rows by each weight, so it is bound by reading weights from
-memory. Which form MKL reads fastest depends on the CPU: on some, `weight @ x.T` with wide
-weights as contiguous 512-column blocks reads 1.5-3x faster than `F.linear`; on others
-`F.linear` is twice as fast. `product_layout` measures both once per process and keeps the
-faster (docs/design.md). Many rows (offline chunks), bfloat16 and other devices take `F.linear`.
+memory. Which form MKL reads fastest, `weight @ x.T` (wide weights as contiguous 512-column
+blocks) or `F.linear`, depends on the CPU, so `product_layout` measures both once per process
+and keeps the faster (docs/design.md). Many rows (offline chunks), bfloat16 and other devices
+take `F.linear`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import InvalidArgument
 
-# Up to this many rows a CPU product runs as weight @ x.T (it wins or ties up to 128 rows on 2 threads).
+# In the skinny layout CPU products of up to this many rows run as weight @ x.T, short of where F.linear catches up.
 SKINNY_ROWS = 64
 # Column blocks of a wide weight: this many columns each, used for products of up to BLOCKED_ROWS rows
 # (at 8 rows and more the plain weight reads as fast or faster).
@@ -122,20 +122,18 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         parts = torch.bmm(columns, flat.view(rows, columns.shape[0], BLOCK_COLUMNS).permute(1, 2, 0))
         out = parts.sum(0) if bias is None else parts.sum(0).add_(bias[:, None])
     else:
-        # x.T must be a transposed view of row-major rows: MKL is ~4x slower on a [in, rows] copy.
+        # x.T must stay a transposed view of row-major rows: MKL reads a contiguous [in, rows] copy far slower.
         out = weight @ flat.t() if bias is None else torch.addmm(bias[:, None], weight, flat.t())
     return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
 def pack_int8(weight: torch.Tensor, bias: torch.Tensor | None):
     """fbgemm's packed int8 form of an fp32 CPU weight [out, in], one scale per output channel."""
-    import warnings
-
     scales = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
-    with warnings.catch_warnings():  # fbgemm's kernels take torch's quantized tensors as input
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_channel(weight.detach().float(), scales, torch.zeros_like(scales, dtype=torch.long),
-                                       0, torch.qint8)
+    # fbgemm's kernels take torch's quantized tensors, which torch deprecates: its warning (once a
+    # process) is let through, as the notice that `--dtype int8` needs another path before they go.
+    q = torch.quantize_per_channel(weight.detach().float(), scales, torch.zeros_like(scales, dtype=torch.long),
+                                   0, torch.qint8)
     return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
 
 

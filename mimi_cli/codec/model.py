@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MimiConfig
+from .config import DEFAULT_CODEBOOKS, MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
 from .device import ieee_float32
 from .errors import InvalidArgument, StreamError
@@ -114,8 +114,8 @@ class MimiCodec(nn.Module):
 
     def quantize_int8(self) -> MimiCodec:
         """Transformer weights as int8 with per-channel scales, run by fbgemm's dynamic int8
-        linear on the CPU (`--dtype int8`); convolutions and the codebook search stay float32
-        (int8 convolutions ran faster still but doubled the frames whose codes differ, design.md).
+        linear on the CPU (`--dtype int8`); convolutions and the codebook search stay float32,
+        since int8 there changes many more frames' codes for a small gain in speed (docs/design.md).
         Codes then differ from float32's on some frames (`mimi verify --dtype int8` says how many)."""
         for module in self.modules():
             if isinstance(module, Linear):
@@ -172,7 +172,8 @@ class MimiCodec(nn.Module):
 
     # -- streaming --------------------------------------------------------------------------
     @_entry_point
-    def encode_step(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int = 8) -> torch.Tensor:
+    def encode_step(self, state: EncoderState, pcm: torch.Tensor,
+                    num_codebooks: int = DEFAULT_CODEBOOKS) -> torch.Tensor:
         """Codes [B, K, n] of the frames that `pcm` [B, T] or [B, 1, T] completes (n may be 0).
 
         Any number of samples is accepted. The SEANet's front runs at once on every whole
@@ -196,7 +197,7 @@ class MimiCodec(nn.Module):
         x, state.latents = state.latents[:, :whole], state.latents[:, whole:].clone()
         return self._encode_front_latents(state, x, num_codebooks)
 
-    def encode_flush(self, state: EncoderState, num_codebooks: int = 8) -> torch.Tensor:
+    def encode_flush(self, state: EncoderState, num_codebooks: int = DEFAULT_CODEBOOKS) -> torch.Tensor:
         """Codes of the last, partial frame (padded with silence), or none if no samples wait."""
         self._check_codebooks(num_codebooks)
         n = state.samples_in_frame
@@ -224,7 +225,7 @@ class MimiCodec(nn.Module):
             raise InvalidArgument(f"codes must be in 0..{self.config.codebook_size - 1}")
 
     # -- offline ----------------------------------------------------------------------------
-    def encode(self, audio: torch.Tensor, num_codebooks: int = 8,
+    def encode(self, audio: torch.Tensor, num_codebooks: int = DEFAULT_CODEBOOKS,
                chunk_frames: int | None = None) -> torch.Tensor:
         """Codes [B, K, ceil(T / 1920)] of audio [B, 1, T] (or [B, T]); the tail is zero-padded.
 

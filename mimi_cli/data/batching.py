@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..codec.config import CODEBOOK_SIZE
+from ..codec.batch import pad
+from ..spec import CODEBOOK_SIZE
 
 PAD_ID = CODEBOOK_SIZE  # 2048: outside every codebook, so padding is never a real token
 HANDOVER_BYTES = 1 << 20  # a batch up to this size leaves a DataLoader worker by value (see Batch)
@@ -62,10 +63,9 @@ def collate(items: Sequence[dict], pad_id: int = PAD_ID) -> Batch:
     k, sizes = ks.pop(), [it["codes"].shape[1] for it in items]
     # One buffer holds codes and lengths: a DataLoader worker hands a batch over in one shared-memory
     # segment instead of two, which halves the cost of the hand-over.
-    buffer = np.full(len(items) * k * max(sizes) + len(items), pad_id, dtype=np.int64)
-    codes = buffer[:-len(items)].reshape(len(items), k, max(sizes))
-    for i, it in enumerate(items):
-        codes[i, :, :sizes[i]] = np.asarray(it["codes"])
+    buffer = np.empty(len(items) * k * max(sizes) + len(items), dtype=np.int64)
+    codes = pad([np.asarray(it["codes"]) for it in items], pad_id,
+                out=buffer[:-len(items)].reshape(len(items), k, max(sizes)))
     buffer[-len(items):] = sizes
     shared = torch.from_numpy(buffer)
     batch = Batch(id=[it["id"] for it in items], codes=shared[:-len(items)].view(codes.shape),

@@ -13,6 +13,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..errors import MimiError
+from ..spec import SAMPLE_RATE
 from .pcm import MAX_CHANNELS, MAX_RATE, SAMPLE_FORMATS, StreamFormatError, read_wav_header
 from .storage import atomic_write, os_reason
 
@@ -20,14 +22,13 @@ AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
                     ".caf", ".w64", ".rf64", ".au", ".snd"}
 
 
-SAMPLE_RATE = 24000  # what the codec takes (the codec's SAMPLE_RATE; formats/ knows no model)
 MAX_SECONDS = 3600.0  # an item's length by default (--max-duration): its 24 kHz samples are held whole
 BLOCK_FRAMES = 1 << 18  # decoded a block at a time
 HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
 
 
-class AudioError(Exception):
+class AudioError(MimiError):
     """An input that cannot be used as audio; the message says why."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
 from .limits import ExpansionBudget, LimitError, open_parquet, parse_json
 from .storage import Location, RemotePath, first_line
@@ -32,7 +33,7 @@ _AUDIO_EXTS = {e.lstrip(".") for e in AUDIO_EXTENSIONS}
 _KEY = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's key / extension split of a member name
 
 
-class ContainerError(Exception):
+class ContainerError(MimiError):
     """A container that cannot be listed at all (not a tar, not Parquet, no audio column)."""
 
 

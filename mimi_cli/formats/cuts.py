@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, SAMPLE_RATE, AudioError, AudioInfo, check_duration, resample
+from ..errors import MimiError
+from ..spec import SAMPLE_RATE
+from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, AudioError, AudioInfo, check_duration, resample
 from .containers import ContainerError, Item
 from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
 from .manifests import ManifestOptions
@@ -37,7 +39,7 @@ NETWORK_URL = re.compile(r"^(https?|s3|gs|gcs|az|abfss?|hf)://", re.IGNORECASE)
 log = logging.getLogger("mimi_cli.cuts")
 
 
-class SourceRefused(ValueError):
+class SourceRefused(MimiError, ValueError):
     """An audio source of a manifest entry that mimi will not read (outside the root, a command, a URL)."""
 
 
@@ -62,9 +64,11 @@ def _lhotse():
 @dataclass(frozen=True)
 class LhotseItem:
     """A cut or recording as its (checked and rewritten) manifest line, loaded through lhotse
-    when its batch comes."""
+    when its batch comes; `channels`: the recording channels a cut selects, in the order lhotse
+    loads them (None for a recording, read whole like a file, and for a MixedCut)."""
 
     line: str
+    channels: tuple[int, ...] | None = None
     locality = ""
 
     def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
@@ -149,9 +153,22 @@ def lhotse_items(path: Path, options: ManifestOptions | None = None
                 hint = missing_hint(files[0][0], root.root)
                 if hint:
                     log.warning("%s names %s, which is not there%s", path, files[0][0], hint)
-            yield item, LhotseItem(line), files[0][1] if files else None
+            yield item, LhotseItem(line, selected_channels(obj)), files[0][1] if files else None
     except LimitError as e:
         yield Item(f"{path.name}:<after line {n}>", None, error=f"stopped reading {path.name}: {e}"), None, None
+
+
+def selected_channels(obj) -> tuple[int, ...] | None:
+    """The recording channels a MonoCut or MultiCut reads, in the order lhotse loads them (the
+    recording's); None for anything else."""
+    from lhotse.cut import MonoCut, MultiCut
+
+    if isinstance(obj, MonoCut):
+        return (int(obj.channel),)
+    if isinstance(obj, MultiCut):
+        wanted = {int(c) for c in obj.channel}
+        return tuple(int(c) for c in obj.recording.channel_ids if int(c) in wanted)
+    return None
 
 
 def checked_sources(entry: dict, root: AudioRoot, options: ManifestOptions) -> list[tuple[str, str]]:

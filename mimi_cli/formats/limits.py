@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import MimiError
+
 MAX_LINE_BYTES = 8 << 20  # one manifest line (a lhotse MixedCut with many tracks is a few kB)
 MAX_JSON_DEPTH = 64  # lhotse cuts nest about 8 deep; the JSON fields of a tar sample, less
 MAX_JSON_BYTES = 1 << 20  # a JSON member of a tar sample
@@ -27,7 +29,7 @@ EXPANSION_SLACK_BYTES = 16 << 20
 READ_BYTES = 1 << 20
 
 
-class LimitError(ValueError):
+class LimitError(MimiError, ValueError):
     """Input that goes past one of the bounds above; the message says which and where."""
 
 

@@ -5,6 +5,9 @@ share it and each takes `DIR/.mimi.shard-I.lock` exclusively, so jobs of one arr
 side while a second plain run, or a second job with the same index, is refused at once. A
 single-file output `out.parquet` is locked through `.out.parquet.lock` beside it. The locks are
 `flock`s: a killed process cannot leave one stuck. URIs (object stores) are not locked.
+
+The lock makes the folders it needs; a run that writes nothing into them (it stopped at a usage
+error) removes them again, so a refused run leaves no empty OUTPUT behind.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class OutputLock:
     shard_index: int = 0
     num_shards: int = 1
     _fds: list[tuple[str, int, bool]] = field(default_factory=list, init=False)
+    _made: list[Path] = field(default_factory=list, init=False)  # folders made for the lock, deepest first
 
     def _files(self) -> list[tuple[Path, bool]]:
         """(lock file, exclusive) pairs, outermost first."""
@@ -62,12 +66,16 @@ class OutputLock:
             _held[key] += 1
             self._fds.append((key, -1, exclusive))
             return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot write {path.parent}: {e.strerror or e}") from None
+        tries = 0
         while True:
-            fd = _open_lock_file(path)
+            self._made[:0] = _make_folders(path.parent)
+            try:
+                fd = _open_lock_file(path)
+            except FileNotFoundError as e:  # another run just removed the empty folder it had made: again
+                tries += 1
+                if tries == 10:
+                    raise OutputError(f"cannot write {path}: {e.strerror}") from None
+                continue
             try:
                 fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -97,13 +105,44 @@ class OutputLock:
             if _held[key]:
                 continue
             del _held[key]
-            if exclusive:  # a shared lock's file may still be held by another job: it stays
+            # A shared lock's file may still be held by another job: it stays, unless this run made
+            # the folder and no other job holds it (then the folder may go too).
+            if exclusive or self._made and _alone(fd):
                 try:
                     os.unlink(key)
                 except OSError:
                     pass
             os.close(fd)
         self._fds.clear()
+        for folder in self._made:
+            try:
+                folder.rmdir()  # only an empty one: anything written into it keeps it
+            except OSError:
+                break
+        self._made.clear()
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Makes `folder` and its missing parents; gives back those it made, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for made in reversed(missing):
+            made.mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or folder}: {e.strerror or e}") from None
+    return missing
+
+
+def _alone(fd: int) -> bool:
+    """Whether no other process holds the lock on `fd` (this one's shared lock becomes exclusive)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _open_lock_file(path: Path) -> int:
@@ -113,6 +152,8 @@ def _open_lock_file(path: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise OutputError(f"{path} is a symbolic link, not a lock file mimi made; mimi never writes through "

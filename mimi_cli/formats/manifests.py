@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..errors import MimiError
 from .limits import ExpansionBudget, open_parquet, parse_json, plain, read_lines
 from .storage import first_line
 
@@ -21,7 +22,7 @@ RESERVED = {"id", "channel", "codes", "num_frames", "num_samples", "duration_s",
             "source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns", "source_fingerprint"}
 
 
-class ManifestError(Exception):
+class ManifestError(MimiError):
     """A manifest that cannot be used as given (no path column, a column asked for that it lacks)."""
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .provenance import sidecar_path, write_sidecar
 from .shards import COMMIT_SECONDS, DatasetError, ShardWriter, read_metadata, read_table, write_parquet_atomic
-from .storage import Location, own_directory, rmtree
+from .sources import Problem
+from .storage import Location, atomic_write, own_directory, rmtree
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,15 @@ def errors_path(output: Location, shard_index: int = 0, num_shards: int = 1) -> 
 def recorded_errors(output: Location) -> list[Location]:
     """Every errors file of a dataset (all array jobs')."""
     return list(output.parent.glob(f"{_stem(output)}.errors*.jsonl"))
+
+
+def write_errors(path: Location, failed: list[Problem]) -> None:
+    """The errors file at `path`: one JSON line per failed input or row; none when nothing failed."""
+    if not failed:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_write(path) as f:
+        f.write("".join(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n" for p in failed).encode())
 
 
 def _stem(output: Location) -> str:

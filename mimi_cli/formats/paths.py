@@ -10,10 +10,11 @@ import os
 import stat
 from pathlib import Path
 
+from ..errors import MimiError
 from .storage import Location, RemotePath
 
 
-class UnsafePathError(Exception):
+class UnsafePathError(MimiError):
     """A name from a dataset that would reach outside the directory it must stay in."""
 
 

@@ -11,6 +11,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..errors import MimiError
+
 SAMPLE_FORMATS = {"u8": (1, "u"), "s16le": (2, "i"), "s24le": (3, "i"), "s32le": (4, "i"),
                   "f32le": (4, "f"), "f64le": (8, "f")}  # all read; the first four written too
 WRITTEN_FORMATS = ("s16le", "s24le", "s32le", "f32le")
@@ -30,8 +32,10 @@ def _unknown(size: int) -> bool:
     return size == 0 or size >= UNKNOWN_SIZE_FROM
 
 
-class StreamFormatError(Exception):
+class StreamFormatError(MimiError):
     """Bytes that are not the stream they claim to be (bad header, wrong magic, truncation)."""
+
+    exit_code = 1  # the input stream failed: what was complete before it is written
 
 
 @dataclass(frozen=True)

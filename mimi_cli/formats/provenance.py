@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 
+from ..errors import MimiError
+from ..spec import MAX_CODEBOOKS
 from .storage import Location, atomic_write
-from .tokenstream import MAX_CODEBOOKS
 
 METADATA_KEY = b"mimi_cli"
 SIDECAR = ".mimi.json"
 MAX_SIDECAR_BYTES = 1 << 20
 
 
-class ProvenanceError(Exception):
+class ProvenanceError(MimiError):
     """Provenance that is there but unusable (not JSON, impossible K ...)."""
 
 

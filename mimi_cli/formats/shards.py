@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import MimiError
+from ..spec import FRAME_SAMPLES, MAX_CODEBOOKS, SAMPLE_RATE
 from .limits import ExpansionBudget, open_parquet, plain
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, first_line, readable
-from .tokenstream import MAX_CODEBOOKS
 
 SHARD_ROWS = 4096  # a shard is closed at this many rows ...
 SHARD_CODE_BYTES = 64 << 20  # ... or this many bytes of codes, whichever comes first ...
@@ -28,7 +29,6 @@ COMMIT_SECONDS = 30.0  # ... or when its oldest row is this old: a crash loses a
 # Rows per Parquet row group, the unit training readers deal out to ranks and workers and shuffle:
 # several per shard, so that a few shards still give every DataLoader worker an even share.
 ROW_GROUP_ROWS = 1024
-FRAME_SAMPLES = 1920  # samples at 24 kHz per frame of codes (the codec's FRAME_SAMPLES; formats/ knows no model)
 # Bounds on what a reader accepts from a dataset, so a crafted file costs an error, not all memory.
 MAX_ROW_GROUP_BYTES = 2 << 30
 MAX_NPY_BYTES = 256 << 20
@@ -52,7 +52,7 @@ NPY_DIR = "__codes__"
 NPY_COLUMNS = [c for c in COLUMNS if c[0] != "codes"] + [("npy_path", pa.string())]
 
 
-class DatasetError(Exception):
+class DatasetError(MimiError):
     """A token dataset that cannot be read or cannot be added to."""
 
 
@@ -97,7 +97,7 @@ class Row:
     def as_dict(self) -> dict:
         frames = self.codes.shape[1]
         return {"id": self.id, "channel": self.channel, "codes": self.codes, "num_frames": frames,
-                "num_samples": self.num_samples, "duration_s": self.num_samples / 24000, **self.source.columns(),
+                "num_samples": self.num_samples, "duration_s": self.num_samples / SAMPLE_RATE, **self.source.columns(),
                 **self.kept}
 
 

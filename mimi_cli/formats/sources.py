@@ -21,21 +21,27 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
-from .audio import AUDIO_EXTENSIONS
+from ..errors import MimiError
+from ..spec import SAMPLE_RATE
+from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, check_readable, decode_24k, probe
 from .containers import ContainerError, Item, ParquetCell, TarMember, audio_columns, parquet_items, tar_items
 from .cuts import LhotseItem, is_lhotse, lhotse_items, stat_or_zero
 from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
 from .paths import AudioRoot, UnsafePathError, check_relative, missing_hint
-from .storage import Location, RemotePath, is_uri, os_reason
+from .shards import SourceInfo
+from .storage import Location, RemotePath, is_uri, os_reason, readable
 
 log = logging.getLogger("mimi_cli.sources")
 
+Channels = Literal["mix", "each"]  # one mono row per input (the mix), or one row per channel
 
-class InputError(Exception):
+
+class InputError(MimiError):
     """INPUTs that cannot make a dataset as given (two of them would get the same id)."""
 
 
@@ -66,6 +72,60 @@ class Source:
             return self.size, self.mtime_ns, self.fingerprint
         st = self.path.stat()
         return st.st_size, st.st_mtime_ns, None
+
+    def length_s(self) -> float:
+        """Its length in seconds, to batch similar items: the listing's for items in containers, the
+        header's for local files, and for remote ones a guess from the size (reading every header
+        would fetch every object twice). AudioError if a local header cannot be read."""
+        if self.duration_s is not None:
+            return self.duration_s
+        if isinstance(self.path, RemotePath):
+            return self.path.stat().st_size / (2 * SAMPLE_RATE)
+        return probe(self.path).duration_s
+
+    def read(self, channels: Channels = "mix", max_seconds: float = MAX_SECONDS) -> list[AudioItem]:
+        """Its audio as rows-to-be: one mono item ("mix"), or one per channel ("each"); AudioError if
+        unusable or longer than `max_seconds`."""
+        if channels not in ("mix", "each"):
+            raise ValueError(f"channels={channels!r}: 'mix' or 'each'")
+        mix = channels == "mix"
+        if self.member is not None:  # inside a container: as listed, read again now
+            pcm, info = self.member.decode(mix, max_seconds)
+            picked = self.member.channels if isinstance(self.member, LhotseItem) else None
+            return _items(self.id, pcm, SourceInfo(info.sample_rate, info.channels, *self.resume_key()), channels,
+                          picked)
+        if isinstance(self.path, Path):
+            stat = check_readable(self.path)
+        else:
+            try:
+                stat = self.path.stat()
+            except OSError as e:
+                raise AudioError(f"cannot read: {e.strerror or e}") from None
+            if stat.st_size == 0:
+                raise AudioError("empty file (0 bytes)")
+        pcm, info = decode_24k(readable(self.path), mix, max_seconds)
+        return _items(self.id, pcm, SourceInfo(info.sample_rate, info.channels, stat.st_size, stat.st_mtime_ns),
+                      channels)
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One row's worth of audio, ready for the model: mono float32 at 24 kHz (channel -1: the mix)."""
+
+    id: str
+    channel: int
+    pcm: np.ndarray
+    source: SourceInfo
+
+
+def _items(ident: str, pcm: np.ndarray, info: SourceInfo, channels: Channels,
+           picked: tuple[int, ...] | None = None) -> list[AudioItem]:
+    """Rows-to-be of 24 kHz audio [rows, n]: one per channel ("each"), or the one mixed row.
+    `picked`: the source channels that `pcm` holds (a cut's), else all of the file's, in order."""
+    if channels == "each":
+        return [AudioItem(ident, picked[c] if picked else c, pcm[c], info) for c in range(pcm.shape[0])]
+    # A cut of one channel is that channel, not a mix: its row says which one it encodes.
+    return [AudioItem(ident, picked[0] if picked and len(picked) == 1 else -1, pcm[0], info)]
 
 
 @dataclass(frozen=True)
@@ -449,8 +509,12 @@ def _refuse_clashes(sources: list[Source]) -> None:
     raise InputError(f"{len(clashes)} ids would name more than one input ({shown}{more}); {hint}")
 
 
-def select_shard(sources: list[Source], shard_index: int, num_shards: int) -> list[Source]:
-    """This job's share of `sources`: a deterministic split by id, for N array jobs."""
+_Entry = TypeVar("_Entry", Source, Problem)
+
+
+def select_shard(entries: list[_Entry], shard_index: int, num_shards: int) -> list[_Entry]:
+    """This job's share of `entries` (sources, or the problems of inputs that named none): a
+    deterministic split by id, for N array jobs."""
     import zlib
 
-    return [s for s in sources if zlib.crc32(s.id.encode()) % num_shards == shard_index]
+    return [s for s in entries if zlib.crc32(s.id.encode()) % num_shards == shard_index]

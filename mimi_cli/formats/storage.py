@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
+from ..errors import MimiError
+
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -158,7 +160,7 @@ def rmtree(location: Path | RemotePath) -> None:
         shutil.rmtree(location, ignore_errors=True)
 
 
-class OutputError(Exception):
+class OutputError(MimiError):
     """An output that cannot be written (a full disk, no permission, a file where a directory goes)."""
 
 

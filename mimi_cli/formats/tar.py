@@ -12,13 +12,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..errors import MimiError
+
 BLOCK = 512
 MAX_EXTENDED_BYTES = 1 << 20  # a pax header or GNU long name; real ones are under a few kB
 KINDS = {b"0": "file", b"\0": "file", b"7": "file", b"1": "hard link", b"2": "symbolic link",
          b"3": "character device", b"4": "block device", b"5": "directory", b"6": "FIFO"}
 
 
-class TarDamage(ValueError):
+class TarDamage(MimiError, ValueError):
     """The archive cannot be read past `offset` (a bad header, or a member cut short)."""
 
     def __init__(self, message: str, offset: int) -> None:

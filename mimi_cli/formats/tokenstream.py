@@ -22,22 +22,22 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..spec import CODEBOOK_SIZE, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE
 from .limits import parse_json
 from .pcm import MAX_RATE, StreamFormatError, read_up_to
 
 MAGIC = b"MIMI"
 VERSION = 1
 HEADER = struct.Struct("<4sHHIII")
-MAX_CODEBOOKS = 32  # Mimi's RVQ depth
 MAX_LINE = 1 << 16  # bytes in one jsonl/text line
 
 
 @dataclass(frozen=True)
 class StreamHeader:
     num_codebooks: int
-    sample_rate: int = 24000
-    frame_rate: float = 12.5
-    codebook_size: int = 2048
+    sample_rate: int = SAMPLE_RATE
+    frame_rate: float = FRAME_RATE
+    codebook_size: int = CODEBOOK_SIZE
 
 
 class TokenWriter:
@@ -111,8 +111,8 @@ def read_tokens(stream: BinaryIO) -> tuple[StreamHeader, Iterator[np.ndarray]]:
         if first == b"{":
             obj = _json(line, 0)
             if obj.get("format") == "mimi-tokens":
-                header = _header(obj.get("version"), obj.get("num_codebooks"), obj.get("sample_rate", 24000),
-                                 obj.get("frame_rate", 12.5), obj.get("codebook_size", 2048))
+                header = _header(obj.get("version"), obj.get("num_codebooks"), obj.get("sample_rate", SAMPLE_RATE),
+                                 obj.get("frame_rate", FRAME_RATE), obj.get("codebook_size", CODEBOOK_SIZE))
                 return header, _json_frames(lines, header, 0)
             values = obj.get("codes")
         else:

@@ -16,14 +16,17 @@ import numpy as np
 import soxr
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..codec import FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
+from ..codec import MimiCodec
+from ..errors import MimiError
 from ..formats.pcm import PcmDecoder, PcmFormat, StreamFormatError, encode_pcm
 from ..formats.tokenstream import HEADER, StreamHeader, binary_frame, binary_header, parse_binary_header
+from ..spec import CODEBOOK_SIZE, DEFAULT_CODEBOOKS, FRAME_SAMPLES, SAMPLE_RATE
+from ..streaming import warm_up
 from .access import IDLE_TIMEOUT_S, MAX_MESSAGE_BYTES, FailedTokens, given_token, token_matches
 from .batcher import DecodeStream, EncodeStream, Stepper
 from .metrics import Metrics
 
-log = logging.getLogger("mimi.serve")
+log = logging.getLogger("mimi_cli.serve")  # under the CLI's logger, so `mimi serve` shows it
 FORMATS = ("s16le", "f32le")
 MIN_RATE, MAX_RATE = 8000, 192000
 MAX_CHANNELS = 8
@@ -44,13 +47,13 @@ class ServeConfig:
     port: int = 8000
     max_streams: int = 64
     token: str | None = None
-    num_codebooks: int = 8
+    num_codebooks: int = DEFAULT_CODEBOOKS
     max_wait_s: float = 0.08  # how long streams with a frame wait for the others before stepping without them
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_message_bytes: int = MAX_MESSAGE_BYTES
 
 
-class BadRequest(ValueError):
+class BadRequest(MimiError, ValueError):
     """A query or stream the server refuses (closed with 1008 and this message)."""
 
 
@@ -405,8 +408,8 @@ class _TokensIn:
             if self.header.num_codebooks > self.max_codebooks:
                 raise BadRequest(f"the stream has {self.header.num_codebooks} codebooks; Mimi has "
                                  f"{self.max_codebooks}")
-            if self.header.codebook_size > 2048:
-                raise BadRequest(f"codebook size {self.header.codebook_size}; Mimi's is 2048")
+            if self.header.codebook_size > CODEBOOK_SIZE:
+                raise BadRequest(f"codebook size {self.header.codebook_size}; Mimi's is {CODEBOOK_SIZE}")
             self.rest = self.rest[HEADER.size:]
         size = 2 * self.header.num_codebooks
         whole = len(self.rest) // size * size
@@ -467,10 +470,12 @@ class QuietLoop:
 def run_server(codec: MimiCodec, config: ServeConfig, model: str) -> None:
     """Serves until SIGINT or SIGTERM, then closes every stream with 1001.
 
-    The codec steps on this (the main) thread and the event loop runs on another: torch's
-    parallel steps run about 1.4x faster on the main thread than on a second one (2 cores, the
-    same step measured both ways), and the step is what the capacity is made of. The loop holds
-    still during each step (`QuietLoop`)."""
+    The codec steps on this (the main) thread and the event loop runs on another, since torch's
+    parallel steps run faster on the main thread and the step is what the capacity is made of
+    (docs/design.md). The loop holds still during each step (`QuietLoop`). The codec is warmed up
+    first, so the first clients do not wait for torch's one-time set-up."""
+    warm_up(codec, "encode")
+    warm_up(codec, "decode")
     server = Server(codec, config, model, stepper_thread=False)
     runner = web.AppRunner(server.app(), handle_signals=False, access_log=None, shutdown_timeout=5)
     loop = asyncio.new_event_loop()

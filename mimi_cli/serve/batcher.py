@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..codec import FRAME_SAMPLES, MimiCodec
+from ..codec import MimiCodec
 from ..codec.state import concat_states
+from ..spec import FRAME_SAMPLES
 
-log = logging.getLogger("mimi.serve")
+log = logging.getLogger("mimi_cli.serve")  # under the CLI's logger, so `mimi serve` shows it
 MAX_FRAMES_PER_STEP = 16  # a stream that is behind catches up this many frames a step
 
 
@@ -242,7 +243,7 @@ class Stepper:
 
     def start(self) -> None:
         """Steps on a thread of its own (a server in a thread, tests). `mimi serve` calls `run`
-        on its main thread instead: torch's steps there run about 1.4x faster on 2 cores."""
+        on its main thread instead, where torch's parallel steps run faster (docs/design.md)."""
         self.thread.start()
 
     def stop(self) -> None:

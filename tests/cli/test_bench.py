@@ -1,9 +1,11 @@
-"""`mimi bench`: runs end to end on the tiny codec and reports every figure (values never asserted)."""
+"""`mimi bench` through the CLI: every field of the table and the JSON is there, flags and errors
+(the figures themselves are tested on the library in tests/test_bench.py)."""
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from mimi_cli import bench
 
@@ -61,7 +63,20 @@ def test_compare_needs_moshi(run, tiny_bench, monkeypatch):
     assert result.exit_code == 2 and "needs Kyutai's `moshi` package" in result.stderr
 
 
-def test_bench_uses_synthetic_weights_when_none_cached(run, monkeypatch, tiny):
+def test_bench_without_the_real_weights_is_an_error_that_names_the_synthetic_run(run, monkeypatch, tmp_path):
+    """Like every command, bench never falls back to synthetic weights on its own."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the Hub cannot be reached,
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing is cached
+    monkeypatch.delenv("MIMI_WEIGHTS", raising=False)
+    result = run(*ARGS)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "could not get kyutai/mimi" in result.stderr and "mimi bench --weights synthetic" in result.stderr
+
+
+def test_bench_takes_weights_from_the_environment(run, monkeypatch, tiny):
     seen = {}
 
     def fake_load(weights, **kwargs):
@@ -69,8 +84,13 @@ def test_bench_uses_synthetic_weights_when_none_cached(run, monkeypatch, tiny):
         return tiny
 
     monkeypatch.setattr(bench, "load_codec", fake_load)
-    monkeypatch.setattr("mimi_cli.codec.weights.cached_hub_weights", lambda repo="kyutai/mimi": None)
-    monkeypatch.delenv("MIMI_WEIGHTS", raising=False)
+    monkeypatch.setenv("MIMI_WEIGHTS", "synthetic:7")
     result = run(*ARGS)
-    assert result.exit_code == 0 and seen["weights"] == "synthetic"
-    assert "synthetic (no cached kyutai/mimi)" in result.stderr
+    assert result.exit_code == 0 and seen["weights"] == "synthetic:7"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bench_takes_the_device_from_the_environment(run, monkeypatch, tiny_bench):
+    monkeypatch.setenv("MIMI_DEVICE", "cuda")  # as the other commands do: a device this machine lacks is refused
+    result = run(*[a for a in ARGS if a not in ("--device", "cpu")])
+    assert result.exit_code == 2 and "--device cuda" in result.stderr

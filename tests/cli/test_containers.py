@@ -181,6 +181,29 @@ def test_lhotse_cuts_encode_their_region_and_channel(run, tmp_path, reference):
     assert recs["r4"]["codes"] == reference["s4"]["codes"] and recs["r1"]["codes"] == reference["s1"]["codes"]
 
 
+def test_a_cut_row_stores_the_channel_the_cut_reads(run, tmp_path, reference):
+    lhotse = pytest.importorskip("lhotse")
+    from lhotse.cut import MultiCut
+
+    stereo = lhotse.Recording.from_file(str(tmp_path / "clips/s1.wav"), recording_id="r1")
+    lhotse.CutSet.from_cuts([
+        lhotse.MonoCut("left", start=0.0, duration=0.4, channel=0, recording=stereo),
+        lhotse.MonoCut("right", start=0.0, duration=0.4, channel=1, recording=stereo),
+        MultiCut("both", start=0.0, duration=0.4, channel=[1, 0], recording=stereo),
+    ]).to_file(str(tmp_path / "cuts.jsonl"))
+    assert run("encode", "cuts.jsonl", "mix", "-q", K).exit_code == 0
+    assert {i: r["channel"] for i, r in rows(tmp_path / "mix").items()} == {"left": 0, "right": 1, "both": -1}
+    assert run("encode", "cuts.jsonl", "each", "-q", K, "--channels", "each").exit_code == 0
+    each = sorted((r["id"], r["channel"]) for r in pq.read_table(tmp_path / "each").to_pylist())
+    assert each == [("both", 0), ("both", 1), ("left", 0), ("right", 1)]
+    # The row named channel 1 holds channel 1's audio: the same codes as that channel cut out as a file.
+    audio, rate = sf.read(tmp_path / "clips/s1.wav", dtype="float32")
+    sf.write(tmp_path / "ch1.wav", audio[:9600, 1], rate, subtype="FLOAT")
+    assert run("encode", "ch1.wav", "ch1", "-q", K).exit_code == 0
+    by_channel = {(r["id"], r["channel"]): r["codes"] for r in pq.read_table(tmp_path / "each").to_pylist()}
+    assert by_channel[("both", 1)] == by_channel[("right", 1)] == rows(tmp_path / "ch1")["ch1.wav"]["codes"]
+
+
 def test_lhotse_missing_gives_an_install_hint(run, tmp_path, monkeypatch):
     import builtins
 

@@ -1,8 +1,8 @@
-"""`mimi encode / decode / info` end to end through the real CLI."""
+"""`mimi encode / decode / info` through the real CLI: flags, messages and exit codes (what the jobs
+do is tested on the library in tests/jobs/)."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -10,8 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from mimi_cli import dataset
-from mimi_cli.formats.audio import read_audio, resample
 from tests.helpers import CORPUS, write_corpus
 
 K = 4
@@ -21,33 +19,13 @@ def _rows(path):
     return {(r["id"], r["channel"]): r for r in pq.read_table(path).to_pylist()}
 
 
-def test_encode_corpus_to_parquet(run, corpus, tmp_path, tiny):
+def test_encode_corpus_to_parquet(run, corpus, tmp_path):
     out = tmp_path / "tokens.parquet"
     result = run("encode", corpus, out, "-q", K, "--weights", "synthetic")
     assert result.exit_code == 0, result.output
-    table = pq.read_table(out)
-    assert table.num_rows == len(CORPUS)
-    rows = _rows(out)
-    for rel, rate, channels, seconds, *_ in CORPUS:
-        r = rows[(rel, -1)]
-        assert r["source_sample_rate"] == rate and r["source_channels"] == channels
-        assert abs(r["num_samples"] - seconds * 24000) <= 24000 * 0.06  # mp3/opus add codec delay
-        assert r["num_frames"] == math.ceil(r["num_samples"] / 1920)
-        assert len(r["codes"]) == K and all(len(c) == r["num_frames"] for c in r["codes"])
-        # The batched pipeline gives the codes the library gives this file alone.
-        audio, sr = read_audio(corpus / rel)
-        mono = resample(audio, sr, 24000).mean(axis=0)
-        import torch
-
-        alone = tiny.encode(torch.from_numpy(mono)[None, None], K)[0].numpy()
-        np.testing.assert_array_equal(np.asarray(r["codes"]), alone)
-    meta = json.loads(pq.read_schema(out).metadata[b"mimi_cli"])
-    assert meta["num_codebooks"] == K and meta["sample_rate"] == 24000 and meta["frame_rate"] == 12.5
-    assert meta["codebook_size"] == 2048 or meta["codebook_size"] == tiny.config.codebook_size
-    assert meta["model"]["source"] == "synthetic:3"
+    assert f"encoded {len(CORPUS)} files" in result.output
     df = pd.read_parquet(out)
     assert list(df.columns)[:3] == ["id", "channel", "codes"] and len(df) == len(CORPUS)
-    assert pq.ParquetFile(out).metadata.row_group(0).column(2).compression == "ZSTD"
 
 
 def test_round_trip_decode(run, corpus, tmp_path):
@@ -91,30 +69,6 @@ def test_resume_skips_done_inputs_and_adds_new_ones(run, corpus, tmp_path):
     assert not list(tmp_path.glob(".*parts*"))
 
 
-def test_interrupted_run_keeps_complete_shards_and_resumes(run, corpus, tmp_path, monkeypatch):
-    out = tmp_path / "shards"
-    real = dataset.encode_items
-    calls = {"n": 0}
-
-    def flaky(codec, items, k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(codec, items, k)
-
-    monkeypatch.setattr(dataset, "encode_items", flaky)
-    result = run("encode", corpus, out, "-q", K, "--batch-size", 2)
-    assert result.exit_code == 130
-    kept = pq.read_table(out).num_rows
-    assert kept == 4  # two whole batches of two
-    assert not list(out.glob(".*.tmp"))
-    monkeypatch.setattr(dataset, "encode_items", real)
-    result = run("encode", corpus, out, "-q", K)
-    assert result.exit_code == 0, result.output
-    ids = [r["id"] for r in pq.read_table(out).to_pylist()]
-    assert sorted(ids) == sorted(rel for rel, *_ in CORPUS) and len(ids) == len(set(ids))
-
-
 def test_bad_inputs_are_recorded_and_the_run_goes_on(run, corpus, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -140,23 +94,12 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(run, corpus, tmp_path):
     assert "2 inputs failed" not in info.output and "6 inputs failed" in info.output
 
 
-def test_refuses_to_mix_codebook_counts_or_models(run, corpus, tmp_path, monkeypatch, tiny):
+def test_refuses_to_mix_codebook_counts(run, corpus, tmp_path):
     out = tmp_path / "t.parquet"
     assert run("encode", corpus / "a", out, "-q", K).exit_code == 0
     result = run("encode", corpus / "a", out, "-q", 2)
     assert result.exit_code == 2 and "num_codebooks=4" in result.output and "--overwrite" in result.output
-    monkeypatch.setitem(tiny.weights_info, "source", "synthetic:99")
-    result = run("encode", corpus / "a", out, "-q", K)
-    assert result.exit_code == 2 and "another model" in result.output
-    assert run("encode", corpus / "a", out, "-q", K, "--overwrite").exit_code == 0
-
-
-def test_each_channel_becomes_a_row(run, corpus, tmp_path):
-    out = tmp_path / "t.parquet"
-    assert run("encode", corpus / "b" / "stereo.wav", out, "-q", K, "--channels", "each").exit_code == 0
-    rows = _rows(out)
-    assert set(rows) == {("corpus/b/stereo.wav", 0), ("corpus/b/stereo.wav", 1)}
-    assert rows[("corpus/b/stereo.wav", 0)]["codes"] != rows[("corpus/b/stereo.wav", 1)]["codes"]
+    assert result.output.strip().splitlines()[-1].startswith("mimi: error: ")
 
 
 def test_npy_output_mirrors_the_input_tree(run, corpus, tmp_path):
@@ -176,15 +119,6 @@ def test_npy_output_mirrors_the_input_tree(run, corpus, tmp_path):
     assert run("decode", out, tmp_path / "wav", "--id", "a/one.wav").exit_code == 0
     assert (tmp_path / "wav" / "a" / "one.wav").exists()
     assert run("encode", corpus, tmp_path / "x.parquet", "--format", "npy").exit_code == 2
-
-
-def test_array_jobs_write_disjoint_shards_of_one_dataset(run, corpus, tmp_path):
-    out = tmp_path / "ds"
-    for i in range(3):
-        assert run("encode", corpus, out, "-q", K, "--shard-index", i, "--num-shards", 3).exit_code == 0
-    ids = [r["id"] for r in pq.read_table(out).to_pylist()]
-    assert sorted(ids) == sorted(rel for rel, *_ in CORPUS)
-    assert len(list(out.glob("part-0000?-*.parquet"))) >= 2
 
 
 def test_list_file_and_glob_inputs(run, corpus, tmp_path):

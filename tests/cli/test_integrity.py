@@ -264,23 +264,6 @@ def test_decode_uses_the_recorded_model_and_refuses_other_weights(run, tmp_path,
     assert loaded[-1] == "synthetic:1"  # nothing loaded for it
 
 
-def test_decode_batches_rows_of_similar_length(tiny, tmp_path, monkeypatch):
-    """One long row among short ones is decoded in a batch of its own, not padding the others."""
-    from mimi_cli.dataset import decode_dataset
-
-    rng = np.random.default_rng(0)
-    lengths = [1, 1, 1, 800, 1, 1, 1, 1]
-    shards.write_parquet_atomic(tmp_path / "t.parquet", shards._table(
-        [shards.Row(f"r{i}", -1, rng.integers(0, 64, (K, n)).astype(np.int16), n * 1920, shards.SourceInfo()).as_dict()
-         for i, n in enumerate(lengths)], shards.COLUMNS,
-        {"num_codebooks": K, "codebook_size": 64, "model": tiny.weights_info}))
-    shapes = []
-    real = tiny.decode
-    monkeypatch.setattr(tiny, "decode", lambda codes: shapes.append(tuple(codes.shape)) or real(codes))
-    summary = decode_dataset(tiny, tmp_path / "t.parquet", tmp_path / "wav")
-    assert summary.rows == 8 and sorted(shapes) == [(1, K, 800), (7, K, 1)]
-
-
 def test_info_counts_inputs_and_only_lengths_that_add_up(run, tmp_path):
     write_corpus(tmp_path, [("a.wav", 24000, 1, 0.5, "WAV", "PCM_16"), ("b.wav", 24000, 1, 0.5, "WAV", "PCM_16")])
     assert run("encode", "a.wav", "b.wav", "t.parquet", "-q", K, "--channels", "each").exit_code == 0

@@ -201,10 +201,10 @@ def test_interrupt_flushes_and_exits_130():
 @pytest.mark.parametrize("command,runner", [("stream-encode", "encode_stream"), ("stream-decode", "decode_stream")])
 @pytest.mark.parametrize("args,adapt", [((), True), (("--threads", "2"), False)])
 def test_threads_adapt_to_backlog_unless_given(run, monkeypatch, command, runner, args, adapt):
-    from mimi_cli import streaming
+    from mimi_cli import streaming, threads
 
     seen = {}
-    monkeypatch.setattr(streaming, "backlog_threads_useful", lambda threads: True)
+    monkeypatch.setattr(threads, "backlog_threads_useful", lambda n: True)
     monkeypatch.setattr(streaming, runner, lambda *a, **kw: seen.update(kw) or streaming.StreamStats())
     result = run(command, *args, input=b"")
     assert result.exit_code == 0, result.stderr

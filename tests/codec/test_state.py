@@ -59,16 +59,6 @@ def test_streaming_decode_equals_offline(tiny):
     torch.testing.assert_close(torch.cat(frames, -1), tiny.decode(codes), rtol=0, atol=1e-6)
 
 
-def test_right_padded_batch_gives_each_item_its_own_codes(tiny):
-    lengths = [1920 * 7 + 300, 1920 * 3, 1920 * 5 + 1]
-    items = [noise(1, n, seed=i) for i, n in enumerate(lengths)]
-    batch = torch.cat([F.pad(x, (0, max(lengths) - x.shape[-1])) for x in items])
-    codes = tiny.encode(batch, K)
-    for i, (x, n) in enumerate(zip(items, lengths)):
-        alone = tiny.encode(x, K)
-        assert torch.equal(codes[i:i + 1, :, :math.ceil(n / FRAME_SAMPLES)], alone)
-
-
 def test_batched_streams_equal_single_streams(tiny):
     audio = noise(3, 1920 * 10)
     batched = stream_encode(tiny, audio, [1920])

@@ -41,3 +41,32 @@ def test_a_stale_lock_file_of_a_killed_run_is_taken_over(tmp_path):
     (tmp_path / ".out.parquet.lock").write_bytes(b"pid 1 on somewhere")
     with OutputLock(tmp_path / "out.parquet"):
         assert b"pid" in (tmp_path / ".out.parquet.lock").read_bytes()
+
+
+@pytest.mark.parametrize("output, num_shards", [("new/out", 1), ("new/out", 4), ("new/deeper/out.parquet", 1)])
+def test_a_run_that_writes_nothing_leaves_no_folder_behind(tmp_path, output, num_shards):
+    with pytest.raises(RuntimeError), OutputLock(tmp_path / output, 1 if num_shards > 1 else 0, num_shards):
+        raise RuntimeError("a usage error found after the lock was taken")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folders_that_were_there_or_hold_output_are_kept(tmp_path):
+    (tmp_path / "there").mkdir()
+    with OutputLock(tmp_path / "there"):
+        pass
+    assert (tmp_path / "there").is_dir() and list((tmp_path / "there").iterdir()) == []
+    with OutputLock(tmp_path / "new" / "out", 0, 2):
+        (tmp_path / "new" / "out" / "part-00000-00000.parquet").write_bytes(b"rows")
+    assert (tmp_path / "new" / "out" / "part-00000-00000.parquet").is_file()
+
+
+def test_an_array_job_keeps_the_folder_another_job_still_writes(tmp_path):
+    out = tmp_path / "out"
+    other = ("import sys, pathlib; from mimi_cli.formats.lock import OutputLock\n"
+             "with OutputLock(pathlib.Path(sys.argv[1]), 1, 2):\n    print('in', flush=True); sys.stdin.read()")
+    with OutputLock(out, 0, 2):
+        job = subprocess.Popen([sys.executable, "-c", other, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert job.stdout.readline() == b"in\n"
+    assert (out / ".mimi.lock").is_file()  # the other job holds it
+    job.communicate(b"")
+    assert job.returncode == 0

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mimi_cli.dataset import dataset_info
+from mimi_cli.formats.info import dataset_info
 from mimi_cli.formats.shards import (
     METADATA_KEY,
     DatasetError,
@@ -166,7 +166,7 @@ def test_npy_paths_stay_inside_the_dataset_and_read_only_regular_files(tmp_path)
 
 def test_info_counts_with_nulls_and_refuses_text(tmp_path):
     pq.write_table(table(base_columns(num_samples=pa.array([None, 3840], pa.int64()))), tmp_path / "t.parquet")
-    assert dataset_info(tmp_path / "t.parquet")["rows"] == 2
+    assert dataset_info(tmp_path / "t.parquet").rows == 2
     pq.write_table(table(base_columns(num_frames=pa.array(["2", "2"]))), tmp_path / "u.parquet")
     with pytest.raises(DatasetError, match="num_frames"):
         dataset_info(tmp_path / "u.parquet")

@@ -1,0 +1,216 @@
+"""`mimi encode` as a library: audio inputs (files, containers, manifests) into a token dataset.
+
+`encode_dataset` lists the inputs, skips what an earlier run wrote, and hands (source, length)
+pairs to an engine: `LocalEngine` here, or `mimi_cli.ray_engine.RayEngine`. Both turn audio into
+rows through `encode_items`, so both give the same rows; the writer, resume and errors are shared.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import __version__
+from .codec import DEFAULT_CODEBOOKS, FRAME_RATE, SAMPLE_RATE, MimiCodec
+from .codec.batch import encode_batch, plan_batches
+from .formats.audio import MAX_SECONDS, AudioError
+from .formats.lock import OutputLock
+from .formats.manifests import ManifestOptions
+from .formats.output import DatasetOutput, OutputLayout, write_errors
+from .formats.shards import COMMIT_SECONDS, DatasetError, Row
+from .formats.sources import AudioItem, Channels, Problem, Source, collect_sources, select_shard
+from .formats.storage import Location
+from .summary import Summary
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How `encode_dataset` runs: depth, rows per input, output layout, batching and reading."""
+
+    num_codebooks: int = DEFAULT_CODEBOOKS
+    channels: Channels = "mix"  # "mix": one mono row per file; "each": one row per channel
+    format: Literal["parquet", "npy"] = "parquet"  # npy: directory output only
+    overwrite: bool = False
+    shard_index: int = 0
+    num_shards: int = 1
+    batch_seconds: float = 240.0  # padded audio per model batch
+    max_batch: int = 16
+    readers: int = 2  # threads that decode and resample while the model runs; a GPU gains from more (performance.md)
+    manifest: ManifestOptions = field(default_factory=ManifestOptions)  # how .tsv/.csv/.jsonl inputs are read
+    commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
+    max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row (its 24 kHz audio is held whole)
+
+    def __post_init__(self) -> None:
+        if self.channels not in ("mix", "each"):
+            raise ValueError(f"channels={self.channels!r}: 'mix' or 'each'")
+        if self.format not in ("parquet", "npy"):
+            raise ValueError(f"format={self.format!r}: 'parquet' or 'npy'")
+
+
+def model_metadata(codec: MimiCodec, num_codebooks: int, channels: Channels) -> dict:
+    """The provenance a dataset records: tool, model (source, sha256), K, rates, channels."""
+    info = codec.weights_info
+    return {"tool": "mimi-cli", "tool_version": __version__,
+            "model": {k: info[k] for k in ("source", "repo", "revision", "file", "sha256") if k in info},
+            "num_codebooks": num_codebooks, "frame_rate": FRAME_RATE, "sample_rate": SAMPLE_RATE,
+            "codebook_size": codec.config.codebook_size, "channels": channels}
+
+
+def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -> list[Row]:
+    """Rows for a batch of items, encoded as one batch (the same codes as each alone)."""
+    codes = encode_batch(codec, [it.pcm for it in items], num_codebooks)
+    return [Row(it.id, it.channel, c, len(it.pcm), it.source) for it, c in zip(items, codes)]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What an engine hands back for one batch of inputs: rows, failures, inputs consumed."""
+
+    rows: list[Row]
+    failed: list[Problem]
+    inputs: int
+
+
+class LocalEngine:
+    """This process: the next batches are read and resampled in threads while the model runs."""
+
+    def __init__(self, codec: MimiCodec) -> None:
+        self.codec = codec
+
+    def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
+        batches = plan_batches(todo, o.batch_seconds, o.max_batch, lambda source: source.locality)
+        with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
+            for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s):
+                items: list[AudioItem] = []
+                failed = []
+                for source, result in loaded:
+                    if isinstance(result, Exception):
+                        failed.append(Problem(source.id, str(source.path), str(result)))
+                    else:
+                        items.extend(result)
+                yield Batch(encode_items(self.codec, items, o.num_codebooks), failed, len(loaded))
+
+
+def output_lock(output: Location, options: EncodeOptions) -> OutputLock:
+    """The lock `encode_dataset` holds on `output` (re-entrant): take it before a slow model load
+    to refuse a busy OUTPUT at once."""
+    return OutputLock(output, options.shard_index, options.num_shards)
+
+
+def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, options: EncodeOptions | None = None,
+                   progress: Callable[..., object] | None = None,
+                   engine: Callable[[list[tuple[Source, float]], EncodeOptions], Iterator[Batch]] | None = None
+                   ) -> Summary:
+    """Encodes every audio file named by `inputs` into the dataset at `output`; resumes by default.
+
+    `engine` turns (source, duration) pairs into batches of rows: LocalEngine (default) or
+    mimi_cli.ray_engine.RayEngine. Everything else (inputs, resume, shards, errors) is shared.
+
+    Per-file failures are recorded (Summary.failed and an errors file) and the run goes on.
+    Finished rows are committed as complete shards at least every `commit_seconds`; on
+    KeyboardInterrupt (and the CLI's SIGTERM) what is finished is committed, then it re-raises.
+    InputError if two inputs would get one id; OutputBusyError if another process writes `output`.
+    """
+    o = options or EncodeOptions()
+    start = time.perf_counter()
+    metadata = model_metadata(codec, o.num_codebooks, o.channels)
+    with output_lock(output, o):
+        sources, problems = collect_sources(inputs, manifest=o.manifest)
+        out = DatasetOutput(output, metadata, OutputLayout(o.format, o.shard_index, o.num_shards),
+                            overwrite=o.overwrite, commit_seconds=o.commit_seconds)
+        summary = Summary(output=output, errors_path=out.errors_path)
+        if o.num_shards > 1:  # each input, found or not, belongs to one job: one job reports it
+            sources = select_shard(sources, o.shard_index, o.num_shards)
+            problems = select_shard(problems, o.shard_index, o.num_shards)
+        summary.failed.extend(problems)
+        todo = _todo(sources, out, summary)
+        _run(engine or LocalEngine(codec), todo, o, out, summary, progress, start)
+        out.finish()
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[tuple[Source, float]]:
+    """The sources still to encode, with their length hints; skipped and unreadable ones noted."""
+    todo: list[tuple[Source, float]] = []
+    changed: list[str] = []
+    for s in sources:
+        if s.id in out.existing:
+            try:
+                key = s.resume_key()
+            except OSError:  # encoded before, gone since: its row stays as it is
+                summary.skipped += 1
+                continue
+            if out.existing[s.id] == key:
+                summary.skipped += 1
+            else:
+                changed.append(s.id)
+            continue
+        try:
+            todo.append((s, s.length_s()))
+        except AudioError as e:
+            summary.failed.append(Problem(s.id, str(s.path), str(e)))
+    if changed:
+        raise DatasetError(f"{len(changed)} inputs changed since they were encoded into {out.path} (first: "
+                           f"{', '.join(changed[:3])}); use --overwrite to encode everything again")
+    return todo
+
+
+def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: DatasetOutput, summary: Summary,
+         progress: Callable[..., object] | None, start: float) -> None:
+    """Feeds the engine's rows to the writer, an input's rows together, committing as they age."""
+    bar = progress(total=len(todo)) if progress else None
+    pending: dict[str, list[Row]] = {}  # rows of inputs whose other channels have not come yet
+    kept = {s.id: s.columns for s, _ in todo if s.columns}  # joined here, so every engine's rows get them
+    if o.manifest.keep_columns:
+        out.writer.keep_columns(next((s.types for s, _ in todo if s.types), {}))
+    last_batch = time.perf_counter()
+    try:
+        for batch in engine(todo, o):
+            summary.failed.extend(batch.failed)
+            for row in batch.rows:
+                rows = pending.setdefault(row.id, [])
+                rows.append(row)
+                if len(rows) < (row.source.channels if o.channels == "each" else 1):
+                    continue
+                for r in pending.pop(row.id):
+                    r.kept = kept.get(r.id, {})
+                    out.writer.add(r)
+                    summary.rows += 1
+                    summary.audio_seconds += r.num_samples / SAMPLE_RATE
+                summary.files += 1
+            now = time.perf_counter()
+            # Commit before the next batch would take the oldest row past its deadline.
+            out.writer.commit_if_due(lookahead_s=now - last_batch)
+            last_batch = now
+            if bar is not None:
+                bar.update(batch.inputs)
+                elapsed = now - start
+                bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
+                                    f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
+    finally:
+        try:
+            out.writer.flush()  # whatever is complete is kept, also on Ctrl-C or SIGTERM
+        finally:
+            if bar is not None:
+                bar.close()
+            write_errors(out.errors_path, summary.failed)
+
+
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: Channels, max_seconds: float,
+              ahead: int = 2) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
+    """Yields each batch's loaded audio while the next `ahead` batches are read in the background."""
+    def load(source: Source):
+        try:
+            return source.read(channels, max_seconds)
+        except AudioError as e:
+            return e
+
+    futures = [[(s, pool.submit(load, s)) for s in b] for b in batches[:ahead]]
+    for i in range(len(batches)):
+        if i + ahead < len(batches):
+            futures.append([(s, pool.submit(load, s)) for s in batches[i + ahead]])
+        yield [(s, f.result()) for s, f in futures[i]]
+        futures[i] = []
