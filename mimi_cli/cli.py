@@ -524,16 +524,15 @@ def bench(
     real model, --weights synthetic measures the same architecture (speed does not depend on
     weight values), and the report says so.
     """
-    from .bench import BenchSettings, format_report, parse_dtypes, parse_streams, run_bench
+    from .bench import BenchSettings, format_report, parse_streams, run_bench
     from .codec.device import resolve_device
     from .codec.errors import WeightsError
 
     resolve_device(device.value)  # a missing device fails before anything is measured
-    dtypes = parse_dtypes(dtype)
     sizes = parse_streams(streams)
     settings = BenchSettings(seconds=seconds, repeats=repeats, streams=sizes, num_codebooks=num_codebooks)
     try:
-        result = run_bench(weights, device.value, ",".join(dtypes), threads, settings, compare,
+        result = run_bench(weights, device.value, dtype, threads, settings, compare,
                            log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
     except WeightsError as e:
         raise _Fail(f"{e}; for a speed-only run without them: mimi bench --weights synthetic", e.exit_code) from None

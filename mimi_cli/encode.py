@@ -20,7 +20,7 @@ from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
 from .formats.output import DatasetOutput, OutputLayout, write_errors
 from .formats.shards import COMMIT_SECONDS, DatasetError, Row
-from .formats.sources import AudioItem, Channels, Problem, Source, collect_sources, select_shard
+from .formats.sources import AudioItem, Channels, Problem, Source, check_channels, collect_sources, select_shard
 from .formats.storage import Location
 from .summary import Summary
 
@@ -43,8 +43,7 @@ class EncodeOptions:
     max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row (its 24 kHz audio is held whole)
 
     def __post_init__(self) -> None:
-        if self.channels not in ("mix", "each"):
-            raise ValueError(f"channels={self.channels!r}: 'mix' or 'each'")
+        check_channels(self.channels)
         if self.format not in ("parquet", "npy"):
             raise ValueError(f"format={self.format!r}: 'parquet' or 'npy'")
 

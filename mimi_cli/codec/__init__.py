@@ -5,7 +5,7 @@ its states and the loader load torch on first use.
 """
 from importlib import import_module
 
-from .config import (
+from ..spec import (
     CODEBOOK_SIZE,
     DEFAULT_CODEBOOKS,
     DEFAULT_WEIGHTS,
@@ -13,8 +13,8 @@ from .config import (
     FRAME_SAMPLES,
     MAX_CODEBOOKS,
     SAMPLE_RATE,
-    MimiConfig,
 )
+from .config import MimiConfig
 from .errors import DeviceError, InvalidArgument, MimiError, StreamError, WeightsError
 
 _LAZY = {"load_codec": ".load", "MimiCodec": ".model", "EncoderState": ".state", "DecoderState": ".state",

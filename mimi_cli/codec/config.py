@@ -4,15 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..spec import (  # noqa: F401  (the codec's names for the format's facts)
-    CODEBOOK_SIZE,
-    DEFAULT_CODEBOOKS,
-    DEFAULT_WEIGHTS,
-    FRAME_RATE,
-    FRAME_SAMPLES,
-    MAX_CODEBOOKS,
-    SAMPLE_RATE,
-)
+from ..spec import CODEBOOK_SIZE, MAX_CODEBOOKS, SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DEFAULT_CODEBOOKS, MimiConfig
+from ..spec import DEFAULT_CODEBOOKS
+from .config import MimiConfig
 from .conv import ConvSlots, StreamingConv1d, StreamingConvTranspose1d
 from .device import ieee_float32
 from .errors import InvalidArgument, StreamError

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_WEIGHTS, MimiConfig
+from ..spec import DEFAULT_WEIGHTS
+from .config import MimiConfig
 from .errors import WeightsError
 
 HF_FILENAME = "model.safetensors"
@@ -276,17 +277,6 @@ def _download(spec: str) -> tuple[Path, dict[str, str]]:
         # The cache path holds the commit: .../snapshots/<commit>/<file>
         return path, {"repo": repo, "revision": path.parent.name, "file": name}
     raise WeightsError(f"{repo} has neither {HF_FILENAME} nor {MOSHI_FILENAME} ({last}); {hint}")
-
-
-def cached_hub_weights(repo: str = DEFAULT_WEIGHTS) -> Path | None:
-    """The Hub checkpoint of `repo` if it is already in the local cache (no network), else None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in (HF_FILENAME, MOSHI_FILENAME):
-        found = try_to_load_from_cache(repo, name)
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
 
 
 def resolve_weights(spec: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor] | int, dict[str, str]]:

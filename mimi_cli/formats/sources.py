@@ -41,6 +41,12 @@ log = logging.getLogger("mimi_cli.sources")
 Channels = Literal["mix", "each"]  # one mono row per input (the mix), or one row per channel
 
 
+def check_channels(channels: str) -> None:
+    """ValueError unless `channels` is one of Channels."""
+    if channels not in ("mix", "each"):
+        raise ValueError(f"channels={channels!r}: 'mix' or 'each'")
+
+
 class InputError(MimiError):
     """INPUTs that cannot make a dataset as given (two of them would get the same id)."""
 
@@ -86,8 +92,7 @@ class Source:
     def read(self, channels: Channels = "mix", max_seconds: float = MAX_SECONDS) -> list[AudioItem]:
         """Its audio as rows-to-be: one mono item ("mix"), or one per channel ("each"); AudioError if
         unusable or longer than `max_seconds`."""
-        if channels not in ("mix", "each"):
-            raise ValueError(f"channels={channels!r}: 'mix' or 'each'")
+        check_channels(channels)
         mix = channels == "mix"
         if self.member is not None:  # inside a container: as listed, read again now
             pcm, info = self.member.decode(mix, max_seconds)
