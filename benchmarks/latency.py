@@ -2,10 +2,13 @@
 
   pipe: End-to-end latency of `mimi stream-encode` in a real pipe, and whether encode | decode keeps up.
     python benchmarks/latency.py pipe [--seconds 20] [--weights synthetic] [--threads N] [--write-ms 80]
+                                      [--input wav|ogg|webm]
 
     Audio is written into the pipe at real-time pace, one 80 ms frame at a time (or in pieces of
     --write-ms, as a sound card delivers periods). Latency is the time from writing a frame's last
-    sample to reading that frame's codes from the other end.
+    sample to reading that frame's codes from the other end. `--input ogg|webm` sends the audio as
+    Ogg/Opus or WebM/Opus (libopus, 20 ms packets), each packet's bytes when its last sample is due,
+    so latency counts from the same moment as for WAV and includes the Opus decoder's share.
 
   timeline: Where a piped frame's latency goes: `encode_stream` in this process, fed over an OS pipe at
     real-time pace, with the codec step timed. Splits the latency into read -> step start, the step,
@@ -46,6 +49,7 @@ def _pipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="synthetic")
     p.add_argument("--threads", type=int, default=None, help="torch threads of each mimi process (default: mimi's)")
     p.add_argument("--write-ms", type=int, default=80, help="write the audio in pieces this long (divides 80)")
+    p.add_argument("--input", choices=["wav", "ogg", "webm"], default="wav", help="what goes into the pipe")
 
 
 def _timeline_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +72,10 @@ def pipe(a: argparse.Namespace) -> None:
     HEADER = streaming_wav_header(24000, "s16le")
     frames = int(a.seconds * 12.5)
     audio = (0.2 * np.sin(np.arange(frames * 1920) / 9) * 32767).astype("<i2").tobytes()
+    pieces_of = None  # for a container: the bytes of each 20 ms piece, by its index
+    if a.input != "wav":
+        a.write_ms = 20
+        HEADER, pieces_of = b"", opus_pieces(np.frombuffer(audio, "<i2") / 32768, a.input)
 
 
     def feed(proc, sent, ready):
@@ -80,11 +88,18 @@ def pipe(a: argparse.Namespace) -> None:
         for f in range(frames):
             for p in range(pieces):  # piece p of frame f is complete at (f + (p + 1) / pieces) * 80 ms
                 time.sleep(max(0.0, start + (f + (p + 1) / pieces) * 0.08 - time.perf_counter()))
-                proc.stdin.write(audio[f * 3840 + p * step:f * 3840 + (p + 1) * step])
+                if pieces_of is not None:
+                    proc.stdin.write(pieces_of[f * pieces + p])
+                else:
+                    proc.stdin.write(audio[f * 3840 + p * step:f * 3840 + (p + 1) * step])
                 proc.stdin.flush()
             sent.append(time.perf_counter())
         proc.stdin.close()
 
+
+    if pieces_of is not None:  # the headers of the container, before the clock starts
+        first = pieces_of[0]
+        HEADER, pieces_of[0] = first, b""
 
     # 1. stream-encode alone: per-frame latency.
     THREADS = ["--threads", str(a.threads)] if a.threads else []
@@ -129,6 +144,38 @@ def pipe(a: argparse.Namespace) -> None:
           f"p50 {np.percentile(lag, 50):.0f} ms, p99 {np.percentile(lag, 99):.0f} ms; "
           f"second half vs first half median lag {drift:+.0f} ms: "
           + ("keeps up with real time" if keeps_up else "FALLS BEHIND real time"))
+
+
+def opus_pieces(audio: np.ndarray, container: str) -> list[bytes]:
+    """24 kHz audio as Ogg/Opus or WebM/Opus, libopus at 32 kbit/s: the bytes each 20 ms piece
+    adds to the stream (the container's headers come with the first)."""
+    import av
+
+    out: list[bytes] = []
+
+    class Sink:
+        def write(self, data) -> int:
+            out.append(bytes(data))
+            return len(data)
+
+    options = {"flush_packets": "1", **({"page_duration": "20000"} if container == "ogg" else
+                                        {"live": "1", "cluster_time_limit": "20"})}
+    mux = av.open(Sink(), "w", format=container, options=options)
+    stream = mux.add_stream("libopus", rate=24000)
+    stream.layout, stream.bit_rate = "mono", 32000
+    pieces: list[bytes] = []
+    for i in range(0, audio.size, 480):
+        frame = av.AudioFrame.from_ndarray(audio[None, i:i + 480].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = 24000, i
+        for packet in stream.encode(frame):
+            mux.mux(packet)
+        pieces.append(b"".join(out))
+        out.clear()
+    for packet in stream.encode(None):
+        mux.mux(packet)
+    mux.close()
+    pieces[-1] += b"".join(out)
+    return pieces
 
 
 def timeline(a: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@
                                   [--url ws://127.0.0.1:PORT]   # an already running server instead
                                   [--processes]                 # N `mimi stream-encode` processes instead
                                   [--churn 600 --streams 4]     # memory over clients coming and going
+                                  [--opus [--bitrate 24000]]    # clients send Ogg/Opus, as a browser does
 
 For each N: p50 / p99 latency from the moment a frame's last sample is sent to the moment its
 codes arrive, over all frames after the first second, and whether it kept up in real time: every
@@ -15,7 +16,9 @@ quarter's). The largest N that keeps up is the live-stream capacity on this mach
 after; with --processes each client is a `mimi stream-encode` process of its own, fed through a
 pipe, for comparison. With --churn S, N clients come and go for S seconds (each stays 2-8 s and
 sends its audio in real time, half of them leaving without "end") while the server's resident
-memory is sampled every 10 s.
+memory is sampled every 10 s. With --opus each client sends its audio as Ogg/Opus (libopus, a
+20 ms packet a page, --bitrate bit/s), each page when its last sample has been "recorded", and
+latency counts from that moment too; the bytes each client sent per second are printed.
 """
 import argparse
 import asyncio
@@ -48,11 +51,27 @@ async def paced(audio: np.ndarray, send, last_sample_sent: dict[int, float]) -> 
                 last_sample_sent[f] = sent
 
 
-async def ws_client(url: str, audio: np.ndarray) -> list[float]:
+def ogg_opus_pages(audio: np.ndarray, bitrate: int) -> list[bytes]:
+    """`audio` (24 kHz) as Ogg/Opus, one page per CHUNK_S of it (the headers ride on the first)."""
+    from mimi_cli.formats.media import OggOpusWriter
+
+    writer = OggOpusWriter(RATE, bitrate)
+    chunk = int(CHUNK_S * RATE)
+    pages = [writer(audio[i:i + chunk]) for i in range(0, audio.size, chunk)]
+    pages[-1] += writer.close()
+    return pages
+
+
+SENT_BYTES: list[float] = []  # bytes a second each client sent, for the report
+
+
+async def ws_client(url: str, audio: np.ndarray, opus_bitrate: int = 0) -> list[float]:
     """Latencies (s) of each frame's codes, for one real-time WebSocket client."""
     last_sample_sent: dict[int, float] = {}
     latencies: list[float] = []
-    async with websockets.connect(f"{url}/v1/encode?format=f32le") as ws:
+    fmt = "opus" if opus_bitrate else "f32le"
+    pages = ogg_opus_pages(audio, opus_bitrate) if opus_bitrate else None
+    async with websockets.connect(f"{url}/v1/encode?format={fmt}") as ws:
         await ws.recv()
 
         async def reader():
@@ -63,9 +82,21 @@ async def ws_client(url: str, audio: np.ndarray) -> list[float]:
                 frame += 1
 
         task = asyncio.create_task(reader())
-        await paced(audio, ws.send, last_sample_sent)
+        sent = 0
+
+        async def send(data: bytes) -> None:
+            nonlocal sent
+            if pages is not None:  # the page of the same 20 ms, in place of its PCM
+                data = pages[sent_chunks.pop(0)] if sent_chunks else b""
+            sent += len(data)
+            if data:
+                await ws.send(data)
+
+        sent_chunks = list(range(len(pages))) if pages is not None else []
+        await paced(audio, send, last_sample_sent)
         await ws.send(json.dumps({"type": "end"}))
         await task
+    SENT_BYTES.append(sent / (audio.size / RATE))
     return latencies
 
 
@@ -187,6 +218,8 @@ def main() -> None:
     ap.add_argument("--processes", action="store_true")
     ap.add_argument("--churn", type=float, default=0.0, help="seconds of clients coming and going")
     ap.add_argument("--max-latency-ms", type=float, default=500.0, help="p99 above this is not live")
+    ap.add_argument("--opus", action="store_true", help="clients send Ogg/Opus instead of float PCM")
+    ap.add_argument("--bitrate", type=int, default=24000, help="the Opus clients' bit rate")
     a = ap.parse_args()
     proc = None
     url = a.url
@@ -195,7 +228,7 @@ def main() -> None:
             return process_client(["--weights", a.weights, "--device", a.device], audio)
     else:
         def one(audio):
-            return ws_client(url, audio)
+            return ws_client(url, audio, a.bitrate if a.opus else 0)
     if url is None and not a.processes:
         port = free_port()
         sizes = [int(n) for n in a.streams.split(",")]
@@ -222,7 +255,9 @@ def main() -> None:
             lat, ok = asyncio.run(load(n, a.seconds, one, a.max_latency_ms / 1000))
             p50, p99 = (np.percentile(lat, [50, 99]) * 1000) if lat else (float("nan"), float("nan"))
             capacity = n if ok else capacity
-            print(f"{n:8d} {p50:8.1f} {p99:8.1f} {len(lat):8d}  {'yes' if ok else 'no'}", flush=True)
+            sent = f"  {np.mean(SENT_BYTES) * 8 / 1000:.1f} kbit/s sent a client" if SENT_BYTES else ""
+            SENT_BYTES.clear()
+            print(f"{n:8d} {p50:8.1f} {p99:8.1f} {len(lat):8d}  {'yes' if ok else 'no'}{sent}", flush=True)
         print(f"largest N that keeps up in real time: {capacity}")
     finally:
         if proc is not None:

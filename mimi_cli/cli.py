@@ -432,8 +432,9 @@ def _open_out(path: str):
 @app.command("stream-encode")
 @command
 def stream_encode(
-    source: str = typer.Argument("-", metavar="[IN]", help="WAV (RIFF/RF64, streaming sizes too) or raw PCM; "
-                                                           "- is stdin."),
+    source: str = typer.Argument("-", metavar="[IN]", help="WAV (RIFF/RF64, streaming sizes too), a streamable "
+                                                           "container (Ogg, WebM/Matroska, ADTS AAC, MP3, FLAC), told "
+                                                           "from its first bytes, or raw PCM with --raw; - is stdin."),
     target: str = typer.Argument("-", metavar="[OUT]", help="Token stream; - is stdout."),
     weights: str = Weights, num_codebooks: int = NumCodebooks, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
     output_format: TokenFormat = typer.Option(None, "--output-format", show_default=False,
@@ -452,6 +453,8 @@ def stream_encode(
     arecord -F 20000 -f S16_LE -r 16000 | mimi stream-encode | mimi stream-decode | aplay
 
     (-F 20000: arecord writes every 20 ms; its default period, 125 ms, delays audio by up to that.)
+
+    ffmpeg -i talk.webm -c:a copy -f webm - | mimi stream-encode > talk.mimi
     """
     from .formats.pcm import PcmFormat
     from .streaming import encode_stream

@@ -15,12 +15,16 @@ import soxr
 import torch
 
 from .codec import DEFAULT_CODEBOOKS, SAMPLE_RATE, MimiCodec
+from .formats.audio import AudioError, check_format
+from .formats.media import MediaReader, stream_demuxer_for
 from .formats.pcm import (
     PcmDecoder,
     PcmFormat,
+    Prefixed,
     StreamFormatError,
     encode_pcm,
     finish_wav_header,
+    read_up_to,
     read_wav_header,
     streaming_wav_header,
 )
@@ -28,6 +32,8 @@ from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
 from .threads import ThreadPolicy
 
 READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
+# A container frame's size is not known ahead; Opus speech at 24-64 kbit/s is 240-640 bytes per 80 ms.
+CONTAINER_FRAME_BYTES = 512
 
 
 class StreamEncoder:
@@ -68,7 +74,10 @@ class StreamEncoder:
 
     def feed(self, data: bytes) -> Iterator[np.ndarray]:
         """Codes [K, 1] of each frame these bytes complete, as each frame completes."""
-        audio = self.pcm(data)
+        yield from self.feed_samples(self.pcm(data))
+
+    def feed_samples(self, audio: np.ndarray) -> Iterator[np.ndarray]:
+        """`feed` for mono float32 samples at the stream's rate (a container's, decoded)."""
         if self.resampler is not None:
             audio = self.resampler.resample_chunk(audio)
         yield from self._encode(audio)
@@ -142,10 +151,17 @@ def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, nu
                    output_format: str, raw: PcmFormat | None, policy: ThreadPolicy) -> StreamStats:
     stats = StreamStats()
     warm_up(codec, "encode")
-    fmt, remaining = (raw, None) if raw is not None else read_wav_header(instream)
-    encoder = StreamEncoder(codec, fmt, num_codebooks)
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
                                                                 codec.config.codebook_size))
+    if raw is None:
+        head = read_up_to(instream, 12)
+        demuxer = stream_demuxer_for(head)
+        instream = Prefixed(head, instream)
+        if demuxer is not None:
+            _encode_container(codec, instream, demuxer, writer, num_codebooks, policy, stats)
+            return stats
+    fmt, remaining = (raw, None) if raw is not None else read_wav_header(instream)
+    encoder = StreamEncoder(codec, fmt, num_codebooks)
     frame_bytes = round(fmt.rate / codec.frame_rate) * fmt.frame_bytes
     with policy.backlog(instream, frame_bytes) as backlog:
         while remaining is None or remaining > 0:
@@ -162,6 +178,31 @@ def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, nu
             writer.frames(codes)
             stats.frames += codes.shape[1]
     return stats
+
+
+def _encode_container(codec: MimiCodec, instream: Prefixed, demuxer: str, writer: TokenWriter, num_codebooks: int,
+                      policy: ThreadPolicy, stats: StreamStats) -> None:
+    """`_encode_stream` for a container stream (Ogg, WebM, ADTS AAC, MP3, FLAC): FFmpeg decodes
+    each of its frames as it arrives, and the samples go on as a WAV's do."""
+    try:
+        with MediaReader(instream, demuxer, live=True) as media, \
+                policy.backlog(instream, CONTAINER_FRAME_BYTES) as backlog:
+            encoder = None
+            for block in media.blocks(0):
+                if encoder is None:
+                    check_format(media.rate, media.channels)
+                    encoder = StreamEncoder(codec, PcmFormat(media.rate, 1, "f32le"), num_codebooks)
+                for codes in encoder.feed_samples(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]):
+                    writer.frames(codes)
+                    stats.frames += codes.shape[1]
+                    backlog.after_frame()
+            if encoder is None:
+                raise StreamFormatError(f"the {demuxer} stream holds no audio")
+            for codes in encoder.finish():
+                writer.frames(codes)
+                stats.frames += codes.shape[1]
+    except AudioError as e:
+        raise StreamFormatError(f"{e} ({demuxer} stream)") from None
 
 
 def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int = SAMPLE_RATE,

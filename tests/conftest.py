@@ -23,3 +23,13 @@ def each_product_layout(request, monkeypatch):
     product_layout.cache_clear()
     yield request.param
     product_layout.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def made(tmp_path_factory):
+    """Audio in the containers FFmpeg reads, made by the real `ffmpeg` (tests/media_helpers.py)."""
+    from tests.media_helpers import FFMPEG, make_containers
+
+    if FFMPEG is None:
+        pytest.skip("Debian's ffmpeg is installed by .ci/run")
+    return make_containers(tmp_path_factory.mktemp("made"))

@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from ..spec import SAMPLE_RATE
 from .pcm import MAX_CHANNELS, MAX_RATE, SAMPLE_FORMATS, StreamFormatError, read_wav_header
 from .storage import atomic_write, os_reason
 
+# What a directory walk takes as audio: libsndfile's formats, then the containers FFmpeg reads (media.py).
 AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
-                    ".caf", ".w64", ".rf64", ".au", ".snd"}
+                    ".caf", ".w64", ".rf64", ".au", ".snd",
+                    ".m4a", ".m4b", ".mp4", ".mov", ".3gp", ".3g2", ".webm", ".mka", ".mkv", ".aac", ".adts",
+                    ".wma", ".asf", ".amr", ".awb"}
 
 
 MAX_SECONDS = 3600.0  # an item's length by default (--max-duration): its 24 kHz samples are held whole
@@ -65,7 +69,7 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 reach libsndfile as they are
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioError(_reason(e)) from None
+        return _probe_media(path, e)
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
@@ -74,8 +78,21 @@ def probe_bytes(data: bytes) -> AudioInfo:
     try:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioError(_reason(e)) from None
+        return _probe_media(io.BytesIO(data), e)
     return AudioInfo(info.samplerate, info.channels, info.frames)
+
+
+def _probe_media(source: str | os.PathLike | io.BytesIO, error: Exception) -> AudioInfo:
+    """`probe` through FFmpeg for a container on media's list; else libsndfile's `error` stands."""
+    from . import media
+
+    head = file_ends(source)[0]
+    demuxer = media.demuxer_for(head)
+    if demuxer is None:
+        raise AudioError(_reason(error))
+    rate, channels, seconds = media.probe_media(media.open_source(source), demuxer)
+    check_format(rate, channels)
+    return AudioInfo(rate, channels, round(seconds * rate))
 
 
 def _reason(e: Exception) -> str:
@@ -83,7 +100,8 @@ def _reason(e: Exception) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     text = re.sub(r"^Error opening .*?: ", "", text).strip()
     if "Format not recognised" in text or "unknown format" in text.lower():
-        return "not an audio file mimi reads (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, CAF ...): format not recognised"
+        return ("not an audio file mimi reads (WAV, FLAC, Ogg, MP3, AIFF, CAF, M4A/MP4, WebM/MKV, AAC, WMA, AMR): "
+                "format not recognised")
     if "possibly a pipe" in text or "pipe based" in text:
         return "not a regular audio file (a pipe or device cannot be decoded here)"
     if text.startswith("System error"):
@@ -121,63 +139,115 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
     """An audio file as float32 at 24 kHz: [1, n] mixed to mono if `mix`, else [channels, n], and
     what it was (its own rate, channels and frames).
 
-    Read and resampled a block at a time, so memory holds the 24 kHz result and one block, never
-    the file at its own rate (soxr's stream gives the same samples as one call on the whole).
-    AudioError if it is no audio, lasts over `max_seconds` (stopping there, whatever its header
-    claims), holds NaN, or decodes to fewer samples than its header states (a truncated file).
+    libsndfile reads what it can (WAV, FLAC, Ogg, MP3, AIFF ...); FFmpeg the containers in
+    `media` (M4A/MP4, WebM, AAC, WMA, AMR). Read and resampled a block at a time, so memory holds
+    the 24 kHz result and one block, never the file at its own rate (soxr's stream gives the
+    same samples as one call on the whole). AudioError if it is no audio, lasts over
+    `max_seconds` (stopping there, whatever its header claims), holds NaN, or decodes to fewer
+    samples than its header states (a truncated file).
     """
-    head, tail = _ends(source)
+    head, tail = file_ends(source)
     try:
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        raise AudioError(_reason(e)) from None
+        return _decode_media(source, head, tail, e, mix, max_seconds)
     with f:
-        rate, channels = f.samplerate, f.channels
-        if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
-            raise AudioError(f"its header gives {channels} channels at {rate} Hz (mimi reads 1 to {MAX_CHANNELS} "
-                             f"channels at up to {MAX_RATE} Hz)")
-        limit = int(max_seconds * rate) // (1 if mix else channels)
+        check_format(f.samplerate, f.channels)
         known = f.frames < UNKNOWN_FRAMES
         if known:
-            check_duration(f.frames / rate * (1 if mix else channels), max_seconds)
-        resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
-                     if rate != SAMPLE_RATE else None)
-        parts: list[np.ndarray] = []
-        frames = 0
-        while True:
-            try:
-                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-                if not known:  # libsndfile cannot seek to the end of a FLAC stream that states no length
-                    raise AudioError(f"its header states no length, and it could not be read to its end "
-                                     f"({_reason(e)}); write it again as a file") from None
-                raise AudioError(_reason(e)) from None
-            last = len(block) == 0
-            frames += len(block)
-            if frames > limit:
-                check_duration(frames / rate * (1 if mix else channels), max_seconds)
-            if not np.isfinite(block).all():
-                raise AudioError("the file holds NaN or infinite samples")
-            if resampler is not None:
-                block = resampler.resample_chunk(block, last=last)
-            if len(block):
-                out = np.ascontiguousarray(block.T)
-                parts.append(out.mean(axis=0, keepdims=True) if mix and channels > 1 else out)
-            if last:
-                break
+            check_duration(f.frames / f.samplerate * (1 if mix else f.channels), max_seconds)
+        pcm, frames = _to_24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds)
         declared = _declared_frames(head, f.format, f.frames if known else 0)
         if f.format == "OGG" and not _ogg_ended(tail):
             raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
-    if frames == 0:
-        raise AudioError("no audio samples (zero-length file)")
+        rate, channels = f.samplerate, f.channels
     if declared is not None and frames < declared:
         raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
                          "(truncated, as by an interrupted download?)")
-    pcm = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return pcm, AudioInfo(rate, channels, frames)
 
 
-def _ends(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bytes]:
+def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, tail: bytes, error: Exception, mix: bool,
+                  max_seconds: float) -> tuple[np.ndarray, AudioInfo]:
+    """`decode_24k` for a file libsndfile refused (with `error`): FFmpeg reads it if it is a
+    container on media's list, else the refusal stands."""
+    from . import media
+
+    demuxer = media.demuxer_for(head)
+    if demuxer is None:
+        raise AudioError(_reason(error))
+    with media.MediaReader(media.open_source(source), demuxer) as m:
+        if m.rate and m.channels:
+            check_format(m.rate, m.channels)
+        stated = m.duration_s
+        if stated is not None and m.channels:
+            check_duration(stated * (1 if mix else m.channels), max_seconds)
+        blocks = m.blocks()
+        first = next(blocks, None)  # a stream may state its format only in its first frame
+        check_format(m.rate, m.channels)
+        pcm, frames = _to_24k(_chain(first, blocks), m.rate, m.channels, mix, max_seconds)
+        media.check_complete(m, frames)
+        return pcm, AudioInfo(m.rate, m.channels, frames)
+
+
+def _chain(first: np.ndarray | None, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    if first is not None:
+        yield first
+        yield from rest
+
+
+def check_format(rate: int, channels: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
+        raise AudioError(f"its header gives {channels} channels at {rate} Hz (mimi reads 1 to {MAX_CHANNELS} "
+                         f"channels at up to {MAX_RATE} Hz)")
+
+
+def _sndfile_blocks(f: sf.SoundFile, known: bool) -> Iterator[np.ndarray]:
+    """libsndfile's samples, float32 [n, channels], a block at a time."""
+    while True:
+        try:
+            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+            if not known:  # libsndfile cannot seek to the end of a FLAC stream that states no length
+                raise AudioError(f"its header states no length, and it could not be read to its end "
+                                 f"({_reason(e)}); write it again as a file") from None
+            raise AudioError(_reason(e)) from None
+        if not len(block):
+            return
+        yield block
+
+
+def _to_24k(blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float
+            ) -> tuple[np.ndarray, int]:
+    """Blocks [n, channels] at `rate` -> float32 [1 or channels, m] at 24 kHz, and how many
+    frames came in; AudioError past `max_seconds`, on NaN, or for no samples at all."""
+    limit = int(max_seconds * rate) // (1 if mix else channels)
+    resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
+                 if rate != SAMPLE_RATE else None)
+    parts: list[np.ndarray] = []
+    frames = 0
+    ended = False
+    while not ended:
+        block = next(blocks, None)
+        ended = block is None
+        if ended:
+            block = np.zeros((0, channels), np.float32)
+        frames += len(block)
+        if frames > limit:
+            check_duration(frames / rate * (1 if mix else channels), max_seconds)
+        if not np.isfinite(block).all():
+            raise AudioError("the file holds NaN or infinite samples")
+        if resampler is not None:
+            block = resampler.resample_chunk(block, last=ended)
+        if len(block):
+            out = np.ascontiguousarray(block.T)
+            parts.append(out.mean(axis=0, keepdims=True) if mix and channels > 1 else out)
+    if frames == 0:
+        raise AudioError("no audio samples (zero-length file)")
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), frames
+
+
+def file_ends(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bytes]:
     """The first bytes of a file (where its header states its length) and its last ones (where an
     Ogg stream says it ended)."""
     if isinstance(source, io.BytesIO):

@@ -145,21 +145,23 @@ def split_key(name: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2).lower()) if m else None
 
 
-def tar_items(container: Location) -> Iterator[Item]:
+def tar_items(container: Location, skipped: list[str] | None = None) -> Iterator[Item]:
     """The samples of a WebDataset shard in tar order: one item per key with an audio member (its
-    first), fields from its `.json` member and its other small members (`.txt` as `txt`).
+    first), fields from its `.json` member and its other small members (`.txt` as `txt`); the
+    member names of keys without audio are added to `skipped`.
 
     A shard cut short or damaged yields every sample before the damage, then one error item;
     ContainerError only if not even its first header is a tar header."""
     try:
         with _open(container) as f:
-            yield from _samples(f, container)
+            yield from _samples(f, container, skipped if skipped is not None else [])
     except OSError as e:
         raise ContainerError(f"{container}: cannot read it ({first_line(e)})") from None
 
 
-def _samples(f, container: Location) -> Iterator[Item]:
+def _samples(f, container: Location, skipped: list[str]) -> Iterator[Item]:
     current: Item | None = None
+    names: list[str] = []  # the current key's members
     entries = tar_entries(f)
     while True:
         try:
@@ -167,7 +169,7 @@ def _samples(f, container: Location) -> Iterator[Item]:
         except TarDamage as e:
             if current is None and e.offset == 0:
                 raise ContainerError(f"{container}: not a readable tar file ({e})") from None
-            yield from _sample(current)
+            yield from _sample(current, names, skipped)
             yield Item(f"<after {current.key if current else 'the start'}>", None, error=f"damaged tar: {e}")
             return
         if entry is None:
@@ -176,13 +178,15 @@ def _samples(f, container: Location) -> Iterator[Item]:
             continue
         parts = split_key(entry.name)
         if parts is None:
+            skipped.append(entry.name)
             continue
         key, ext = parts
         if current is not None and key != current.key:
-            yield from _sample(current)
-            current = None
+            yield from _sample(current, names, skipped)
+            current, names = None, []
         if current is None:
             current = Item(key, None)
+        names.append(entry.name)
         last = ext.rsplit(".", 1)[-1]
         if entry.kind != "file":
             current.error = current.error or (f"its member {entry.name} is a {entry.kind}; mimi reads regular "
@@ -195,13 +199,16 @@ def _samples(f, container: Location) -> Iterator[Item]:
             _described(current, _read_at(f, entry.offset, entry.size))
         elif last not in _AUDIO_EXTS and entry.size <= MAX_FIELD_BYTES:
             _add_fields(current, ext, _read_at(f, entry.offset, entry.size), entry.name)
-    yield from _sample(current)
+    yield from _sample(current, names, skipped)
 
 
-def _sample(item: Item | None) -> Iterator[Item]:
-    """A finished key as an item, if it has audio (or an error); keys of other members only are not samples."""
+def _sample(item: Item | None, names: list[str], skipped: list[str]) -> Iterator[Item]:
+    """A finished key as an item, if it has audio (or an error); a key of other members only is
+    no sample, and its members go to `skipped`."""
     if item is not None and (item.member is not None or item.error is not None):
         yield item
+    elif item is not None:
+        skipped.extend(names)
 
 
 def _read_at(f, offset: int, size: int) -> bytes:

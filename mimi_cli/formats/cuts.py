@@ -10,15 +10,19 @@ resolve to; `url` sources are read only with `--allow-network`, `command` source
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from ..errors import MimiError
 from ..spec import SAMPLE_RATE
@@ -77,19 +81,20 @@ class LhotseItem:
         obj = _lhotse()(json.loads(self.line))
         channels = int(getattr(obj, "num_channels", 1) or 1)
         check_duration(float(obj.duration) * (1 if mix else channels), max_seconds)
-        audio, rate = self.load(obj)
+        audio, rate = self.load(obj, max_seconds)
         pcm = resample(audio, rate, SAMPLE_RATE)
         if mix and pcm.shape[0] > 1:
             pcm = pcm.mean(axis=0, keepdims=True)
         return pcm, AudioInfo(rate, audio.shape[0], audio.shape[1])
 
-    def load(self, obj=None) -> tuple[np.ndarray, int]:
-        """Its samples [channels, n] at its own rate, as lhotse reads them."""
+    def load(self, obj=None, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
+        """Its samples [channels, n] at its own rate, as lhotse reads them (through `_Backend`)."""
         obj = obj if obj is not None else _lhotse()(json.loads(self.line))
         if not 1 <= int(obj.sampling_rate) <= MAX_RATE:
             raise AudioError(f"a sampling rate of {obj.sampling_rate} Hz")
         try:
-            audio = np.asarray(obj.load_audio(), dtype=np.float32)
+            with _our_backend(max_seconds):
+                audio = np.asarray(obj.load_audio(), dtype=np.float32)
         except Exception as e:  # lhotse's backends raise their own types; the reason is what matters
             raise AudioError(f"lhotse could not load it: {lhotse_reason(e)}") from None
         audio = audio.reshape(-1, audio.shape[-1]) if audio.size else audio.reshape(1, 0)
@@ -98,6 +103,73 @@ class LhotseItem:
         if not np.isfinite(audio).all():
             raise AudioError("the audio holds NaN or infinite samples")
         return np.ascontiguousarray(audio), int(obj.sampling_rate)
+
+
+_backend_lock = threading.Lock()  # lhotse's backend is one global: one item swaps it in at a time
+
+
+@contextlib.contextmanager
+def _our_backend(max_seconds: float) -> Iterator[None]:
+    """lhotse reads audio inside as `mimi encode` reads files: libsndfile, then FFmpeg under
+    media's allow-list, never past `max_seconds`. Its own fallbacks run the `ffmpeg` command on
+    the file (audioread), which probes every format FFmpeg has, playlists that fetch addresses
+    included. The caller's backend is put back after."""
+    from lhotse.audio.backend import audio_backend
+
+    with _backend_lock, audio_backend(_backend_class()(max_seconds)):
+        yield
+
+
+@functools.cache
+def _backend_class() -> type:
+    from lhotse.audio.backend import AudioBackend
+
+    class MimiAudioBackend(AudioBackend):
+        def __init__(self, max_seconds: float = MAX_SECONDS) -> None:
+            self.max_seconds = max_seconds
+
+        def read_audio(self, path_or_fd, offset=0.0, duration=None, force_opus_sampling_rate=None):
+            return _read_region(path_or_fd, offset, duration, self.max_seconds)
+
+    return MimiAudioBackend
+
+
+def _read_region(path_or_fd, offset: float, duration: float | None, max_seconds: float) -> tuple[np.ndarray, int]:
+    """[channels, n] float32 at the file's own rate, `duration` seconds from `offset` (to the end,
+    at most `max_seconds` past `offset`, if None): lhotse's reading, bounded."""
+    from lhotse.audio.backend import soundfile_load
+    from lhotse.utils import compute_num_samples
+
+    from . import media
+    from .audio import file_ends
+
+    source = path_or_fd if hasattr(path_or_fd, "read") else os.fspath(path_or_fd)
+    span = duration if duration is not None else max_seconds + 1  # a file longer than stated ends here
+    try:
+        return soundfile_load(source, offset, span)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        demuxer = media.demuxer_for(file_ends(source)[0])
+        if demuxer is None:
+            raise AudioError(str(e)) from None
+    if hasattr(source, "seek"):
+        source.seek(0)
+    with media.MediaReader(source, demuxer) as m:
+        parts, at = [], 0
+        start = stop = None
+        for block in m.blocks():
+            if start is None:
+                start = compute_num_samples(offset, m.rate) if offset > 0 else 0
+                stop = start + compute_num_samples(span, m.rate)
+            lo, hi = max(start - at, 0), min(stop - at, len(block))
+            if lo < hi:
+                parts.append(block[lo:hi])
+            at += len(block)
+            if at >= stop:
+                break
+        audio = np.concatenate(parts) if parts else np.zeros((0, max(m.channels, 1)), np.float32)
+        return np.ascontiguousarray(audio.T), m.rate
 
 
 def lhotse_reason(e: Exception) -> str:

@@ -60,6 +60,25 @@ def read_up_to(stream: BinaryIO, n: int) -> bytes:
     return data
 
 
+class Prefixed:
+    """A stream whose first bytes were read to tell its format, with them put back in front.
+    `read(n)` returns what is at hand (never waits to fill `n`), and it has no `seek`: FFmpeg
+    then treats it as the pipe it is."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = head, stream
+        self._read = getattr(stream, "read1", None) or stream.read
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            data, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
+            return data
+        return self._read(n if n >= 0 else 1 << 16)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
 def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
     data = read_up_to(stream, n)
     if len(data) < n:
@@ -85,8 +104,8 @@ def read_wav_header(stream: BinaryIO) -> tuple[PcmFormat, int | None]:
     head = read_up_to(stream, 12)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         shown = head[:4].decode("latin-1") if head else "nothing"
-        raise StreamFormatError(f"not a WAV stream (starts with {shown!r}); for raw PCM pass "
-                                "--raw --rate R --channels C --sample-format " + "|".join(SAMPLE_FORMATS))
+        raise StreamFormatError(f"not a WAV stream, nor Ogg, WebM, AAC, MP3 or FLAC (starts with {shown!r}); for "
+                                "raw PCM pass --raw --rate R --channels C --sample-format " + "|".join(SAMPLE_FORMATS))
     rf64_data_size = None
     fmt: PcmFormat | None = None
     while True:

@@ -155,11 +155,22 @@ def _relative_id(path: Path, base: Path) -> str:
     return printable(Path(rel).as_posix())
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """The audio files and the Parquet files below a directory, in a stable order."""
+def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """The audio files, the Parquet files and the other files below a directory, in a stable order."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    return ([p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS],
-            [p for p in files if p.suffix.lower() == ".parquet" and not p.name.startswith(".")])
+    audio = [p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS]
+    tables = [p for p in files if p.suffix.lower() == ".parquet" and not p.name.startswith(".")]
+    taken = set(audio) | set(tables)
+    return audio, tables, [p for p in files if p not in taken]
+
+
+def _left_out(others: list, root: Location | None, what: str = "file") -> str:
+    """"3 files that are not audio (notes.txt, a.json, b.tar)": what a walk did not take."""
+    names = [printable(p) if isinstance(p, str) else _below(p, root) for p in others[:5]]
+    more = f", and {len(others) - 5} more" if len(others) > 5 else ""
+    many = len(others) != 1
+    listed = ", ".join(names) + more
+    return f"{len(others)} {what}{'s' if many else ''} that {'are' if many else 'is'} not audio ({listed})"
 
 
 def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
@@ -241,8 +252,9 @@ class _Collector:
             files = root.files()
             audio = [f for f in files if f.suffix.lower() in AUDIO_EXTENSIONS]
             tables = [f for f in files if f.suffix.lower() == ".parquet"]
+            others = [f for f in files if f.suffix.lower() not in AUDIO_EXTENSIONS | {".parquet"}]
         else:
-            audio, tables = _walk(root)
+            audio, tables, others = _walk(root)
         hf = []
         for t in tables:
             try:
@@ -251,8 +263,12 @@ class _Collector:
                 continue
             if columns:
                 hf.append((t, columns))
+        others += [t for t in tables if t not in {h for h, _ in hf}]  # Parquet without an audio column
         if not audio and not hf:
-            self.problem(item, "directory holds no audio files")
+            self.problem(item, "directory holds no audio files" + (f": {_left_out(others, root)}" if others else ""))
+        elif others:  # never a quiet success for a folder whose audio is in a format not read here
+            log.warning("%s: skipped %s; name a file directly to read it anyway", printable(item),
+                        _left_out(others, root))
         if audio and self.options.keep_columns:
             raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(item)} holds "
                              "audio files")
@@ -291,12 +307,19 @@ class _Collector:
 
     def tar(self, path: Location) -> None:
         """A WebDataset shard: one source per sample key with an audio member."""
+        skipped: list[str] = []
         try:
-            items = list(tar_items(path))
+            items = list(tar_items(path, skipped))
         except ContainerError as e:
             return self.problem(str(path), str(e))
         except OSError as e:
             return self.problem(str(path), f"cannot read: {e.strerror or e}")
+        if not items:
+            return self.problem(str(path), "the shard holds no audio members" + (
+                f": {_left_out(skipped, None, 'member')}" if skipped else " (it is empty)"))
+        if skipped:
+            log.warning("%s: skipped %s; a sample's audio is a member named KEY.wav, KEY.flac, KEY.m4a ...",
+                        printable(str(path)), _left_out(skipped, None, "member"))
         self.items([(it, it.key, path) for it in items], None)
         return None
 

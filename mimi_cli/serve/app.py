@@ -18,6 +18,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..codec import MimiCodec
 from ..errors import MimiError
+from ..formats.audio import AudioError
+from ..formats.media import OggOpusWriter, PushedStream
 from ..formats.pcm import PcmDecoder, PcmFormat, StreamFormatError, encode_pcm
 from ..formats.tokenstream import HEADER, StreamHeader, binary_frame, binary_header, parse_binary_header
 from ..spec import CODEBOOK_SIZE, DEFAULT_CODEBOOKS, FRAME_SAMPLES, SAMPLE_RATE
@@ -27,7 +29,9 @@ from .batcher import DecodeStream, EncodeStream, Stepper
 from .metrics import Metrics
 
 log = logging.getLogger("mimi_cli.serve")  # under the CLI's logger, so `mimi serve` shows it
-FORMATS = ("s16le", "f32le")
+FORMATS = ("s16le", "f32le", "opus")  # opus: Ogg/Opus out; in, Ogg/Opus or WebM/Opus (as browsers record)
+OPUS_BITRATE = 32000  # /v1/decode's Opus by default (?bitrate=): clear speech at 24 kHz mono
+OPUS_IN = (frozenset({"ogg", "matroska"}), frozenset({"opus", "libopus"}))
 MIN_RATE, MAX_RATE = 8000, 192000
 MAX_CHANNELS = 8
 BUFFER_FRAMES = 25  # input a client may have waiting (2 s): more, and the server stops reading it
@@ -180,21 +184,25 @@ class Server:
             return ws
         try:
             q = request.query
+            kind = _format(q)
             fmt = PcmFormat(_int(q, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE),
-                            _int(q, "channels", 1, 1, MAX_CHANNELS), _format(q))
+                            _int(q, "channels", 1, 1, MAX_CHANNELS), kind) if kind != "opus" else None
             k = _int(q, "num_codebooks", self.config.num_codebooks, 1, self.codec.config.num_codebooks)
         except BadRequest as e:
             await self._refuse(ws, str(e))
             return ws
         conn = _Connection(self, ws)
         stream = EncodeStream(k, conn.deliver_codes, conn.done_soon)
-        audio = _AudioIn(fmt)
+        audio = _AudioIn(fmt) if fmt is not None else _OpusIn()
         conn.queue.put_nowait(binary_header(StreamHeader(k, SAMPLE_RATE, self.codec.frame_rate,
                                                          self.codec.config.codebook_size)))  # sent first
         def finish() -> None:  # the resampler's last samples, before the last frame is padded
             stream.push(audio.tail())
 
-        await conn.run(stream, lambda data: stream.push(audio(data)), finish)
+        try:
+            await conn.run(stream, lambda data: stream.push(audio(data)), finish)
+        finally:
+            audio.abort()
         return ws
 
     async def decode(self, request: web.Request) -> web.WebSocketResponse:
@@ -204,12 +212,13 @@ class Server:
         try:
             rate = _int(request.query, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE)
             fmt = _format(request.query)
+            bitrate = _int(request.query, "bitrate", OPUS_BITRATE, 6000, 256000)
         except BadRequest as e:
             await self._refuse(ws, str(e))
             return ws
         conn = _Connection(self, ws)
         tokens = _TokensIn(self.codec.config.num_codebooks)
-        audio = _AudioOut(rate, fmt)
+        audio = _AudioOut(rate, fmt) if fmt != "opus" else _OpusOut(bitrate)
         stream_box: list[DecodeStream] = []
 
         def deliver(pcm: np.ndarray) -> None:  # on the stepper thread: one message a frame
@@ -310,7 +319,11 @@ class _Connection:
                     if kind != "end":
                         reason = (CLOSE_POLICY, 'text messages are {"type": "end"} only')
                         break
-                    finish()
+                    try:
+                        finish()
+                    except (StreamFormatError, BadRequest) as e:
+                        reason = (CLOSE_POLICY, str(e))
+                        break
                     s = current()
                     if s is None:
                         break
@@ -369,6 +382,59 @@ class _AudioIn:
         if self.resampler is None:
             return np.zeros(0, np.float32)
         return self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+    def abort(self) -> None:
+        pass
+
+
+class _OpusIn:
+    """Ogg/Opus or WebM/Opus bytes, as they come -> 24 kHz mono float32: FFmpeg decodes each
+    packet (media's allow-list, narrowed to those containers and Opus), soxr resamples."""
+
+    def __init__(self) -> None:
+        self.media = PushedStream(*OPUS_IN)
+        self.resampler: soxr.ResampleStream | None = None
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        try:
+            return self._mono(self.media.push(data))
+        except AudioError as e:
+            raise BadRequest(str(e)) from None
+
+    def _mono(self, blocks: list[np.ndarray], last: bool = False) -> np.ndarray:
+        audio = np.concatenate([b.mean(axis=1) if b.shape[1] > 1 else b[:, 0] for b in blocks]) if blocks else \
+            np.zeros(0, np.float32)
+        if not np.isfinite(audio).all():
+            raise BadRequest("the audio holds NaN or infinite samples")
+        if self.resampler is None:
+            if not self.media.rate:
+                return audio
+            if self.media.rate == SAMPLE_RATE:
+                return audio
+            self.resampler = soxr.ResampleStream(self.media.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        return self.resampler.resample_chunk(audio, last=last)
+
+    def tail(self) -> np.ndarray:
+        try:
+            return self._mono(self.media.close(), last=True)
+        except AudioError as e:
+            raise BadRequest(str(e)) from None
+
+    def abort(self) -> None:
+        self.media.abort()
+
+
+class _OpusOut:
+    """Decoded 24 kHz audio -> Ogg/Opus pages, one message a frame."""
+
+    def __init__(self, bitrate: int) -> None:
+        self.writer = OggOpusWriter(SAMPLE_RATE, bitrate)
+
+    def __call__(self, audio: np.ndarray) -> bytes:
+        return self.writer(audio)
+
+    def tail(self) -> bytes:
+        return self.writer.close()
 
 
 class _AudioOut:

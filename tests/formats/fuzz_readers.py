@@ -40,6 +40,46 @@ def clip(seed: int, fmt: str = "FLAC") -> bytes:
     return buf.getvalue()
 
 
+# Containers FFmpeg reads (formats/media.py): (file name, PyAV muxer, encoder, sample rate)
+MEDIA = [("x.m4a", "ipod", "aac", 24000), ("x.webm", "webm", "libopus", 48000), ("x.aac", "adts", "aac", 16000),
+         ("x.wma", "asf", "wmav2", 22050), ("x.amr", "amr", "libopencore_amrnb", 8000)]
+STREAMS = [("stream.ogg", "ogg", "libopus", 48000), ("stream.webm", "webm", "libopus", 48000)]
+
+
+def media_clip(muxer: str, encoder: str, rate: int, seconds: float = 0.5) -> bytes:
+    """A short clip in a container FFmpeg reads, written by FFmpeg's own muxer and encoder."""
+    import av
+
+    buf = io.BytesIO()
+    x = (0.1 * np.random.default_rng(rate).standard_normal(int(rate * seconds)) * 32767).astype(np.int16)
+    with av.open(buf, "w", format=muxer) as out:
+        stream = out.add_stream(encoder, rate=rate)
+        stream.layout, stream.bit_rate = "mono", 12200 if encoder == "libopencore_amrnb" else 32000
+        step = 160 if encoder == "libopencore_amrnb" else 1024
+        for i in range(0, x.size, step):
+            frame = av.AudioFrame.from_ndarray(x[None, i:i + step], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def read_pushed(data: bytes, rng: random.Random) -> None:
+    """A stream as `mimi serve` takes it: pushed in pieces of random sizes, then closed."""
+    from mimi_cli.formats.media import PushedStream
+
+    stream = PushedStream()
+    try:
+        at = 0
+        while at < len(data):
+            n = rng.randint(1, 2000)
+            stream.push(data[at:at + n])
+            at += n
+        stream.close()
+    except AudioError:
+        stream.abort()
+
+
 def valid_files(root: Path) -> dict[str, Path]:
     """One valid file of each kind the readers take, its audio beside it."""
     (root / "clips").mkdir()
@@ -78,6 +118,9 @@ def valid_files(root: Path) -> dict[str, Path]:
     files["parquet_manifest"] = root / "paths.parquet"
     pq.write_table(pa.table({"path": [f"clips/c{i}.flac" for i in range(3)], "speaker": [1, 2, 3]}),
                    files["parquet_manifest"])
+    for name, muxer, encoder, rate in MEDIA + STREAMS:
+        files[name] = root / name
+        files[name].write_bytes(media_clip(muxer, encoder, rate))
     return files
 
 
@@ -150,7 +193,10 @@ def main(cases: int, seed: int = 0) -> int:
                 path.write_bytes(data)
                 signal.alarm(CASE_SECONDS)
                 try:
-                    read_like_encode(path, ManifestOptions())
+                    if kind.startswith("stream."):
+                        read_pushed(data, rng)
+                    else:
+                        read_like_encode(path, ManifestOptions())
                 except Exception:
                     failures += 1
                     print(f"FAIL {kind} seed {seed} case {case}:\n{traceback.format_exc()}", flush=True)

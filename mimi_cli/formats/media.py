@@ -1,0 +1,434 @@
+"""Audio in the containers libsndfile does not read (M4A/MP4, WebM/Matroska, ADTS AAC, WMA, AMR),
+decoded by FFmpeg through PyAV, under an allow-list.
+
+FFmpeg parses many formats and has a long record of parser bugs, so it sees only what is on the
+lists here: the container is recognised from its first bytes by this module (FFmpeg probes
+nothing), that one demuxer is the only one allowed, only the decoders in DECODERS may open, and
+FFmpeg reads through a file object we hold, with every nested open (a playlist's entry, an MP4
+data reference) refused. Samples come out as FFmpeg's command line writes them with
+`-c:a pcm_f32le`: encoder delay and padding trimmed, integer formats converted by libswresample.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from .audio import AudioError
+
+try:
+    import av
+except ImportError:  # pragma: no cover - av is a core dependency; a broken install says so
+    av = None
+
+# Audio decoders FFmpeg may open: the codecs these containers carry for speech and music.
+DECODERS = frozenset({
+    "aac", "aac_fixed", "alac", "opus", "libopus", "vorbis", "libvorbis", "flac", "mp3", "mp3float", "mp2",
+    "mp2float", "wmav1", "wmav2", "wmapro", "wmalossless", "wmavoice", "amrnb", "amrwb", "libopencore_amrnb",
+    "libopencore_amrwb", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le",
+    "pcm_s32be", "pcm_f32le", "pcm_f32be", "pcm_f64le", "pcm_f64be", "pcm_u8", "pcm_s8", "pcm_alaw", "pcm_mulaw",
+})
+# What FFmpeg may do beyond the one demuxer: decoders on the list, no protocol of its own.
+_OPTIONS = {"codec_whitelist": ",".join(sorted(DECODERS)), "protocol_whitelist": "none", "enable_drefs": "0"}
+# A live stream starts at once: the format is taken from the stream's headers, not from seconds of
+# audio read ahead (FFmpeg's default reads up to 5 s before the first frame).
+_LIVE_OPTIONS = {**_OPTIONS, "probesize": "32", "analyzeduration": "0"}
+LIVE_BUFFER = 4096  # FFmpeg's reads from a pipe: small, so that nothing waits on a full buffer
+BLOCK_SAMPLES = 1 << 16  # decoded frames are gathered into blocks of about this many samples a channel
+END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
+
+
+def demuxer_for(head: bytes) -> str | None:
+    """The FFmpeg demuxer for a file starting with `head`, if it is a container read here."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") and len(head) >= 8:
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:16] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c":
+        return "asf"
+    if head[:5] == b"#!AMR":
+        return "amr"
+    at = _after_id3(head)
+    if at + 2 <= len(head) and head[at] == 0xFF and head[at + 1] & 0xF6 == 0xF0:  # ADTS: sync, layer 0
+        return "aac"
+    return None
+
+
+def stream_demuxer_for(head: bytes) -> str | None:
+    """The demuxer for a stream (a pipe) starting with `head`: `demuxer_for`'s containers and the
+    streamable ones libsndfile reads only from files (Ogg, FLAC, MP3)."""
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"fLaC":
+        return "flac"
+    found = demuxer_for(head)
+    if found is not None:
+        return found
+    at = _after_id3(head)
+    if head[:3] == b"ID3" or (at + 2 <= len(head) and head[at] == 0xFF and head[at + 1] & 0xE0 == 0xE0
+                              and head[at + 1] & 0x06):  # MPEG audio sync, layer I-III
+        return "mp3"
+    return None
+
+
+def _after_id3(head: bytes) -> int:
+    """Where the data after a leading ID3v2 tag starts (0 without one)."""
+    if head[:3] != b"ID3" or len(head) < 10:
+        return 0
+    return 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+
+
+class _Stream:
+    """What FFmpeg reads through: `read` only (a pipe). An OSError ends the stream and is kept,
+    to be reported as ours; PyAV would print the traceback of an exception raised into FFmpeg."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def read(self, n: int) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self.file.read(n)
+        except OSError as e:
+            self.error = e
+            return b""
+
+
+class _File(_Stream):
+    """`_Stream` for a file that can seek; a seek FFmpeg asks for before the start is refused
+    with EINVAL, as the OS would, rather than raised."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.file.seek(offset, whence)
+        except (OSError, ValueError):
+            return -errno.EINVAL
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def _refuse_open(url: str, flags: int, options: dict):
+    raise AudioError("the file asks to open another file or address, which mimi never does")
+
+
+def _reason(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.strip().rstrip(".").splitlines()[0]
+
+
+class MediaReader:
+    """One container's best audio stream, decoded a block at a time: float32 [n, channels] at
+    the stream's own rate. AudioError, with the reason, for anything not on the lists, any
+    damaged packet, or a rate or channel count that changes mid-stream."""
+
+    def __init__(self, source: str | os.PathLike | BinaryIO, demuxer: str, live: bool = False) -> None:
+        if av is None:
+            raise AudioError("reading this container needs PyAV: pip install av")
+        self._own = not hasattr(source, "read")
+        try:
+            self._file = open(source, "rb") if self._own else source  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise AudioError(f"cannot read: {e.strerror or e}") from None
+        self.demuxer = demuxer
+        seekable = hasattr(self._file, "seek") and getattr(self._file, "seekable", lambda: True)()
+        self._io = (_File if seekable else _Stream)(self._file)
+        try:
+            self.container = av.open(self._io, format=demuxer,
+                                     container_options=dict(_LIVE_OPTIONS if live else _OPTIONS),
+                                     io_open=_refuse_open, metadata_errors="ignore",
+                                     buffer_size=LIVE_BUFFER if live else 32768)
+        except AudioError:
+            self.close()
+            raise
+        except (av.FFmpegError, ValueError, OSError) as e:
+            self.close()
+            raise AudioError(self._read_error() or f"damaged or unsupported audio file ({demuxer}): {_reason(e)}"
+                             ) from None
+        try:
+            self.stream = self.container.streams.best("audio")
+            if self.stream is None:
+                raise AudioError("the file holds no audio stream")
+            context = self.stream.codec_context
+            if context is None:
+                raise AudioError("its audio is in a codec FFmpeg does not know")
+            if context.name not in DECODERS:
+                raise AudioError(f"its audio is {context.name}, which mimi does not decode")
+        except AudioError:
+            self.close()
+            raise
+        cc = self.stream.codec_context
+        self.rate, self.channels = int(cc.sample_rate or 0), int(cc.channels or 0)
+        self._convert = None
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        container = getattr(self, "container", None)
+        if container is not None:
+            container.close()
+            self.container = None
+        if self._own and getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """The length the container states (None where it states none, as a live WebM)."""
+        s = self.stream
+        if s.duration is not None and s.time_base is not None and s.duration > 0:
+            return float(s.duration * s.time_base)
+        if self.container.duration is not None and self.container.duration > 0:
+            return self.container.duration / 1_000_000
+        return None
+
+    def _samples(self, frame) -> np.ndarray:
+        """A decoded frame as float32 [n, channels], converted as `-c:a pcm_f32le` converts it."""
+        if frame.format.name not in ("flt", "fltp"):
+            if self._convert is None:
+                self._convert = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.rate)
+            frames = self._convert.resample(frame)
+        else:
+            frames = [frame]
+        parts = []
+        for f in frames:
+            a = f.to_ndarray()
+            parts.append(a.T if f.format.is_planar else a.reshape(-1, f.layout.nb_channels))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """The stream's samples, float32 [n, channels], in blocks of about `block_samples` (0: each
+        decoded frame as it comes, for live streams)."""
+        pending: list[np.ndarray] = []
+        held = 0
+        seconds = 0.0
+        try:
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():
+                    if frame.sample_rate != self.rate or frame.layout.nb_channels != self.channels:
+                        if self.rate == 0 or self.channels == 0:  # stated by the first frame only
+                            self.rate, self.channels = frame.sample_rate, frame.layout.nb_channels
+                            yield np.zeros((0, self.channels), np.float32)  # the caller checks them
+                        else:
+                            raise AudioError(f"its audio changes to {frame.layout.nb_channels} channels at "
+                                             f"{frame.sample_rate} Hz at {seconds:.2f} s; mimi reads one format a "
+                                             "file")
+                    block = self._samples(frame)
+                    pending.append(block)
+                    held += len(block)
+                    seconds += len(block) / self.rate
+                    if held >= block_samples:
+                        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                        pending, held = [], 0
+            if self._convert is not None:
+                for f in self._convert.resample(None):
+                    pending.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
+        except (av.FFmpegError, ValueError) as e:
+            raise AudioError(self._read_error() or f"damaged audio at {seconds:.2f} s: {_reason(e)}") from None
+        if self._read_error():
+            raise AudioError(self._read_error())
+        if pending:
+            yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+
+    def _read_error(self) -> str | None:
+        error = self._io.error
+        return None if error is None else f"cannot read: {error.strerror or error}"
+
+
+def probe_media(source: str | os.PathLike | BinaryIO, demuxer: str) -> tuple[int, int, float]:
+    """Rate, channels and stated length in seconds (0 where none is stated) of a container."""
+    with MediaReader(source, demuxer) as m:
+        if m.rate == 0 or m.channels == 0:
+            for block in m.blocks():  # a stream that states its format only in its first frame
+                if m.rate and m.channels:
+                    break
+                del block
+        return m.rate, m.channels, m.duration_s or 0.0
+
+
+def check_complete(reader: MediaReader, frames: int) -> None:
+    """AudioError if the stream ended well short of the length its container states: a file
+    cut short, as by an interrupted download."""
+    stated = reader.duration_s
+    if stated is not None and reader.rate and frames < (stated - END_SLACK_S) * reader.rate:
+        raise AudioError(f"the file ends early: it holds {frames / reader.rate:.2f} s of the {stated:.2f} s its "
+                         "header states (truncated, as by an interrupted download?)")
+
+
+def open_source(source: str | os.PathLike | io.BytesIO) -> str | os.PathLike | io.BytesIO:
+    """`source` rewound to its start, if it is a buffer already read from."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return source
+
+
+class PushedStream:
+    """A container stream that arrives in pieces (WebSocket messages), decoded by FFmpeg on a
+    thread of its own: `push(data)` returns the samples those bytes complete, once FFmpeg has
+    used them up and waits for more; `close()` ends the stream and returns the rest.
+
+    `demuxers` and `decoders` narrow the lists further (a server taking Opus takes only Opus)."""
+
+    def __init__(self, demuxers: frozenset[str] | None = None, decoders: frozenset[str] | None = None) -> None:
+        self.demuxers, self.decoders = demuxers, decoders
+        self._cond = threading.Condition()
+        self._inbox = bytearray()
+        self._ended = False  # no more input
+        self._waiting = False  # FFmpeg has used up the input and waits for more
+        self._done = False  # the decoding thread has ended
+        self._error: AudioError | None = None
+        self._out: list[np.ndarray] = []
+        self._thread: threading.Thread | None = None
+        self.rate = self.channels = 0
+        self.head = b""
+        self._budget = 0.0  # seconds of audio the bytes pushed so far may still decode to
+
+    def _start(self, demuxer: str) -> None:
+        self._thread = threading.Thread(target=self._decode, args=(demuxer,), name="mimi-media", daemon=True)
+        self._thread.start()
+
+    def push(self, data: bytes) -> list[np.ndarray]:
+        """Blocks [n, channels] at `rate` that `data` completes; AudioError if the stream is no
+        container on the lists, or damaged."""
+        if self._thread is None:
+            self.head += data
+            if len(self.head) < SNIFF_BYTES:
+                return []
+            demuxer = stream_demuxer_for(self.head)
+            if demuxer is None or (self.demuxers is not None and demuxer not in self.demuxers):
+                raise AudioError(f"the stream is not {_names(self.demuxers)} (it starts with {self.head[:4]!r})")
+            data, self.head = self.head, b""
+            self._start(demuxer)
+        with self._cond:
+            self._inbox += data
+            self._budget = MAX_PUSH_SECONDS
+            self._waiting = False
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: (self._waiting and not self._inbox) or self._done)
+            return self._take()
+
+    def close(self) -> list[np.ndarray]:
+        """Ends the stream: the blocks of what is left (FFmpeg flushes its decoder)."""
+        if self._thread is None:
+            if self.head:
+                raise AudioError(f"the stream ended after {len(self.head)} bytes, before its format could be told")
+            return []
+        with self._cond:
+            self._ended = True
+            self._budget = MAX_PUSH_SECONDS
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._done)
+            return self._take()
+
+    def abort(self) -> None:
+        """Ends the stream without waiting for what is left (the client has gone)."""
+        with self._cond:
+            self._ended = True
+            self._inbox.clear()
+            self._cond.notify_all()
+
+    def _take(self) -> list[np.ndarray]:
+        if self._error is not None:
+            raise self._error
+        out, self._out = self._out, []
+        return out
+
+    def read(self, n: int) -> bytes:  # FFmpeg's reads, on the decoding thread
+        with self._cond:
+            if not self._inbox and not self._ended:
+                self._waiting = True
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._inbox or self._ended)
+            data = bytes(self._inbox[:n])
+            del self._inbox[:n]
+            return data
+
+    def _decode(self, demuxer: str) -> None:
+        try:
+            with MediaReader(self, demuxer, live=True) as media:
+                codec = media.stream.codec_context.name
+                if self.decoders is not None and codec not in self.decoders:
+                    raise AudioError(f"the stream's audio is {codec}, not {_names(self.decoders)}")
+                for block in media.blocks(0):
+                    with self._cond:
+                        self.rate, self.channels = media.rate, media.channels
+                        self._out.append(block)
+                        self._budget -= len(block) / max(media.rate, 1)
+                        if self._budget < 0:  # a few bytes of Opus can hold minutes: no message may
+                            raise AudioError(f"a message carries over {MAX_PUSH_SECONDS:g} s of audio")
+        except AudioError as e:
+            self._error = e
+        except Exception as e:  # noqa: BLE001 - whatever FFmpeg raised ends this stream, not the server
+            self._error = AudioError(f"the stream could not be decoded: {_reason(e)}")
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+
+SNIFF_BYTES = 12  # what a stream's format is told from
+MAX_PUSH_SECONDS = 5.0  # the audio one push may decode to (the event loop waits on it)
+
+
+def _names(allowed: frozenset[str] | None) -> str:
+    return " or ".join(sorted(allowed)) if allowed else "a container mimi reads"
+
+
+class OggOpusWriter:
+    """24 kHz mono float32 in, Ogg/Opus bytes out (libopus, 20 ms packets, a page per call), for
+    clients that take compressed audio. `close()` returns the last pages."""
+
+    def __init__(self, rate: int, bitrate: int) -> None:
+        if av is None:
+            raise AudioError("Opus output needs PyAV: pip install av")
+        self._pages: list[bytes] = []
+        self.container = av.open(_Sink(self._pages), "w", format="ogg",
+                                 options={"page_duration": "20000", "flush_packets": "1"})
+        self.stream = self.container.add_stream("libopus", rate=rate)
+        self.stream.layout = "mono"
+        self.stream.bit_rate = bitrate
+        self.stream.codec_context.format = "flt"
+        self.rate, self._pts = rate, 0
+
+    def __call__(self, audio: np.ndarray) -> bytes:
+        if not audio.size:
+            return b""
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32)[None], format="flt",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = self.rate, self._pts
+        self._pts += audio.size
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        return self._take()
+
+    def close(self) -> bytes:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+        return self._take()
+
+    def _take(self) -> bytes:
+        data = b"".join(self._pages)
+        self._pages.clear()
+        return data
+
+
+class _Sink:
+    """Where the Ogg muxer writes: a list of byte strings."""
+
+    def __init__(self, pages: list[bytes]) -> None:
+        self.pages = pages
+
+    def write(self, data) -> int:
+        self.pages.append(bytes(data))
+        return len(data)
