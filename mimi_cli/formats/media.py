@@ -21,10 +21,14 @@ import numpy as np
 
 from .audio import AudioError
 
-try:
-    import av
-except ImportError:  # pragma: no cover - av is a core dependency; a broken install says so
-    av = None
+
+def _av():
+    """PyAV, imported when a container is first read (FFmpeg's libraries are 100 MB to map)."""
+    try:
+        import av
+    except ImportError:  # av is a core dependency: only a broken install lacks it
+        raise AudioError("reading this container needs PyAV: pip install av") from None
+    return av
 
 # Audio decoders FFmpeg may open: the codecs these containers carry for speech and music.
 DECODERS = frozenset({
@@ -129,8 +133,7 @@ class MediaReader:
     damaged packet, or a rate or channel count that changes mid-stream."""
 
     def __init__(self, source: str | os.PathLike | BinaryIO, demuxer: str, live: bool = False) -> None:
-        if av is None:
-            raise AudioError("reading this container needs PyAV: pip install av")
+        av = _av()
         self._own = not hasattr(source, "read")
         try:
             self._file = open(source, "rb") if self._own else source  # noqa: SIM115 - closed in close()
@@ -196,7 +199,7 @@ class MediaReader:
         """A decoded frame as float32 [n, channels], converted as `-c:a pcm_f32le` converts it."""
         if frame.format.name not in ("flt", "fltp"):
             if self._convert is None:
-                self._convert = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.rate)
+                self._convert = _av().AudioResampler(format="flt", layout=frame.layout, rate=frame.rate)
             frames = self._convert.resample(frame)
         else:
             frames = [frame]
@@ -233,7 +236,7 @@ class MediaReader:
             if self._convert is not None:
                 for f in self._convert.resample(None):
                     pending.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
-        except (av.FFmpegError, ValueError) as e:
+        except (_av().FFmpegError, ValueError) as e:
             raise AudioError(self._read_error() or f"damaged audio at {seconds:.2f} s: {_reason(e)}") from None
         if self._read_error():
             raise AudioError(self._read_error())
@@ -389,8 +392,7 @@ class OggOpusWriter:
     clients that take compressed audio. `close()` returns the last pages."""
 
     def __init__(self, rate: int, bitrate: int) -> None:
-        if av is None:
-            raise AudioError("Opus output needs PyAV: pip install av")
+        av = _av()
         self._pages: list[bytes] = []
         self.container = av.open(_Sink(self._pages), "w", format="ogg",
                                  options={"page_duration": "20000", "flush_packets": "1"})
@@ -403,7 +405,7 @@ class OggOpusWriter:
     def __call__(self, audio: np.ndarray) -> bytes:
         if not audio.size:
             return b""
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32)[None], format="flt",
+        frame = _av().AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32)[None], format="flt",
                                            layout="mono")
         frame.sample_rate, frame.pts = self.rate, self._pts
         self._pts += audio.size
