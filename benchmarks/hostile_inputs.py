@@ -124,10 +124,33 @@ def build(root: Path) -> dict[str, list[str]]:
     short = bytearray(buf.getvalue())
     (root / "short.wav").write_bytes(bytes(short[:len(short) // 2]))
     cases["WAV: data half its header's size"] = ["encode", "short.wav", "out-short"]
+    (root / "silence.aac").write_bytes(adts_silence(10 * MB))
+    cases["ADTS AAC: 10 MB of silent frames (17 h, no length stated)"] = ["encode", "silence.aac", "out-adts"]
     for path in root.iterdir():
         if path.is_file():
             assert path.stat().st_size <= 10 * MB + 4096, (path, path.stat().st_size)
     return cases
+
+
+def adts_silence(size: int) -> bytes:
+    """ADTS AAC of silence, `size` bytes: FFmpeg's encoder makes 64 ms frames of 11 bytes, and
+    ADTS frames stand alone, so one is repeated (a stream that states no length anywhere)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout, stream.bit_rate = "mono", 8000
+        for i in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = buf.getvalue()
+    first = ((data[3] & 3) << 11) | (data[4] << 3) | (data[5] >> 5)
+    second = ((data[first + 3] & 3) << 11) | (data[first + 4] << 3) | (data[first + 5] >> 5)
+    frame = data[first:first + second]
+    return data[:first] + frame * ((size - first) // len(frame))
 
 
 # VmHWM, not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec.

@@ -44,6 +44,7 @@ _OPTIONS = {"codec_whitelist": ",".join(sorted(DECODERS)), "protocol_whitelist":
 _LIVE_OPTIONS = {**_OPTIONS, "probesize": "32", "analyzeduration": "0"}
 LIVE_BUFFER = 4096  # FFmpeg's reads from a pipe: small, so that nothing waits on a full buffer
 BLOCK_SAMPLES = 1 << 16  # decoded frames are gathered into blocks of about this many samples a channel
+STATED_LENGTH = frozenset({"mov", "matroska", "asf"})  # containers whose headers state a length
 END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
 
 
@@ -187,7 +188,10 @@ class MediaReader:
 
     @property
     def duration_s(self) -> float | None:
-        """The length the container states (None where it states none, as a live WebM)."""
+        """The length the container states (None where it states none, as a live WebM, or where
+        FFmpeg only guesses it from the bit rate, as for ADTS and AMR)."""
+        if self.demuxer not in STATED_LENGTH:
+            return None
         s = self.stream
         if s.duration is not None and s.time_base is not None and s.duration > 0:
             return float(s.duration * s.time_base)
@@ -249,14 +253,16 @@ class MediaReader:
 
 
 def probe_media(source: str | os.PathLike | BinaryIO, demuxer: str) -> tuple[int, int, float]:
-    """Rate, channels and stated length in seconds (0 where none is stated) of a container."""
+    """Rate, channels and length in seconds of a container: the stated one, else FFmpeg's guess
+    from the bit rate, else 0 (used only to batch items of similar length)."""
     with MediaReader(source, demuxer) as m:
         if m.rate == 0 or m.channels == 0:
             for block in m.blocks():  # a stream that states its format only in its first frame
                 if m.rate and m.channels:
                     break
                 del block
-        return m.rate, m.channels, m.duration_s or 0.0
+        guess = m.container.duration / 1_000_000 if m.container.duration else 0.0  # FFmpeg's, to batch by
+        return m.rate, m.channels, m.duration_s or guess
 
 
 def check_complete(reader: MediaReader, frames: int) -> None:
