@@ -15,8 +15,8 @@ import soxr
 import torch
 
 from .codec import DEFAULT_CODEBOOKS, SAMPLE_RATE, MimiCodec
-from .formats.audio import AudioError, check_format
-from .formats.media import MediaReader, stream_demuxer_for
+from .formats.audio import AudioError, check_format, to_mono
+from .formats.media import NEEDS_SEEKING, SNIFF_BYTES, MediaReader, stream_demuxer_for
 from .formats.pcm import (
     PcmDecoder,
     PcmFormat,
@@ -32,7 +32,7 @@ from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
 from .threads import ThreadPolicy
 
 READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
-# A container frame's size is not known ahead; Opus speech at 24-64 kbit/s is 240-640 bytes per 80 ms.
+# A backlog of a compressed frame: its size is not known ahead, so a typical Opus speech frame's.
 CONTAINER_FRAME_BYTES = 512
 
 
@@ -154,9 +154,17 @@ def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, nu
     writer = TokenWriter(outstream, output_format, StreamHeader(num_codebooks, SAMPLE_RATE, codec.frame_rate,
                                                                 codec.config.codebook_size))
     if raw is None:
-        head = read_up_to(instream, 12)
+        head = read_up_to(instream, SNIFF_BYTES)
         demuxer = stream_demuxer_for(head)
+        if demuxer is not None and _seekable(instream):  # a file: FFmpeg may seek in it (an MP4's index)
+            instream.seek(0)
+            _encode_container(codec, instream, demuxer, writer, num_codebooks, policy, stats)
+            return stats
         instream = Prefixed(head, instream)
+        if demuxer in NEEDS_SEEKING:
+            kind = {"mov": "MP4/M4A", "asf": "WMA"}[demuxer]
+            raise StreamFormatError(f"{kind} cannot be read from a pipe (its index is where a pipe cannot go back "
+                                    "to); give the file by name, or pipe it as Ogg: ffmpeg -i IN -c:a libopus -f ogg -")
         if demuxer is not None:
             _encode_container(codec, instream, demuxer, writer, num_codebooks, policy, stats)
             return stats
@@ -180,10 +188,18 @@ def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, nu
     return stats
 
 
-def _encode_container(codec: MimiCodec, instream: Prefixed, demuxer: str, writer: TokenWriter, num_codebooks: int,
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _encode_container(codec: MimiCodec, instream: BinaryIO, demuxer: str, writer: TokenWriter, num_codebooks: int,
                       policy: ThreadPolicy, stats: StreamStats) -> None:
-    """`_encode_stream` for a container stream (Ogg, WebM, ADTS AAC, MP3, FLAC): FFmpeg decodes
-    each of its frames as it arrives, and the samples go on as a WAV's do."""
+    """`_encode_stream` for a container stream (Ogg, WebM, ADTS AAC, MP3, FLAC; from a file, MP4
+    and WMA too): FFmpeg decodes each of its frames as it arrives, and the samples go on as a
+    WAV's do."""
     try:
         with MediaReader(instream, demuxer, live=True) as media, \
                 policy.backlog(instream, CONTAINER_FRAME_BYTES) as backlog:
@@ -192,7 +208,7 @@ def _encode_container(codec: MimiCodec, instream: Prefixed, demuxer: str, writer
                 if encoder is None:
                     check_format(media.rate, media.channels)
                     encoder = StreamEncoder(codec, PcmFormat(media.rate, 1, "f32le"), num_codebooks)
-                for codes in encoder.feed_samples(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]):
+                for codes in encoder.feed_samples(to_mono(block)):
                     writer.frames(codes)
                     stats.frames += codes.shape[1]
                     backlog.after_frame()
@@ -202,7 +218,8 @@ def _encode_container(codec: MimiCodec, instream: Prefixed, demuxer: str, writer
                 writer.frames(codes)
                 stats.frames += codes.shape[1]
     except AudioError as e:
-        raise StreamFormatError(f"{e} ({demuxer} stream)") from None
+        hint = "" if stats.frames else "; if it is raw PCM, pass --raw --rate R"
+        raise StreamFormatError(f"{e} ({demuxer} stream{hint})") from None
 
 
 def decode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, rate: int = SAMPLE_RATE,

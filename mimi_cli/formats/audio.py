@@ -6,9 +6,10 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -86,13 +87,52 @@ def _probe_media(source: str | os.PathLike | io.BytesIO, error: Exception) -> Au
     """`probe` through FFmpeg for a container on media's list; else libsndfile's `error` stands."""
     from . import media
 
-    head = file_ends(source)[0]
+    rate, channels, seconds = media.probe_media(source, media_demuxer(source, error))
+    check_format(rate, channels)
+    return AudioInfo(rate, channels, round(seconds * rate))
+
+
+def media_demuxer(source: str | os.PathLike | BinaryIO, error: Exception) -> str:
+    """The demuxer FFmpeg reads `source` with, now that libsndfile refused it with `error`: its
+    first bytes must be a container on media's list, else libsndfile's reason stands. A file
+    object is left at its start."""
+    from . import media
+
+    if hasattr(source, "read"):
+        source.seek(0)
+        head = source.read(HEAD_BYTES)
+        source.seek(0)
+    else:
+        head = file_ends(source)[0]
     demuxer = media.demuxer_for(head)
     if demuxer is None:
         raise AudioError(_reason(error))
-    rate, channels, seconds = media.probe_media(media.open_source(source), demuxer)
-    check_format(rate, channels)
-    return AudioInfo(rate, channels, round(seconds * rate))
+    return demuxer
+
+
+def read_region(source: str | os.PathLike | BinaryIO, offset_s: float, seconds: float, error: Exception,
+                samples: Callable[[float, int], int] = lambda s, rate: round(s * rate)) -> tuple[np.ndarray, int]:
+    """[channels, n] float32 at the file's own rate, `seconds` from `offset_s` (`samples` turns
+    seconds into a count at the rate), through FFmpeg, for a file libsndfile refused with `error`
+    (a lhotse recording's region); decoding stops there."""
+    from . import media
+
+    demuxer = media_demuxer(source, error)
+    with media.MediaReader(source, demuxer) as m:
+        parts, at, start, stop = [], 0, 0, 0
+        for block in m.blocks():
+            if not parts and at == 0:
+                check_format(m.rate, m.channels)
+                start = samples(offset_s, m.rate) if offset_s > 0 else 0
+                stop = start + samples(seconds, m.rate)
+            lo, hi = max(start - at, 0), min(stop - at, len(block))
+            if lo < hi:
+                parts.append(block[lo:hi])
+            at += len(block)
+            if at >= stop:
+                break
+        audio = np.concatenate(parts) if parts else np.zeros((0, max(m.channels, 1)), np.float32)
+        return np.ascontiguousarray(audio.T), m.rate
 
 
 def _reason(e: Exception) -> str:
@@ -150,7 +190,7 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
     try:
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        return _decode_media(source, head, tail, e, mix, max_seconds)
+        return _decode_media(source, e, mix, max_seconds)
     with f:
         check_format(f.samplerate, f.channels)
         known = f.frames < UNKNOWN_FRAMES
@@ -167,16 +207,13 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
     return pcm, AudioInfo(rate, channels, frames)
 
 
-def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, tail: bytes, error: Exception, mix: bool,
-                  max_seconds: float) -> tuple[np.ndarray, AudioInfo]:
+def _decode_media(source: str | os.PathLike | io.BytesIO, error: Exception, mix: bool, max_seconds: float
+                  ) -> tuple[np.ndarray, AudioInfo]:
     """`decode_24k` for a file libsndfile refused (with `error`): FFmpeg reads it if it is a
     container on media's list, else the refusal stands."""
     from . import media
 
-    demuxer = media.demuxer_for(head)
-    if demuxer is None:
-        raise AudioError(_reason(error))
-    with media.MediaReader(media.open_source(source), demuxer) as m:
+    with media.MediaReader(source, media_demuxer(source, error)) as m:
         if m.rate and m.channels:
             check_format(m.rate, m.channels)
         stated = m.duration_s
@@ -184,6 +221,8 @@ def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, tail: byt
             check_duration(stated * (1 if mix else m.channels), max_seconds)
         blocks = m.blocks()
         first = next(blocks, None)  # a stream may state its format only in its first frame
+        if first is None:
+            raise AudioError("no audio samples (zero-length file)")
         check_format(m.rate, m.channels)
         pcm, frames = _to_24k(_chain(first, blocks), m.rate, m.channels, mix, max_seconds)
         media.check_complete(m, frames)
@@ -196,7 +235,13 @@ def _chain(first: np.ndarray | None, rest: Iterator[np.ndarray]) -> Iterator[np.
         yield from rest
 
 
+def to_mono(block: np.ndarray) -> np.ndarray:
+    """Samples [n, channels] -> [n]: the channels' mean, as every input is mixed."""
+    return block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+
+
 def check_format(rate: int, channels: int) -> None:
+    """AudioError unless a stream's rate and channel count are ones mimi reads."""
     if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
         raise AudioError(f"its header gives {channels} channels at {rate} Hz (mimi reads 1 to {MAX_CHANNELS} "
                          f"channels at up to {MAX_RATE} Hz)")

@@ -26,7 +26,7 @@ import soundfile as sf
 
 from ..errors import MimiError
 from ..spec import SAMPLE_RATE
-from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, AudioError, AudioInfo, check_duration, resample
+from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, AudioError, AudioInfo, check_duration, read_region, resample
 from .containers import ContainerError, Item
 from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
 from .manifests import ManifestOptions
@@ -88,7 +88,8 @@ class LhotseItem:
         return pcm, AudioInfo(rate, audio.shape[0], audio.shape[1])
 
     def load(self, obj=None, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
-        """Its samples [channels, n] at its own rate, as lhotse reads them (through `_Backend`)."""
+        """Its samples [channels, n] at its own rate, as lhotse reads them (through mimi's backend,
+        `_our_backend`)."""
         obj = obj if obj is not None else _lhotse()(json.loads(self.line))
         if not 1 <= int(obj.sampling_rate) <= MAX_RATE:
             raise AudioError(f"a sampling rate of {obj.sampling_rate} Hz")
@@ -105,19 +106,28 @@ class LhotseItem:
         return np.ascontiguousarray(audio), int(obj.sampling_rate)
 
 
-_backend_lock = threading.Lock()  # lhotse's backend is one global: one item swaps it in at a time
+_reading = threading.local()  # max_seconds while this thread loads an item for mimi, else unset
+_install_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def _our_backend(max_seconds: float) -> Iterator[None]:
     """lhotse reads audio inside as `mimi encode` reads files: libsndfile, then FFmpeg under
-    media's allow-list, never past `max_seconds`. Its own fallbacks run the `ffmpeg` command on
-    the file (audioread), which probes every format FFmpeg has, playlists that fetch addresses
-    included. The caller's backend is put back after."""
-    from lhotse.audio.backend import audio_backend
+    media's allow-list, never past `max_seconds`. lhotse's own fallbacks run the `ffmpeg` command
+    on the file (audioread), which probes every format FFmpeg has, playlists that fetch addresses
+    included. mimi's backend wraps whatever backend is current and passes every other read to it:
+    other threads, and the caller after this, read as they did."""
+    from lhotse.audio.backend import get_current_audio_backend, set_current_audio_backend
 
-    with _backend_lock, audio_backend(_backend_class()(max_seconds)):
+    with _install_lock:
+        current = get_current_audio_backend()
+        if not isinstance(current, _backend_class()):
+            set_current_audio_backend(_backend_class()(current))
+    _reading.max_seconds = max_seconds
+    try:
         yield
+    finally:
+        _reading.max_seconds = None
 
 
 @functools.cache
@@ -125,51 +135,45 @@ def _backend_class() -> type:
     from lhotse.audio.backend import AudioBackend
 
     class MimiAudioBackend(AudioBackend):
-        def __init__(self, max_seconds: float = MAX_SECONDS) -> None:
-            self.max_seconds = max_seconds
+        """Reads for mimi on a thread inside `_our_backend`; everything else goes to `previous`."""
+
+        def __init__(self, previous) -> None:
+            self.previous = previous
 
         def read_audio(self, path_or_fd, offset=0.0, duration=None, force_opus_sampling_rate=None):
-            return _read_region(path_or_fd, offset, duration, self.max_seconds)
+            limit = getattr(_reading, "max_seconds", None)
+            if limit is None:
+                return self.previous.read_audio(path_or_fd, offset, duration, force_opus_sampling_rate)
+            return _read_region(path_or_fd, offset, duration, limit)
+
+        def info(self, path_or_fd, force_opus_sampling_rate=None):
+            return self.previous.info(path_or_fd, force_opus_sampling_rate=force_opus_sampling_rate)
+
+        def supports_info(self) -> bool:
+            return self.previous.supports_info()
+
+        def supports_save(self) -> bool:
+            return self.previous.supports_save()
+
+        def save_audio(self, *args, **kwargs):
+            return self.previous.save_audio(*args, **kwargs)
 
     return MimiAudioBackend
 
 
 def _read_region(path_or_fd, offset: float, duration: float | None, max_seconds: float) -> tuple[np.ndarray, int]:
     """[channels, n] float32 at the file's own rate, `duration` seconds from `offset` (to the end,
-    at most `max_seconds` past `offset`, if None): lhotse's reading, bounded."""
+    at most `max_seconds` past `offset`, if None): lhotse's own reading for what libsndfile reads,
+    else FFmpeg's under media's allow-list."""
     from lhotse.audio.backend import soundfile_load
     from lhotse.utils import compute_num_samples
-
-    from . import media
-    from .audio import file_ends
 
     source = path_or_fd if hasattr(path_or_fd, "read") else os.fspath(path_or_fd)
     span = duration if duration is not None else max_seconds + 1  # a file longer than stated ends here
     try:
         return soundfile_load(source, offset, span)
     except (sf.LibsndfileError, RuntimeError) as e:
-        if hasattr(source, "seek"):
-            source.seek(0)
-        demuxer = media.demuxer_for(file_ends(source)[0])
-        if demuxer is None:
-            raise AudioError(str(e)) from None
-    if hasattr(source, "seek"):
-        source.seek(0)
-    with media.MediaReader(source, demuxer) as m:
-        parts, at = [], 0
-        start = stop = None
-        for block in m.blocks():
-            if start is None:
-                start = compute_num_samples(offset, m.rate) if offset > 0 else 0
-                stop = start + compute_num_samples(span, m.rate)
-            lo, hi = max(start - at, 0), min(stop - at, len(block))
-            if lo < hi:
-                parts.append(block[lo:hi])
-            at += len(block)
-            if at >= stop:
-                break
-        audio = np.concatenate(parts) if parts else np.zeros((0, max(m.channels, 1)), np.float32)
-        return np.ascontiguousarray(audio.T), m.rate
+        return read_region(source, offset, span, e, compute_num_samples)
 
 
 def lhotse_reason(e: Exception) -> str:

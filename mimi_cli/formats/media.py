@@ -11,7 +11,6 @@ data reference) refused. Samples come out as FFmpeg's command line writes them w
 from __future__ import annotations
 
 import errno
-import io
 import os
 import threading
 from collections.abc import Iterator
@@ -20,10 +19,11 @@ from typing import BinaryIO
 import numpy as np
 
 from .audio import AudioError
+from .pcm import MAX_CHANNELS, MAX_RATE
 
 
 def _av():
-    """PyAV, imported when a container is first read (FFmpeg's libraries are 100 MB to map)."""
+    """PyAV, imported when a container is first read: WAV pipes and the CLI never map FFmpeg."""
     try:
         import av
     except ImportError:  # av is a core dependency: only a broken install lacks it
@@ -44,6 +44,10 @@ _OPTIONS = {"codec_whitelist": ",".join(sorted(DECODERS)), "protocol_whitelist":
 _LIVE_OPTIONS = {**_OPTIONS, "probesize": "32", "analyzeduration": "0"}
 LIVE_BUFFER = 4096  # FFmpeg's reads from a pipe: small, so that nothing waits on a full buffer
 BLOCK_SAMPLES = 1 << 16  # decoded frames are gathered into blocks of about this many samples a channel
+SNIFF_BYTES = 12  # what a stream's format is told from
+MAX_PUSH_SECONDS = 5.0  # mono seconds of audio one push may decode to (the event loop waits on it)
+PUSH_TIMEOUT_S = 2.0  # how long a push may keep the event loop waiting for FFmpeg
+NEEDS_SEEKING = frozenset({"mov", "asf"})  # their index is usually at the end: files, not pipes
 STATED_LENGTH = frozenset({"mov", "matroska", "asf"})  # containers whose headers state a length
 END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
 
@@ -58,8 +62,7 @@ def demuxer_for(head: bytes) -> str | None:
         return "asf"
     if head[:5] == b"#!AMR":
         return "amr"
-    at = _after_id3(head)
-    if at + 2 <= len(head) and head[at] == 0xFF and head[at + 1] & 0xF6 == 0xF0:  # ADTS: sync, layer 0
+    if _adts_header(head, _after_id3(head)):
         return "aac"
     return None
 
@@ -74,11 +77,27 @@ def stream_demuxer_for(head: bytes) -> str | None:
     found = demuxer_for(head)
     if found is not None:
         return found
-    at = _after_id3(head)
-    if head[:3] == b"ID3" or (at + 2 <= len(head) and head[at] == 0xFF and head[at + 1] & 0xE0 == 0xE0
-                              and head[at + 1] & 0x06):  # MPEG audio sync, layer I-III
+    if head[:3] == b"ID3" or _mpeg_audio_header(head, _after_id3(head)):
         return "mp3"
     return None
+
+
+def _adts_header(head: bytes, at: int) -> bool:
+    """Whether an ADTS frame header starts at `at`: sync, layer 0, a sample-rate index in use and
+    a frame length that holds its header (raw PCM of -1s, FF FF ..., is none)."""
+    if at + 7 > len(head) or head[at] != 0xFF or head[at + 1] & 0xF6 != 0xF0:
+        return False
+    length = ((head[at + 3] & 3) << 11) | (head[at + 4] << 3) | (head[at + 5] >> 5)
+    return (head[at + 2] >> 2) & 0xF < 13 and length >= 7
+
+
+def _mpeg_audio_header(head: bytes, at: int) -> bool:
+    """Whether an MPEG audio (MP3) frame header starts at `at`: sync, a layer, and a bit rate and
+    sample rate in use (raw PCM of -1s, FF FF FF ..., has neither)."""
+    if at + 4 > len(head) or head[at] != 0xFF or head[at + 1] & 0xE0 != 0xE0 or not head[at + 1] & 0x06:
+        return False
+    bitrate, rate = head[at + 2] >> 4, (head[at + 2] >> 2) & 3
+    return bitrate not in (0, 15) and rate != 3 and (head[at + 1] >> 3) & 3 != 1
 
 
 def _after_id3(head: bytes) -> int:
@@ -164,7 +183,7 @@ class MediaReader:
                 raise AudioError("its audio is in a codec FFmpeg does not know")
             if context.name not in DECODERS:
                 raise AudioError(f"its audio is {context.name}, which mimi does not decode")
-        except AudioError:
+        except BaseException:
             self.close()
             raise
         cc = self.stream.codec_context
@@ -178,13 +197,14 @@ class MediaReader:
         self.close()
 
     def close(self) -> None:
-        container = getattr(self, "container", None)
-        if container is not None:
-            container.close()
-            self.container = None
-        if self._own and getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+        container, self.container = getattr(self, "container", None), None
+        try:
+            if container is not None:
+                container.close()
+        finally:
+            if self._own and getattr(self, "_file", None) is not None:
+                self._file.close()
+                self._file = None
 
     @property
     def duration_s(self) -> float | None:
@@ -200,17 +220,16 @@ class MediaReader:
         return None
 
     def _samples(self, frame) -> np.ndarray:
-        """A decoded frame as float32 [n, channels], converted as `-c:a pcm_f32le` converts it."""
-        if frame.format.name not in ("flt", "fltp"):
+        """A decoded frame as float32 [n, channels], converted as `-c:a pcm_f32le` converts it:
+        by libswresample to packed float (also from planar float: PyAV's planar view of a frame
+        of 8 or more channels reads past the frame)."""
+        if frame.format.name == "flt":
+            frames = [frame]
+        else:
             if self._convert is None:
                 self._convert = _av().AudioResampler(format="flt", layout=frame.layout, rate=frame.rate)
             frames = self._convert.resample(frame)
-        else:
-            frames = [frame]
-        parts = []
-        for f in frames:
-            a = f.to_ndarray()
-            parts.append(a.T if f.format.is_planar else a.reshape(-1, f.layout.nb_channels))
+        parts = [f.to_ndarray().reshape(-1, f.layout.nb_channels) for f in frames]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
@@ -222,6 +241,9 @@ class MediaReader:
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():
+                    if not 1 <= frame.layout.nb_channels <= MAX_CHANNELS or not 1 <= frame.sample_rate <= MAX_RATE:
+                        raise AudioError(f"its audio has {frame.layout.nb_channels} channels at {frame.sample_rate} "
+                                         f"Hz (mimi reads 1 to {MAX_CHANNELS} channels at up to {MAX_RATE} Hz)")
                     if frame.sample_rate != self.rate or frame.layout.nb_channels != self.channels:
                         if self.rate == 0 or self.channels == 0:  # stated by the first frame only
                             self.rate, self.channels = frame.sample_rate, frame.layout.nb_channels
@@ -274,13 +296,6 @@ def check_complete(reader: MediaReader, frames: int) -> None:
                          "header states (truncated, as by an interrupted download?)")
 
 
-def open_source(source: str | os.PathLike | io.BytesIO) -> str | os.PathLike | io.BytesIO:
-    """`source` rewound to its start, if it is a buffer already read from."""
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    return source
-
-
 class PushedStream:
     """A container stream that arrives in pieces (WebSocket messages), decoded by FFmpeg on a
     thread of its own: `push(data)` returns the samples those bytes complete, once FFmpeg has
@@ -288,8 +303,9 @@ class PushedStream:
 
     `demuxers` and `decoders` narrow the lists further (a server taking Opus takes only Opus)."""
 
-    def __init__(self, demuxers: frozenset[str] | None = None, decoders: frozenset[str] | None = None) -> None:
-        self.demuxers, self.decoders = demuxers, decoders
+    def __init__(self, demuxers: frozenset[str] | None = None, decoders: frozenset[str] | None = None,
+                 max_channels: int = MAX_CHANNELS) -> None:
+        self.demuxers, self.decoders, self.max_channels = demuxers, decoders, max_channels
         self._cond = threading.Condition()
         self._inbox = bytearray()
         self._ended = False  # no more input
@@ -300,7 +316,7 @@ class PushedStream:
         self._thread: threading.Thread | None = None
         self.rate = self.channels = 0
         self.head = b""
-        self._budget = 0.0  # seconds of audio the bytes pushed so far may still decode to
+        self._budget = 0.0  # mono seconds (samples of every channel) the bytes pushed may still decode to
 
     def _start(self, demuxer: str) -> None:
         self._thread = threading.Thread(target=self._decode, args=(demuxer,), name="mimi-media", daemon=True)
@@ -323,7 +339,9 @@ class PushedStream:
             self._budget = MAX_PUSH_SECONDS
             self._waiting = False
             self._cond.notify_all()
-            self._cond.wait_for(lambda: (self._waiting and not self._inbox) or self._done)
+            if not self._cond.wait_for(lambda: (self._waiting and not self._inbox) or self._done, PUSH_TIMEOUT_S):
+                self._ended = True
+                raise AudioError(f"FFmpeg took over {PUSH_TIMEOUT_S:g} s on a message; the stream is dropped")
             return self._take()
 
     def close(self) -> list[np.ndarray]:
@@ -336,7 +354,8 @@ class PushedStream:
             self._ended = True
             self._budget = MAX_PUSH_SECONDS
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._done)
+            if not self._cond.wait_for(lambda: self._done, PUSH_TIMEOUT_S):
+                raise AudioError(f"FFmpeg took over {PUSH_TIMEOUT_S:g} s to end the stream; it is dropped")
             return self._take()
 
     def abort(self) -> None:
@@ -369,12 +388,15 @@ class PushedStream:
                 if self.decoders is not None and codec not in self.decoders:
                     raise AudioError(f"the stream's audio is {codec}, not {_names(self.decoders)}")
                 for block in media.blocks(0):
+                    if media.channels > self.max_channels:
+                        raise AudioError(f"the stream has {media.channels} channels; at most {self.max_channels}")
                     with self._cond:
                         self.rate, self.channels = media.rate, media.channels
                         self._out.append(block)
-                        self._budget -= len(block) / max(media.rate, 1)
+                        self._budget -= block.size / max(media.rate, 1)
                         if self._budget < 0:  # a few bytes of Opus can hold minutes: no message may
-                            raise AudioError(f"a message carries over {MAX_PUSH_SECONDS:g} s of audio")
+                            raise AudioError(f"a message carries over {MAX_PUSH_SECONDS:g} s of audio (counting "
+                                             "every channel)")
         except AudioError as e:
             self._error = e
         except Exception as e:  # noqa: BLE001 - whatever FFmpeg raised ends this stream, not the server
@@ -384,9 +406,6 @@ class PushedStream:
                 self._done = True
                 self._cond.notify_all()
 
-
-SNIFF_BYTES = 12  # what a stream's format is told from
-MAX_PUSH_SECONDS = 5.0  # the audio one push may decode to (the event loop waits on it)
 
 
 def _names(allowed: frozenset[str] | None) -> str:

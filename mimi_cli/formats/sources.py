@@ -165,12 +165,12 @@ def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
 
 
 def _left_out(others: list, root: Location | None, what: str = "file") -> str:
-    """"3 files that are not audio (notes.txt, a.json, b.tar)": what a walk did not take."""
+    """"3 files not named as audio (notes.txt, a.json, b.tar)": what a walk did not take."""
     names = [printable(p) if isinstance(p, str) else _below(p, root) for p in others[:5]]
     more = f", and {len(others) - 5} more" if len(others) > 5 else ""
     many = len(others) != 1
     listed = ", ".join(names) + more
-    return f"{len(others)} {what}{'s' if many else ''} that {'are' if many else 'is'} not audio ({listed})"
+    return f"{len(others)} {what}{'s' if many else ''} not named as audio ({listed})"
 
 
 def _list_entries(item: str, stdin: BinaryIO | None) -> tuple[list[str], Path]:
@@ -267,7 +267,7 @@ class _Collector:
         if not audio and not hf:
             self.problem(item, "directory holds no audio files" + (f": {_left_out(others, root)}" if others else ""))
         elif others:  # never a quiet success for a folder whose audio is in a format not read here
-            log.warning("%s: skipped %s; name a file directly to read it anyway", printable(item),
+            log.warning("%s: skipped %s; an INPUT named directly is tried whatever its name", printable(item),
                         _left_out(others, root))
         if audio and self.options.keep_columns:
             raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(item)} holds "

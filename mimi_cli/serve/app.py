@@ -18,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..codec import MimiCodec
 from ..errors import MimiError
-from ..formats.audio import AudioError
+from ..formats.audio import AudioError, to_mono
 from ..formats.media import OggOpusWriter, PushedStream
 from ..formats.pcm import PcmDecoder, PcmFormat, StreamFormatError, encode_pcm
 from ..formats.tokenstream import HEADER, StreamHeader, binary_frame, binary_header, parse_binary_header
@@ -72,6 +72,13 @@ def _int(query, name: str, default: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise BadRequest(f"{name}={value} is not in {lo}..{hi}")
     return value
+
+
+def _not_with(query, names: tuple[str, ...], why: str) -> None:
+    """BadRequest if the query gives any of `names`, which its format does not take."""
+    given = [n for n in names if n in query]
+    if given:
+        raise BadRequest(f"{', '.join(given)} with format={query.get('format')}: {why}")
 
 
 def _format(query) -> str:
@@ -185,6 +192,8 @@ class Server:
         try:
             q = request.query
             kind = _format(q)
+            if kind == "opus":
+                _not_with(q, ("rate", "channels"), "an Opus stream states its own rate and channels")
             fmt = PcmFormat(_int(q, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE),
                             _int(q, "channels", 1, 1, MAX_CHANNELS), kind) if kind != "opus" else None
             k = _int(q, "num_codebooks", self.config.num_codebooks, 1, self.codec.config.num_codebooks)
@@ -210,9 +219,14 @@ class Server:
         if not ok:
             return ws
         try:
-            rate = _int(request.query, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE)
-            fmt = _format(request.query)
-            bitrate = _int(request.query, "bitrate", OPUS_BITRATE, 6000, 256000)
+            q = request.query
+            rate = _int(q, "rate", SAMPLE_RATE, MIN_RATE, MAX_RATE)
+            fmt = _format(q)
+            bitrate = _int(q, "bitrate", OPUS_BITRATE, 6000, 256000)
+            if fmt == "opus":
+                _not_with(q, ("rate",), "Opus is sent at 24 kHz, which Opus decoders play at any rate")
+            else:
+                _not_with(q, ("bitrate",), "bitrate is Opus's; PCM has none")
         except BadRequest as e:
             await self._refuse(ws, str(e))
             return ws
@@ -392,7 +406,7 @@ class _OpusIn:
     packet (media's allow-list, narrowed to those containers and Opus), soxr resamples."""
 
     def __init__(self) -> None:
-        self.media = PushedStream(*OPUS_IN)
+        self.media = PushedStream(*OPUS_IN, max_channels=MAX_CHANNELS)
         self.resampler: soxr.ResampleStream | None = None
 
     def __call__(self, data: bytes) -> np.ndarray:
@@ -402,8 +416,7 @@ class _OpusIn:
             raise BadRequest(str(e)) from None
 
     def _mono(self, blocks: list[np.ndarray], last: bool = False) -> np.ndarray:
-        audio = np.concatenate([b.mean(axis=1) if b.shape[1] > 1 else b[:, 0] for b in blocks]) if blocks else \
-            np.zeros(0, np.float32)
+        audio = np.concatenate([to_mono(b) for b in blocks]) if blocks else np.zeros(0, np.float32)
         if not np.isfinite(audio).all():
             raise BadRequest("the audio holds NaN or infinite samples")
         if self.resampler is None:

@@ -40,28 +40,47 @@ def clip(seed: int, fmt: str = "FLAC") -> bytes:
     return buf.getvalue()
 
 
-# Containers FFmpeg reads (formats/media.py): (file name, PyAV muxer, encoder, sample rate)
-MEDIA = [("x.m4a", "ipod", "aac", 24000), ("x.webm", "webm", "libopus", 48000), ("x.aac", "adts", "aac", 16000),
-         ("x.wma", "asf", "wmav2", 22050), ("x.amr", "amr", "libopencore_amrnb", 8000)]
-STREAMS = [("stream.ogg", "ogg", "libopus", 48000), ("stream.webm", "webm", "libopus", 48000)]
+# Containers FFmpeg reads (formats/media.py): (file name, PyAV muxer, encoder, sample rate, layout)
+MEDIA = [("x.m4a", "ipod", "aac", 24000, "mono"), ("x.webm", "webm", "libopus", 48000, "mono"),
+         ("x.aac", "adts", "aac", 16000, "mono"), ("x.wma", "asf", "wmav2", 22050, "mono"),
+         ("x.amr", "amr", "libopencore_amrnb", 8000, "mono"), ("x71.m4a", "ipod", "aac", 48000, "7.1")]
+STREAMS = [("stream.ogg", "ogg", "libopus", 48000, "mono"), ("stream.webm", "webm", "libopus", 48000, "stereo")]
 
 
-def media_clip(muxer: str, encoder: str, rate: int, seconds: float = 0.5) -> bytes:
+def media_clip(muxer: str, encoder: str, rate: int, layout: str, seconds: float = 0.5) -> bytes:
     """A short clip in a container FFmpeg reads, written by FFmpeg's own muxer and encoder."""
     import av
 
     buf = io.BytesIO()
-    x = (0.1 * np.random.default_rng(rate).standard_normal(int(rate * seconds)) * 32767).astype(np.int16)
+    channels = av.AudioLayout(layout).nb_channels
+    x = (0.1 * np.random.default_rng(rate).standard_normal((1, int(rate * seconds) * channels)) * 32767)
+    x = x.astype(np.int16)
     with av.open(buf, "w", format=muxer) as out:
         stream = out.add_stream(encoder, rate=rate)
-        stream.layout, stream.bit_rate = "mono", 12200 if encoder == "libopencore_amrnb" else 32000
+        stream.layout, stream.bit_rate = layout, 12200 if encoder == "libopencore_amrnb" else 32000 * channels
         step = 160 if encoder == "libopencore_amrnb" else 1024
-        for i in range(0, x.size, step):
-            frame = av.AudioFrame.from_ndarray(x[None, i:i + step], format="s16", layout="mono")
+        for i in range(0, x.shape[1] // channels, step):
+            frame = av.AudioFrame.from_ndarray(x[:, i * channels:(i + step) * channels], format="s16", layout=layout)
             frame.sample_rate, frame.pts = rate, i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buf.getvalue()
+
+
+def read_piped(data: bytes) -> None:
+    """A stream as `mimi stream-encode` takes it from a pipe: read live, with no seeking."""
+    from mimi_cli.formats.media import MediaReader, stream_demuxer_for
+    from mimi_cli.formats.pcm import Prefixed
+
+    demuxer = stream_demuxer_for(data[:12])
+    if demuxer is None:
+        return
+    try:
+        with MediaReader(Prefixed(data[:12], io.BytesIO(data[12:])), demuxer, live=True) as media:
+            for _ in media.blocks(0):
+                pass
+    except AudioError:
+        pass
 
 
 def read_pushed(data: bytes, rng: random.Random) -> None:
@@ -118,9 +137,9 @@ def valid_files(root: Path) -> dict[str, Path]:
     files["parquet_manifest"] = root / "paths.parquet"
     pq.write_table(pa.table({"path": [f"clips/c{i}.flac" for i in range(3)], "speaker": [1, 2, 3]}),
                    files["parquet_manifest"])
-    for name, muxer, encoder, rate in MEDIA + STREAMS:
+    for name, muxer, encoder, rate, layout in MEDIA + STREAMS:
         files[name] = root / name
-        files[name].write_bytes(media_clip(muxer, encoder, rate))
+        files[name].write_bytes(media_clip(muxer, encoder, rate, layout))
     return files
 
 
@@ -193,7 +212,9 @@ def main(cases: int, seed: int = 0) -> int:
                 path.write_bytes(data)
                 signal.alarm(CASE_SECONDS)
                 try:
-                    if kind.startswith("stream."):
+                    if kind.startswith("stream.") and case % 2:
+                        read_piped(data)
+                    elif kind.startswith("stream."):
                         read_pushed(data, rng)
                     else:
                         read_like_encode(path, ManifestOptions())

@@ -15,9 +15,8 @@ from mimi_cli.formats.audio import AudioError, decode_24k, probe, probe_bytes
 from tests.helpers import full_codec
 from tests.media_helpers import containers, ffmpeg, needs_ffmpeg, reference_wav
 
-pytestmark = needs_ffmpeg
 
-
+@needs_ffmpeg
 def test_each_container_decodes_to_the_samples_ffmpeg_writes(made):
     for path in containers(made):
         with pytest.raises(sf.LibsndfileError):  # libsndfile reads none of these: FFmpeg is what reads them
@@ -33,6 +32,7 @@ def test_each_container_decodes_to_the_samples_ffmpeg_writes(made):
         assert probe_bytes(path.read_bytes()).sample_rate == info.sample_rate
 
 
+@needs_ffmpeg
 def test_codes_equal_those_of_ffmpegs_float_wav_on_every_frame(made):
     """Mimi's full-size architecture, on the encoder delay that AAC adds and FFmpeg trims too."""
     codec = full_codec(0)
@@ -55,22 +55,49 @@ def test_ffmpeg_sees_only_the_containers_on_the_list(tmp_path):
     assert media.demuxer_for(b"#EXTM3U\n") is None and media.stream_demuxer_for(b"#EXTM3U\n") is None
 
 
-def test_an_mp4_that_points_at_other_files_reads_none_of_them(made, tmp_path):
-    """An MP4 data reference (dref) naming another file: FFmpeg may open nothing beyond the file."""
+@needs_ffmpeg
+def test_an_mp4_that_points_at_another_file_reads_only_itself(made, tmp_path, monkeypatch):
+    """An MP4 whose data reference names another file: FFmpeg opens nothing beyond the file
+    (every nested open would reach mimi's refusal), and the audio is the file's own."""
     data = (made / "in" / "aac.mp4").read_bytes()
-    # Point the track's data reference at /etc/hostname instead of "self-contained".
-    at = data.find(b"url \x00\x00\x00\x01")
+    at = data.find(b"url \x00\x00\x00\x01")  # the track's "self-contained" data reference
     assert at > 0
-    alias = b"alis\x00\x00\x00\x00/etc/hostname\x00"
-    crafted = data[:at - 4] + (len(alias) + 4).to_bytes(4, "big") + alias + data[at + 8:]
-    (tmp_path / "dref.mp4").write_bytes(crafted)
-    try:
-        pcm, _ = decode_24k(tmp_path / "dref.mp4", mix=True)
-    except AudioError:
-        return  # refused: as good as reading the file itself
-    assert pcm.size > 0  # read from the file itself, not from the file it names
+    target = tmp_path / "secret.wav"
+    sf.write(target, np.ones(44100, np.float32) * 0.5, 44100)
+    entry = b"url \x00\x00\x00\x00" + str(target).encode() + b"\x00"
+    box = (len(entry) + 4).to_bytes(4, "big") + entry
+    crafted = _grown(data, at, len(box) - 12)
+    (tmp_path / "dref.mp4").write_bytes(crafted[:at - 4] + box + crafted[at + 8:])
+    asked = []
+    monkeypatch.setattr(media, "_refuse_open", lambda url, flags, options: asked.append(url))
+    ours, _ = decode_24k(tmp_path / "dref.mp4", mix=True)
+    assert not asked and np.array_equal(ours, decode_24k(made / "in" / "aac.mp4", mix=True)[0])
+    monkeypatch.undo()
+    with pytest.raises(AudioError, match="asks to open another file"):  # what a nested open would get
+        media._refuse_open("file:/etc/passwd", 1, {})
 
 
+def _grown(data: bytes, at: int, delta: int) -> bytes:
+    """`data` with every MP4 box that encloses byte `at` (moov ... dref) `delta` bytes longer."""
+    out = bytearray(data)
+    header = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"dinf": 0, b"dref": 8}
+
+    def walk(start: int, end: int) -> None:
+        i = start
+        while i + 8 <= end:
+            size, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+            if size < 8:
+                return
+            if i < at < i + size and kind in header:
+                out[i:i + 4] = (size + delta).to_bytes(4, "big")
+                walk(i + 8 + header[kind], i + size)
+            i += size
+
+    walk(0, len(data))
+    return bytes(out)
+
+
+@needs_ffmpeg
 def test_a_codec_not_on_the_list_is_refused(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-c:a", "pcm_s16le", "-f", "matroska", str(tmp_path / "ok.mka"))
     assert decode_24k(tmp_path / "ok.mka", mix=True)[0].size == 24000
@@ -79,13 +106,15 @@ def test_a_codec_not_on_the_list_is_refused(tmp_path):
         decode_24k(tmp_path / "no.mka", mix=True)
 
 
-def test_a_video_file_gives_its_audio_and_never_decodes_the_video(tmp_path):
+@needs_ffmpeg
+def test_a_video_file_gives_its_audio(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "testsrc=d=1:s=64x48:r=10", "-f", "lavfi", "-i", "sine=f=300:d=1",
            "-c:v", "mpeg4", "-c:a", "aac", "-shortest", str(tmp_path / "clip.mp4"))
     pcm, info = decode_24k(tmp_path / "clip.mp4", mix=True)
     assert info.sample_rate == 44100 and abs(pcm.size - 24000) < 2048
 
 
+@needs_ffmpeg
 @pytest.mark.parametrize("name", ["aac.m4a", "opus.webm", "wmav2.wma", "flac.mka"])
 def test_a_file_cut_short_is_an_error_not_short_audio(made, tmp_path, name):
     """An interrupted download: the container states a length the data does not reach."""
@@ -96,6 +125,69 @@ def test_a_file_cut_short_is_an_error_not_short_audio(made, tmp_path, name):
         decode_24k(cut, mix=True)
 
 
+@needs_ffmpeg
+@needs_ffmpeg
+def test_an_adts_file_that_starts_quiet_is_not_short(tmp_path):
+    """ADTS states no length; FFmpeg's guess from the first frames' bit rate is no reason to
+    call a file truncated (nor too long)."""
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono:d=20", "-f", "lavfi", "-i",
+           "anoisesrc=r=16000:d=5:a=0.3", "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "aac",
+           "-f", "adts", str(tmp_path / "quiet.aac"))
+    pcm, info = decode_24k(tmp_path / "quiet.aac", mix=True, max_seconds=30)
+    assert abs(pcm.size / 24000 - 25) < 0.2
+
+
+@needs_ffmpeg
+def test_eight_channels_and_more_decode_to_every_channel(tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-filter_complex",
+           "[0]asplit=8[a][b][c][d][e][f][g][h];[a][b][c][d][e][f][g][h]join=inputs=8:channel_layout=7.1[o]",
+           "-map", "[o]", "-c:a", "aac", str(tmp_path / "71.m4a"))
+    pcm, info = decode_24k(tmp_path / "71.m4a", mix=False)
+    theirs, _ = decode_24k(reference_wav_in(tmp_path / "71.m4a"), mix=False)
+    assert info.channels == 8 and pcm.shape == theirs.shape and np.abs(pcm - theirs).max() <= 2e-6
+
+
+def reference_wav_in(path):
+    out = path.with_suffix(".ref.wav")
+    ffmpeg("-i", str(path), "-c:a", "pcm_f32le", str(out))
+    return out
+
+
+def test_a_region_is_read_as_lhotse_counts_it(made):
+    """lhotse's region of a recording in a container: samples [start, start + n) of the whole."""
+    from lhotse.utils import compute_num_samples
+
+    from mimi_cli.formats.audio import read_region
+    from mimi_cli.formats.media import MediaReader
+
+    path = made / "in" / "aac.m4a"
+    with MediaReader(path, "mov") as m:
+        whole = np.concatenate(list(m.blocks()))
+    region, rate = read_region(path, 0.5, 0.25, ValueError("libsndfile's"), compute_num_samples)
+    start, n = compute_num_samples(0.5, rate), compute_num_samples(0.25, rate)
+    assert rate == 44100 and np.array_equal(region, whole[start:start + n].T)
+
+
+def test_a_pushed_stream_that_is_dropped_ends_its_thread(made):
+    from mimi_cli.formats.media import PushedStream
+
+    stream = PushedStream()
+    data = (made / "in" / "opus.webm").read_bytes()
+    stream.push(data[:len(data) // 2])
+    thread = stream._thread
+    assert thread.is_alive()  # waiting for more
+    stream.abort()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_pcm_of_minus_ones_is_not_taken_for_mp3_or_aac():
+    raw = b"\xff" * 64  # s16le samples of -1, as a quiet raw stream starts
+    assert media.stream_demuxer_for(raw[:12]) is None and media.demuxer_for(raw[:12]) is None
+    assert media.stream_demuxer_for(b"\xff\xfb\x90\x64" + bytes(8)) == "mp3"  # a real MP3 frame header
+
+
+@needs_ffmpeg
 def test_max_duration_holds_whatever_the_header_says(made):
     with pytest.raises(AudioError, match="over --max-duration"):
         decode_24k(made / "in" / "aac.m4a", mix=True, max_seconds=1.0)

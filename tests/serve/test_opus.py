@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,15 +14,11 @@ websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from mimi_cli.formats.tokenstream import StreamHeader, binary_header  # noqa: E402
+from tests.media_helpers import ffmpeg, needs_ffmpeg  # noqa: E402
 
-from .test_serve import offline_codes, speech  # noqa: E402
+from .test_serve import close_of, offline_codes, speech  # noqa: E402
 
-FFMPEG = shutil.which("ffmpeg")
-pytestmark = pytest.mark.skipif(FFMPEG is None, reason="Debian's ffmpeg is installed by .ci/run")
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True)
+pytestmark = needs_ffmpeg
 
 
 async def encode(url: str, data: bytes, chunk: int) -> tuple[np.ndarray, int, str]:
@@ -55,8 +49,7 @@ def test_opus_in_gives_the_codes_of_its_decoded_audio_sent_as_pcm(serve, tmp_pat
     server = serve()
     sf.write(tmp_path / "in.wav", speech(2.3, 4), 24000, subtype="FLOAT")
     stream = tmp_path / f"in.{container}"
-    # At 48 kHz, as browsers and phones send it (FFmpeg 5.1's WebM muxer writes 24 kHz input's
-    # timestamps 3.25 ms early, which FFmpeg versions decode differently: docs/audio-formats.md).
+    # At 48 kHz, as browsers and phones send it (docs/audio-formats.md says why not 24 kHz).
     ffmpeg("-i", str(tmp_path / "in.wav"), "-ar", "48000", "-c:a", "libopus", "-b:a", "24k", "-f", container,
            str(stream))
     ffmpeg("-i", str(stream), "-c:a", "pcm_f32le", str(tmp_path / "decoded.wav"))  # the reference decoder
@@ -141,3 +134,17 @@ def test_a_message_that_decodes_to_minutes_is_refused(serve, tmp_path):
     assert len(data) < 200_000
     _, code, reason = asyncio.run(encode(server.url("/v1/encode?format=opus"), data, len(data)))
     assert code == 1008 and "over 5 s of audio" in reason
+
+
+def test_opus_of_many_channels_and_pcm_parameters_are_refused(serve, tmp_path):
+    server = serve()
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-af",
+           "pan=hexadecagonal|" + "|".join(f"c{i}=c0" for i in range(16)), "-c:a", "libopus",
+           "-mapping_family", "255", "-f", "ogg", str(tmp_path / "16.ogg"))
+    _, code, reason = asyncio.run(encode(server.url("/v1/encode?format=opus"), (tmp_path / "16.ogg").read_bytes(),
+                                         2000))
+    assert code == 1008 and "16 channels; at most 8" in reason
+    code, reason = asyncio.run(close_of(server.url("/v1/encode?format=opus&rate=48000")))
+    assert code == 1008 and "rate with format=opus" in reason
+    code, reason = asyncio.run(close_of(server.url("/v1/decode?format=s16le&bitrate=24000")))
+    assert code == 1008 and "bitrate with format=s16le" in reason
