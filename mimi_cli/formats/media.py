@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -48,6 +48,8 @@ SNIFF_BYTES = 12  # what a stream's format is told from
 MAX_PUSH_SECONDS = 5.0  # mono seconds of audio one push may decode to (the event loop waits on it)
 PUSH_TIMEOUT_S = 2.0  # how long a push may keep the event loop waiting for FFmpeg
 NEEDS_SEEKING = frozenset({"mov", "asf"})  # their index is usually at the end: files, not pipes
+MAX_SILENT_BYTES = 16 << 20  # a stream may go this far without a decoded frame (FFmpeg buffers it)
+MAX_PACKET_S = 0.12  # a packet that states no duration counts as Opus's longest
 STATED_LENGTH = frozenset({"mov", "matroska", "asf"})  # containers whose headers state a length
 END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
 
@@ -113,15 +115,21 @@ class _Stream:
 
     def __init__(self, file: BinaryIO) -> None:
         self.file, self.error = file, None
+        self.unheard = 0  # bytes read since the last decoded frame
 
     def read(self, n: int) -> bytes:
         if self.error is not None:
             return b""
+        if self.unheard > MAX_SILENT_BYTES:  # FFmpeg would hold it all: a packet that never ends
+            self.error = OSError(f"{MAX_SILENT_BYTES >> 20} MiB of the stream decoded to no audio")
+            return b""
         try:
-            return self.file.read(n)
+            data = self.file.read(n)
         except OSError as e:
             self.error = e
             return b""
+        self.unheard += len(data)
+        return data
 
 
 class _File(_Stream):
@@ -136,6 +144,57 @@ class _File(_Stream):
 
     def tell(self) -> int:
         return self.file.tell()
+
+
+_MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts"}
+MAX_MP4_BOXES = 100_000
+
+
+def check_mp4(f: BinaryIO) -> None:
+    """AudioError if an MP4's sample tables claim more samples than the file can hold. FFmpeg
+    builds an index entry for every sample a table claims before it reads one: a 10 KB file
+    whose constant sample size stands for 80 million samples would take gigabytes. `f` is left
+    at its start."""
+    size = f.seek(0, os.SEEK_END)
+    stack, boxes = [(0, size, 0)], 0
+    try:
+        while stack:
+            start, end, depth = stack.pop()
+            at = start
+            while at + 8 <= end:
+                boxes += 1
+                if boxes > MAX_MP4_BOXES:
+                    raise AudioError(f"its index has over {MAX_MP4_BOXES} boxes")
+                f.seek(at)
+                head = f.read(16)
+                box, kind, header = int.from_bytes(head[:4], "big"), head[4:8], 8
+                if box == 1 and len(head) == 16:
+                    box, header = int.from_bytes(head[8:16], "big"), 16
+                elif box == 0:
+                    box = end - at
+                if box < header or at + box > end:
+                    break  # a damaged box: FFmpeg says so
+                if kind in _MP4_PARENTS and depth < 16:
+                    stack.append((at + header, at + box, depth + 1))
+                elif kind in (b"stsz", b"trun"):
+                    f.seek(at + header)
+                    body = f.read(12)
+                    if len(body) == 12:
+                        _check_samples(kind, body, box - header, size)
+                at += box
+    finally:
+        f.seek(0)
+
+
+def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
+    """An `stsz` or `trun` box's sample count against what the box and the file can hold."""
+    if kind == b"stsz":
+        sample_size, count = int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big")
+        held = count * sample_size if sample_size else 4 * count - (room - 12)  # a table: 4 bytes each
+        if (sample_size and held > size) or (not sample_size and held > 0):
+            raise AudioError(f"its sample table claims {count} samples, more than the file holds")
+    elif int.from_bytes(body[4:8], "big") > size:  # trun: every sample is at least a byte of data
+        raise AudioError(f"a fragment claims {int.from_bytes(body[4:8], 'big')} samples, more than the file holds")
 
 
 def _refuse_open(url: str, flags: int, options: dict):
@@ -161,6 +220,15 @@ class MediaReader:
             raise AudioError(f"cannot read: {e.strerror or e}") from None
         self.demuxer = demuxer
         seekable = hasattr(self._file, "seek") and getattr(self._file, "seekable", lambda: True)()
+        try:
+            if demuxer in NEEDS_SEEKING and not seekable:
+                raise AudioError(f"{demuxer} cannot be read as a stream (its index is where a stream cannot go "
+                                 "back to)")
+            if demuxer == "mov":
+                check_mp4(self._file)
+        except BaseException:
+            self.close()
+            raise
         self._io = (_File if seekable else _Stream)(self._file)
         try:
             self.container = av.open(self._io, format=demuxer,
@@ -186,9 +254,16 @@ class MediaReader:
         except BaseException:
             self.close()
             raise
+        skip = getattr(getattr(av, "stream", None), "Discard", None)
+        for other in self.container.streams:
+            if other.index != self.stream.index:
+                other.discard = skip.all if skip is not None else "all"  # a video track's data is skipped
         cc = self.stream.codec_context
         self.rate, self.channels = int(cc.sample_rate or 0), int(cc.channels or 0)
         self._convert = None
+        # Called with each packet's duration before it is decoded: decoding costs time even where
+        # the decoder keeps none of the samples (Opus's discard padding), so budgets count packets.
+        self.on_packet: Callable[[float], None] | None = None
 
     def __enter__(self) -> MediaReader:
         return self
@@ -221,10 +296,12 @@ class MediaReader:
 
     def _samples(self, frame) -> np.ndarray:
         """A decoded frame as float32 [n, channels], converted as `-c:a pcm_f32le` converts it:
-        by libswresample to packed float (also from planar float: PyAV's planar view of a frame
-        of 8 or more channels reads past the frame)."""
+        by libswresample to packed float, planar float of 8 or more channels too (PyAV's planar
+        view of such a frame reads past it)."""
         if frame.format.name == "flt":
             frames = [frame]
+        elif frame.format.name == "fltp" and frame.layout.nb_channels < 8:
+            return frame.to_ndarray().T
         else:
             if self._convert is None:
                 self._convert = _av().AudioResampler(format="flt", layout=frame.layout, rate=frame.rate)
@@ -240,7 +317,11 @@ class MediaReader:
         seconds = 0.0
         try:
             for packet in self.container.demux(self.stream):
+                if self.on_packet is not None:
+                    known = packet.duration is not None and packet.time_base is not None and packet.duration > 0
+                    self.on_packet(float(packet.duration * packet.time_base) if known else MAX_PACKET_S)
                 for frame in packet.decode():
+                    self._io.unheard = 0
                     if not 1 <= frame.layout.nb_channels <= MAX_CHANNELS or not 1 <= frame.sample_rate <= MAX_RATE:
                         raise AudioError(f"its audio has {frame.layout.nb_channels} channels at {frame.sample_rate} "
                                          f"Hz (mimi reads 1 to {MAX_CHANNELS} channels at up to {MAX_RATE} Hz)")
@@ -271,7 +352,9 @@ class MediaReader:
 
     def _read_error(self) -> str | None:
         error = self._io.error
-        return None if error is None else f"cannot read: {error.strerror or error}"
+        if error is None:
+            return None
+        return f"cannot read: {error.strerror}" if error.strerror else str(error)
 
 
 def probe_media(source: str | os.PathLike | BinaryIO, demuxer: str) -> tuple[int, int, float]:
@@ -316,7 +399,9 @@ class PushedStream:
         self._thread: threading.Thread | None = None
         self.rate = self.channels = 0
         self.head = b""
-        self._budget = 0.0  # mono seconds (samples of every channel) the bytes pushed may still decode to
+        # What the bytes pushed may still decode to: seconds of packets, and mono seconds of
+        # samples (every channel's); each push sets both anew.
+        self._budget = self._samples_left = 0.0
 
     def _start(self, demuxer: str) -> None:
         self._thread = threading.Thread(target=self._decode, args=(demuxer,), name="mimi-media", daemon=True)
@@ -336,7 +421,7 @@ class PushedStream:
             self._start(demuxer)
         with self._cond:
             self._inbox += data
-            self._budget = MAX_PUSH_SECONDS
+            self._budget = self._samples_left = MAX_PUSH_SECONDS
             self._waiting = False
             self._cond.notify_all()
             if not self._cond.wait_for(lambda: (self._waiting and not self._inbox) or self._done, PUSH_TIMEOUT_S):
@@ -352,7 +437,7 @@ class PushedStream:
             return []
         with self._cond:
             self._ended = True
-            self._budget = MAX_PUSH_SECONDS
+            self._budget = self._samples_left = MAX_PUSH_SECONDS
             self._cond.notify_all()
             if not self._cond.wait_for(lambda: self._done, PUSH_TIMEOUT_S):
                 raise AudioError(f"FFmpeg took over {PUSH_TIMEOUT_S:g} s to end the stream; it is dropped")
@@ -364,6 +449,12 @@ class PushedStream:
             self._ended = True
             self._inbox.clear()
             self._cond.notify_all()
+
+    def _spend(self, seconds: float) -> None:
+        """A packet of `seconds` is about to be decoded (on the decoding thread)."""
+        self._budget -= seconds
+        if self._budget < 0:
+            raise AudioError(f"a message carries over {MAX_PUSH_SECONDS:g} s of audio")
 
     def _take(self) -> list[np.ndarray]:
         if self._error is not None:
@@ -384,6 +475,7 @@ class PushedStream:
     def _decode(self, demuxer: str) -> None:
         try:
             with MediaReader(self, demuxer, live=True) as media:
+                media.on_packet = self._spend
                 codec = media.stream.codec_context.name
                 if self.decoders is not None and codec not in self.decoders:
                     raise AudioError(f"the stream's audio is {codec}, not {_names(self.decoders)}")
@@ -393,8 +485,8 @@ class PushedStream:
                     with self._cond:
                         self.rate, self.channels = media.rate, media.channels
                         self._out.append(block)
-                        self._budget -= block.size / max(media.rate, 1)
-                        if self._budget < 0:  # a few bytes of Opus can hold minutes: no message may
+                        self._samples_left -= block.size / max(media.rate, 1)
+                        if self._samples_left < 0:  # a few bytes of Opus can hold minutes: no message may
                             raise AudioError(f"a message carries over {MAX_PUSH_SECONDS:g} s of audio (counting "
                                              "every channel)")
         except AudioError as e:

@@ -4,6 +4,7 @@ to the same codes on every frame, in every kind of source; what is not on the li
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -193,3 +194,74 @@ def test_max_duration_holds_whatever_the_header_says(made):
         decode_24k(made / "in" / "aac.m4a", mix=True, max_seconds=1.0)
     with pytest.raises(AudioError, match="over --max-duration"):  # ADTS states no length: counted as read
         decode_24k(io.BytesIO((made / "in" / "adts.aac").read_bytes()), mix=True, max_seconds=1.0)
+
+
+# --- what hostile containers cost (found by attacking the readers) --------------------------------
+
+@needs_ffmpeg
+def test_a_sample_table_claiming_millions_of_samples_is_refused_before_ffmpeg_indexes_it(made, tmp_path):
+    """A 10 KB MP4 whose constant sample size stands for 80 million samples: FFmpeg would build
+    an index entry for each (gigabytes) before reading one."""
+    data = bytearray((made / "in" / "aac.m4a").read_bytes())
+    at = data.find(b"stsz") + 4 + 4  # past the type, version and flags
+    data[at:at + 8] = (10).to_bytes(4, "big") + (80_000_000).to_bytes(4, "big")
+    (tmp_path / "bomb.m4a").write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="claims 80000000 samples"):
+        decode_24k(tmp_path / "bomb.m4a", mix=True)
+
+
+def _ebml(ident: bytes, body: bytes) -> bytes:
+    n = len(body)
+    size = next(((1 << (7 * k)) | n).to_bytes(k, "big") for k in range(1, 9) if n < (1 << (7 * k)) - 1)
+    return ident + size + body
+
+
+def test_packets_whose_samples_are_all_discarded_still_count_against_a_message(monkeypatch):
+    """WebM/Opus of 120 ms packets whose DiscardPadding drops all they decode to: FFmpeg works on
+    each, none of it comes out, so a push counts packets, not only samples."""
+    head = b"OpusHead" + bytes([1, 1]) + (312).to_bytes(2, "little") + (48000).to_bytes(4, "little") + bytes(3)
+    unknown = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+    ebml = _ebml(b"\x1a\x45\xdf\xa3", _ebml(b"\x42\x82", b"webm"))
+    audio = _ebml(b"\xe1", _ebml(b"\xb5", struct.pack(">d", 48000.0)) + _ebml(b"\x9f", b"\x01"))
+    track = _ebml(b"\xae", _ebml(b"\xd7", b"\x01") + _ebml(b"\x83", b"\x02") + _ebml(b"\x86", b"A_OPUS")
+                  + _ebml(b"\x63\xa2", head) + audio)
+    body = bytearray()
+    for i in range(600):  # 72 s of 2-byte packets of packet-loss concealment
+        if i % 250 == 0:
+            body += b"\x1f\x43\xb6\x75" + unknown + _ebml(b"\xe7", (i * 120).to_bytes(4, "big"))
+        block = b"\x81" + struct.pack(">h", (i % 250) * 120) + b"\x00" + bytes([(31 << 3) | 3, 6])
+        body += _ebml(b"\xa0", _ebml(b"\xa1", block) + _ebml(b"\x75\xa2", (120_000_000).to_bytes(4, "big")))
+    data = ebml + b"\x18\x53\x80\x67" + unknown + _ebml(b"\x16\x54\xae\x6b", track) + bytes(body)
+    stream = media.PushedStream()
+    with pytest.raises(AudioError, match="over 5 s of audio"):
+        stream.push(data)
+
+
+def test_a_stream_that_never_completes_a_packet_is_refused_before_memory_grows(monkeypatch):
+    """Ogg pages that continue one packet forever: FFmpeg would hold every byte of it."""
+    monkeypatch.setattr(media, "MAX_SILENT_BYTES", 1 << 20)
+
+    def page(sequence: int, body: bytes, lacing: list[int], flags: int = 0) -> bytes:
+        header = b"OggS\x00" + bytes([flags]) + (0).to_bytes(8, "little") + (7).to_bytes(4, "little") \
+            + sequence.to_bytes(4, "little") + bytes(4) + bytes([len(lacing)]) + bytes(lacing)
+        crc = _ogg_crc(header + body)
+        return header[:22] + crc.to_bytes(4, "little") + header[26:] + body
+
+    head = b"OpusHead" + bytes([1, 1]) + (312).to_bytes(2, "little") + (48000).to_bytes(4, "little") + bytes(3)
+    tags = b"OpusTags" + (0).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    data = page(0, head, [len(head)], 2) + page(1, tags, [len(tags)])
+    data += b"".join(page(2 + i, bytes(255 * 255), [255] * 255, 1 if i else 0) for i in range(40))  # 2.6 MB
+    stream = media.PushedStream()
+    with pytest.raises(AudioError, match="decoded to no audio"):
+        for i in range(0, len(data), 65536):
+            stream.push(data[i:i + 65536])
+        stream.close()
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+    return crc
