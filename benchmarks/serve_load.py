@@ -65,12 +65,12 @@ def ogg_opus_pages(audio: np.ndarray, bitrate: int) -> list[bytes]:
 SENT_BYTES: list[float] = []  # bytes a second each client sent, for the report
 
 
-async def ws_client(url: str, audio: np.ndarray, opus_bitrate: int = 0) -> list[float]:
-    """Latencies (s) of each frame's codes, for one real-time WebSocket client."""
+async def ws_client(url: str, audio: np.ndarray, pages: list[bytes] | None = None) -> list[float]:
+    """Latencies (s) of each frame's codes, for one real-time WebSocket client; with `pages`, it
+    sends those (Ogg/Opus, one a CHUNK_S) in place of the audio's PCM."""
     last_sample_sent: dict[int, float] = {}
     latencies: list[float] = []
-    fmt = "opus" if opus_bitrate else "f32le"
-    pages = ogg_opus_pages(audio, opus_bitrate) if opus_bitrate else None
+    fmt = "opus" if pages is not None else "f32le"
     async with websockets.connect(f"{url}/v1/encode?format={fmt}") as ws:
         await ws.recv()
 
@@ -188,11 +188,15 @@ def keeps_up(latencies: list[float], expected: int, max_latency_s: float) -> boo
     return float(np.median(latencies[-q:])) <= 1.5 * float(np.median(latencies[q:2 * q])) + 0.04
 
 
-async def load(n: int, seconds: float, one, max_latency_s: float) -> tuple[list[float], bool]:
+async def load(n: int, seconds: float, one, max_latency_s: float, prepare=None) -> tuple[list[float], bool]:
+    # Every client's input is made before any starts: encoding it later would stall the others.
+    audios = [(0.1 * np.random.default_rng(i).standard_normal(int(seconds * RATE))).astype(np.float32)
+              for i in range(n)]
+    inputs = [prepare(a) for a in audios] if prepare else audios
+
     async def start(i: int):
         await asyncio.sleep(i * CHUNK_S / n)  # clients at different phases of a frame
-        audio = (0.1 * np.random.default_rng(i).standard_normal(int(seconds * RATE))).astype(np.float32)
-        return await one(audio)
+        return await one(inputs[i])
 
     results = await asyncio.gather(*[start(i) for i in range(n)])
     expected = int(seconds / 0.08)
@@ -227,8 +231,8 @@ def main() -> None:
         def one(audio):
             return process_client(["--weights", a.weights, "--device", a.device], audio)
     else:
-        def one(audio):
-            return ws_client(url, audio, a.bitrate if a.opus else 0)
+        def one(given):
+            return ws_client(url, *given) if a.opus else ws_client(url, given)
     if url is None and not a.processes:
         port = free_port()
         sizes = [int(n) for n in a.streams.split(",")]
@@ -252,7 +256,8 @@ def main() -> None:
         print(f"{what}, {a.seconds:.0f} s each, real-time paced")
         print(f"{'streams':>8} {'p50 ms':>8} {'p99 ms':>8} {'frames':>8}  keeps up")
         for n in (int(x) for x in a.streams.split(",")):
-            lat, ok = asyncio.run(load(n, a.seconds, one, a.max_latency_ms / 1000))
+            prepare = (lambda audio: (audio, ogg_opus_pages(audio, a.bitrate))) if a.opus and not a.processes else None
+            lat, ok = asyncio.run(load(n, a.seconds, one, a.max_latency_ms / 1000, prepare))
             p50, p99 = (np.percentile(lat, [50, 99]) * 1000) if lat else (float("nan"), float("nan"))
             capacity = n if ok else capacity
             sent = f"  {np.mean(SENT_BYTES) * 8 / 1000:.1f} kbit/s sent a client" if SENT_BYTES else ""
