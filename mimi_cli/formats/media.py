@@ -147,7 +147,7 @@ class _File(_Stream):
 
 
 _MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts"}
-MAX_MP4_BOXES = 100_000
+MAX_MP4_BOXES = 1_000_000  # a long fragmented MP4 has a few boxes a second; 8-byte boxes take seconds
 
 
 def check_mp4(f: BinaryIO) -> None:
