@@ -29,7 +29,7 @@ from .formats.pcm import (
     streaming_wav_header,
 )
 from .formats.tokenstream import StreamHeader, TokenWriter, read_tokens
-from .threads import ThreadPolicy
+from .threads import BacklogThreads, ThreadPolicy
 
 READ_BYTES = 4096  # at most this much per read: a read returns as soon as the pipe has anything
 # A backlog of a compressed frame: its size is not known ahead, so a typical Opus speech frame's.
@@ -178,14 +178,19 @@ def _encode_stream(codec: MimiCodec, instream: BinaryIO, outstream: BinaryIO, nu
                 break
             if remaining is not None:
                 remaining -= len(data)
-            for codes in encoder.feed(data):
-                writer.frames(codes)
-                stats.frames += codes.shape[1]
-                backlog.after_frame()
-        for codes in encoder.finish():
-            writer.frames(codes)
-            stats.frames += codes.shape[1]
+            _write(encoder.feed(data), writer, stats, backlog)
+        _write(encoder.finish(), writer, stats)
     return stats
+
+
+def _write(frames: Iterator[np.ndarray], writer: TokenWriter, stats: StreamStats,
+           backlog: BacklogThreads | None = None) -> None:
+    """Each frame's codes out the moment they exist, counted; the backlog looked at after each."""
+    for codes in frames:
+        writer.frames(codes)
+        stats.frames += codes.shape[1]
+        if backlog is not None:
+            backlog.after_frame()
 
 
 def _seekable(stream: BinaryIO) -> bool:
@@ -208,15 +213,10 @@ def _encode_container(codec: MimiCodec, instream: BinaryIO, demuxer: str, writer
                 if encoder is None:
                     check_format(media.rate, media.channels)
                     encoder = StreamEncoder(codec, PcmFormat(media.rate, 1, "f32le"), num_codebooks)
-                for codes in encoder.feed_samples(to_mono(block)):
-                    writer.frames(codes)
-                    stats.frames += codes.shape[1]
-                    backlog.after_frame()
+                _write(encoder.feed_samples(to_mono(block)), writer, stats, backlog)
             if encoder is None:
                 raise StreamFormatError(f"the {demuxer} stream holds no audio")
-            for codes in encoder.finish():
-                writer.frames(codes)
-                stats.frames += codes.shape[1]
+            _write(encoder.finish(), writer, stats)
     except AudioError as e:
         hint = "" if stats.frames else "; if it is raw PCM, pass --raw --rate R"
         raise StreamFormatError(f"{e} ({demuxer} stream{hint})") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import stat
@@ -92,13 +93,16 @@ def _probe_media(source: str | os.PathLike | io.BytesIO, error: Exception) -> Au
     return AudioInfo(rate, channels, round(seconds * rate))
 
 
-def media_demuxer(source: str | os.PathLike | BinaryIO, error: Exception) -> str:
+def media_demuxer(source: str | os.PathLike | BinaryIO, error: Exception, head: bytes | None = None) -> str:
     """The demuxer FFmpeg reads `source` with, now that libsndfile refused it with `error`: its
-    first bytes must be a container on media's list, else libsndfile's reason stands. A file
-    object is left at its start."""
+    first bytes (`head`, where the caller has read them) must be a container on media's list,
+    else libsndfile's reason stands. A file object is left at its start."""
     from . import media
 
-    if hasattr(source, "read"):
+    if head is not None:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    elif hasattr(source, "read"):
         source.seek(0)
         head = source.read(HEAD_BYTES)
         source.seek(0)
@@ -121,7 +125,7 @@ def read_region(source: str | os.PathLike | BinaryIO, offset_s: float, seconds: 
     with media.MediaReader(source, demuxer) as m:
         parts, at, start, stop = [], 0, 0, 0
         for block in m.blocks():
-            if not parts and at == 0:
+            if at == 0:  # the rate is known once a frame is decoded
                 check_format(m.rate, m.channels)
                 start = samples(offset_s, m.rate) if offset_s > 0 else 0
                 stop = start + samples(seconds, m.rate)
@@ -190,7 +194,7 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
     try:
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        return _decode_media(source, e, mix, max_seconds)
+        return _decode_media(source, head, e, mix, max_seconds)
     with f:
         check_format(f.samplerate, f.channels)
         known = f.frames < UNKNOWN_FRAMES
@@ -207,13 +211,13 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
     return pcm, AudioInfo(rate, channels, frames)
 
 
-def _decode_media(source: str | os.PathLike | io.BytesIO, error: Exception, mix: bool, max_seconds: float
-                  ) -> tuple[np.ndarray, AudioInfo]:
-    """`decode_24k` for a file libsndfile refused (with `error`): FFmpeg reads it if it is a
-    container on media's list, else the refusal stands."""
+def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exception, mix: bool,
+                  max_seconds: float) -> tuple[np.ndarray, AudioInfo]:
+    """`decode_24k` for a file libsndfile refused (with `error`) and that starts with `head`:
+    FFmpeg reads it if it is a container on media's list, else the refusal stands."""
     from . import media
 
-    with media.MediaReader(source, media_demuxer(source, error)) as m:
+    with media.MediaReader(source, media_demuxer(source, error, head)) as m:
         if m.rate and m.channels:
             check_format(m.rate, m.channels)
         stated = m.duration_s
@@ -224,15 +228,9 @@ def _decode_media(source: str | os.PathLike | io.BytesIO, error: Exception, mix:
         if first is None:
             raise AudioError("no audio samples (zero-length file)")
         check_format(m.rate, m.channels)
-        pcm, frames = _to_24k(_chain(first, blocks), m.rate, m.channels, mix, max_seconds)
+        pcm, frames = _to_24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds)
         media.check_complete(m, frames)
         return pcm, AudioInfo(m.rate, m.channels, frames)
-
-
-def _chain(first: np.ndarray | None, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    if first is not None:
-        yield first
-        yield from rest
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:

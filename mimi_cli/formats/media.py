@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .audio import AudioError
-from .pcm import MAX_CHANNELS, MAX_RATE
+from .audio import AudioError, check_format
+from .pcm import MAX_CHANNELS
 
 
 def _av():
@@ -322,9 +322,7 @@ class MediaReader:
                     self.on_packet(float(packet.duration * packet.time_base) if known else MAX_PACKET_S)
                 for frame in packet.decode():
                     self._io.unheard = 0
-                    if not 1 <= frame.layout.nb_channels <= MAX_CHANNELS or not 1 <= frame.sample_rate <= MAX_RATE:
-                        raise AudioError(f"its audio has {frame.layout.nb_channels} channels at {frame.sample_rate} "
-                                         f"Hz (mimi reads 1 to {MAX_CHANNELS} channels at up to {MAX_RATE} Hz)")
+                    check_format(frame.sample_rate, frame.layout.nb_channels)
                     if frame.sample_rate != self.rate or frame.layout.nb_channels != self.channels:
                         if self.rate == 0 or self.channels == 0:  # stated by the first frame only
                             self.rate, self.channels = frame.sample_rate, frame.layout.nb_channels
@@ -497,7 +495,6 @@ class PushedStream:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
-
 
 
 def _names(allowed: frozenset[str] | None) -> str:

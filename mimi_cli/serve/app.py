@@ -420,9 +420,7 @@ class _OpusIn:
         if not np.isfinite(audio).all():
             raise BadRequest("the audio holds NaN or infinite samples")
         if self.resampler is None:
-            if not self.media.rate:
-                return audio
-            if self.media.rate == SAMPLE_RATE:
+            if self.media.rate in (0, SAMPLE_RATE):  # not yet known, or nothing to resample
                 return audio
             self.resampler = soxr.ResampleStream(self.media.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         return self.resampler.resample_chunk(audio, last=last)
