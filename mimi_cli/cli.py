@@ -659,6 +659,56 @@ def verify(
         raise typer.Exit(1)
 
 
+ExportDType = _choices("ExportDType", "float32", "float16")
+
+
+@app.command()
+@command
+def export(
+    output: Path = typer.Argument(..., metavar="DIR", help="Folder for encoder.onnx, decoder.onnx and mimi.json."),
+    format: str = typer.Option("onnx", "--format", help="Graph format: onnx."),
+    weights: str = Weights, num_codebooks: int = NumCodebooks,
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Streams each graph steps at once (fixed in "
+                                                                  "the graphs)."),
+    dtype: ExportDType = typer.Option(ExportDType.float32, "--dtype",
+                                      help="float32 gives the codes of `mimi encode`; float16 halves the weights "
+                                           "and keeps the decoder transformer in float32 (mimi.json says how far "
+                                           "its codes are)."),
+    check_seconds: float = typer.Option(10.0, "--check-seconds", min=0.0,
+                                        help="Run the graphs in onnxruntime on this much audio made here and "
+                                             "record how far they are from the float32 codec (0: no check)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier export in DIR."),
+    as_json: bool = typer.Option(False, "--json", help="Print mimi.json on stdout."),
+    quiet: bool = Quiet,
+) -> None:
+    """The streaming codec as ONNX graphs with explicit state, for apps outside Python.
+
+    Writes encoder.onnx (80 ms of 24 kHz audio and the state -> codes and the next state),
+    decoder.onnx (codes -> audio) and mimi.json (names, shapes, the initial state, the model's
+    sha256, and the check against the float32 codec). examples/onnx_stream.py runs them without
+    torch; docs/export.md explains the state.
+    """
+    from .export import MANIFEST, ExportOptions, describe_check, export_onnx
+
+    if format != "onnx":
+        raise _Fail(f"--format {format}: the export writes onnx", 2)
+    if output.exists() and not output.is_dir():
+        raise _Fail(f"{output} is not a folder", 2)
+    earlier = [n for n in ("encoder.onnx", "decoder.onnx", MANIFEST) if os.path.lexists(output / n)]
+    if earlier and not overwrite:
+        raise _Fail(f"{output} already holds an export ({', '.join(earlier)}); give --overwrite to replace it", 2)
+    codec = _load(weights, Device.cpu, DType.float32)
+    options = ExportOptions(num_codebooks, batch_size, dtype.value, check_seconds)
+    manifest = export_onnx(codec, output, options,
+                           log=(lambda m: None) if quiet else (lambda m: typer.echo(f"mimi: {m}", err=True)))
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+    elif not quiet:
+        said = describe_check(manifest.get("check"))
+        typer.echo(f"mimi: wrote {output}/encoder.onnx, decoder.onnx and {MANIFEST} (K={num_codebooks}, batch "
+                   f"{batch_size}, {dtype.value}); {said}", err=True)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mimi-cli {__version__}")

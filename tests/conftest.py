@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mimi_cli.codec import MimiConfig, load_codec
-from mimi_cli.codec.linear import LAYOUT_ENV, product_layout
+from mimi_cli.codec.linear import LAYOUT_ENV, forget_product_layout
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -20,9 +20,9 @@ def tiny():
 def each_product_layout(request, monkeypatch):
     """Runs a test once in each layout of few-row products (the machine picks one; both must hold)."""
     monkeypatch.setenv(LAYOUT_ENV, request.param)
-    product_layout.cache_clear()
+    forget_product_layout()
     yield request.param
-    product_layout.cache_clear()
+    forget_product_layout()
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,8 @@ class StreamingConv1d(nn.Module):
         """Returns (output [B, T', C_out], next context) for input `x` [B, T, C_in] after `context`."""
         if self.context_size:
             x = torch.cat([context, x], dim=1)
-            context = x[:, x.shape[1] - self.context_size:].clone()
+            # Canonical strides: a compiled step's guards then see the same state every frame.
+            context = x[:, x.shape[1] - self.context_size:].clone(memory_format=torch.contiguous_format)
         return self._conv(x), context
 
     @property
@@ -107,7 +108,7 @@ class StreamingConvTranspose1d(nn.Module):
         n_out = x.shape[1] * self.stride
         if self.context_size:
             y[:, :self.context_size] += partial
-            partial = y[:, n_out:].clone()
+            partial = y[:, n_out:].clone(memory_format=torch.contiguous_format)
             y = y[:, :n_out]
         if self.bias is not None:
             y = y + self.bias

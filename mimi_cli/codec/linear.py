@@ -8,7 +8,7 @@ take `F.linear`.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -43,10 +43,35 @@ LAYOUTS = {"linear": ProductLayout("linear", 0, 0), "skinny": ProductLayout("ski
 SKINNY_MARGIN = 1.2
 
 
-@functools.cache
+_chosen: dict[str, ProductLayout] = {}  # the layout once chosen: a compiled step's trace reads it as it is
+
+
 def product_layout() -> ProductLayout:
     """This process's layout: $MIMI_PRODUCT_LAYOUT if set to linear or skinny, else the faster of
     the two on this CPU, measured once (about a tenth of a second)."""
+    if "layout" not in _chosen:
+        _chosen["layout"] = _choose_layout()
+    return _chosen["layout"]
+
+
+@contextlib.contextmanager
+def use_layout(name: str):
+    """Runs the block with the named layout (`mimi export` traces plain F.linear for other runtimes)."""
+    before = dict(_chosen)
+    _chosen["layout"] = LAYOUTS[name]
+    try:
+        yield
+    finally:
+        _chosen.clear()
+        _chosen.update(before)
+
+
+def forget_product_layout() -> None:
+    """Makes the next `product_layout()` choose again (after changing $MIMI_PRODUCT_LAYOUT)."""
+    _chosen.clear()
+
+
+def _choose_layout() -> ProductLayout:
     choice = os.environ.get(LAYOUT_ENV, "auto").strip().lower() or "auto"
     if choice in LAYOUTS:
         return LAYOUTS[choice]

@@ -64,6 +64,7 @@ class MimiCodec(nn.Module):
         self._encoder_convs = enc_slots.layers
         self._decoder_convs = dec_slots.layers
         self.weights_info: dict[str, str] = {}  # where the weights came from (set by the loader)
+        self.compiled = None  # static.CompiledSteps once compile_steps has run
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -123,7 +124,16 @@ class MimiCodec(nn.Module):
                 module.quantize_int8()
         return self
 
+    def compile_steps(self, backend="inductor", mode: str | None = None) -> MimiCodec:
+        """Runs every one-frame `encode_frames` / `decode_frames` (and so the streaming commands'
+        and the server's steps) through `torch.compile`d static steps (codec/static.py): the first
+        call of each batch size and depth compiles (tens of seconds), later ones reuse the graph."""
+        from .static import CompiledSteps
+        self.compiled = CompiledSteps(self, backend, mode)
+        return self
+
     # -- states -----------------------------------------------------------------------------
+    @torch.inference_mode()  # as every state a step leaves: one kind of tensor for compiled steps
     def init_encoder_state(self, batch_size: int = 1) -> EncoderState:
         """A fresh state for `batch_size` streams of audio to encode."""
         dev, dt = self.device, self.dtype
@@ -134,6 +144,7 @@ class MimiCodec(nn.Module):
             latents=torch.zeros(batch_size, 0, self.encoder.front_channels, device=dev, dtype=dt),
             front_hop=self.encoder.front_hop)
 
+    @torch.inference_mode()
     def init_decoder_state(self, batch_size: int = 1) -> DecoderState:
         """A fresh state for `batch_size` streams of codes to decode."""
         dev, dt = self.device, self.dtype
@@ -147,7 +158,14 @@ class MimiCodec(nn.Module):
         """Codes [B, K, n] of `n` whole frames of audio pcm [B, 1, n * 1920]; advances `state`.
 
         The core step that `encode`, `encode_step` and every job run through; public for callers
-        that hold whole frames and their own state (no partial-frame bookkeeping)."""
+        that hold whole frames and their own state (no partial-frame bookkeeping). One frame goes
+        through the compiled step once `compile_steps` has run."""
+        if self.compiled is not None and pcm.shape[-1] == self.frame_samples:
+            return self.compiled.encode(state, pcm, num_codebooks)
+        return self.encode_whole_frames(state, pcm, num_codebooks)
+
+    def encode_whole_frames(self, state: EncoderState, pcm: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+        """`encode_frames` as plain tensor code: what static.encode_frame traces."""
         x = self.encoder.front(pcm.to(self.dtype).transpose(1, 2), state.contexts)
         return self._encode_front_latents(state, x, num_codebooks)
 
@@ -165,7 +183,13 @@ class MimiCodec(nn.Module):
     @_entry_point
     def decode_frames(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, n * 1920] of codes [B, K, n]; advances `state`. The core step that `decode`
-        and `decode_step` run through."""
+        and `decode_step` run through (one frame compiled once `compile_steps` has run)."""
+        if self.compiled is not None and codes.shape[-1] == 1:
+            return self.compiled.decode(state, codes.to(self.device, torch.long))
+        return self.decode_whole_frames(state, codes)
+
+    def decode_whole_frames(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
+        """`decode_frames` as plain tensor code: what static.decode_frame traces."""
         x = self.quantizer.decode(codes.to(self.device, torch.long))
         x, state.contexts[self.upsample.slot] = self.upsample(x, state.contexts[self.upsample.slot])
         x = self.decoder_transformer(x, state.transformer)
@@ -184,6 +208,8 @@ class MimiCodec(nn.Module):
         """
         self._check_codebooks(num_codebooks)
         pcm = _as_batch_of_mono(pcm, state.batch_size).to(self.device, self.dtype)
+        if self.compiled is not None and pcm.shape[-1] == self.frame_samples and not state.samples_in_frame:
+            return self.compiled.encode(state, pcm[:, None], num_codebooks)
         hop = self.encoder.front_hop
         buffered = torch.cat([state.pending, pcm], dim=-1) if state.pending.shape[-1] else pcm
         ready = buffered.shape[-1] // hop * hop

@@ -54,6 +54,7 @@ class StreamState:
             cache.keys[rows] = 0
             cache.values[rows] = 0
 
+    @torch.inference_mode()  # states hold inference tensors, as the steps leave them
     def select(self, index: int | list[int] | torch.Tensor):
         """A new state holding only the given streams, in that order (drops the others)."""
         rows = _rows(index, self.batch_size).to(self.transformer.offsets.device)
@@ -70,6 +71,7 @@ class StreamState:
         return self.select(torch.arange(self.batch_size))
 
 
+@torch.inference_mode()
 def concat_states(states: list):
     """One state holding the streams of all `states`, in order (they must be of one kind)."""
     first = states[0]

@@ -15,6 +15,7 @@ from mimi_cli.codec.linear import (
     SKINNY_ROWS,
     Linear,
     WeightBlocks,
+    forget_product_layout,
     linear,
     product_layout,
 )
@@ -75,7 +76,7 @@ def test_edited_weights_are_blocked_again_after_prepare_for_inference(monkeypatc
     """The copy is of the weight as it was; prepare_for_inference (what a user calls after editing
     weights) clears every layer's copy, so the next few-row product reads the new weight."""
     monkeypatch.setenv(LAYOUT_ENV, "skinny")
-    product_layout.cache_clear()
+    forget_product_layout()
     layer = Linear(2 * BLOCK_COLUMNS, 16, bias=False).requires_grad_(False)
     x = torch.randn(2, 2 * BLOCK_COLUMNS)
     layer(x)
@@ -122,11 +123,11 @@ def test_one_window_view_does_not_copy_the_weight() -> None:
 def test_the_measured_layout_is_the_faster_by_a_margin(monkeypatch, seconds, chosen) -> None:
     monkeypatch.delenv(LAYOUT_ENV, raising=False)
     monkeypatch.setattr(products, "measure_layouts", lambda: seconds)
-    product_layout.cache_clear()
+    forget_product_layout()
     try:
         assert product_layout().name == chosen
     finally:
-        product_layout.cache_clear()
+        forget_product_layout()
 
 
 def test_the_layout_can_be_pinned_and_a_bad_one_is_one_error(monkeypatch) -> None:
@@ -134,14 +135,14 @@ def test_the_layout_can_be_pinned_and_a_bad_one_is_one_error(monkeypatch) -> Non
     try:
         for name in LAYOUTS:
             monkeypatch.setenv(LAYOUT_ENV, name)
-            product_layout.cache_clear()
+            forget_product_layout()
             assert product_layout() == LAYOUTS[name]
         monkeypatch.setenv(LAYOUT_ENV, "fastest")
-        product_layout.cache_clear()
+        forget_product_layout()
         with pytest.raises(InvalidArgument, match="auto, linear or skinny"):
             product_layout()
     finally:
-        product_layout.cache_clear()
+        forget_product_layout()
 
 
 def test_measuring_the_layouts_times_both() -> None:
