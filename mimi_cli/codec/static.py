@@ -55,10 +55,18 @@ def encode_frame(codec, num_codebooks: int, pcm: torch.Tensor, *state: torch.Ten
                  copy: bool = False) -> tuple[torch.Tensor, ...]:
     """(codes [B, K], *next state) of one frame of audio pcm [B, 1920] after `state`. Without
     `copy` the caches, positions and offsets are updated in place, as eager steps do."""
+    codes, *rest = encode_frames(codec, num_codebooks, pcm, *state, copy=copy)
+    return (codes[..., 0], *rest)
+
+
+def encode_frames(codec, num_codebooks: int, pcm: torch.Tensor, *state: torch.Tensor,
+                  copy: bool = False) -> tuple[torch.Tensor, ...]:
+    """(codes [B, K, n], *next state) of n whole frames pcm [B, n * 1920]: `encode_frame` for a
+    chunk of frames (offline work through a compiled graph per chunk size)."""
     contexts, t = _unflatten(state, len(codec._encoder_convs), copy)
     s = EncoderState(contexts=contexts, transformer=t)
     codes = codec.encode_whole_frames(s, pcm[:, None], num_codebooks)
-    return (codes[..., 0], *_flatten(s.contexts, s.transformer))
+    return (codes, *_flatten(s.contexts, s.transformer))
 
 
 def decode_frame(codec, codes: torch.Tensor, *state: torch.Tensor, copy: bool = False) -> tuple[torch.Tensor, ...]:
