@@ -659,6 +659,106 @@ def verify(
         raise typer.Exit(1)
 
 
+def _ways_to_compare(compare: list[str], weights: str, device: Device, dtype: DType) -> list[tuple[str, dict]]:
+    """--compare KEY=VALUE[,KEY=VALUE] (dtype, device, weights; a bare dtype name is a dtype) as the
+    name and settings of each way beside the first."""
+    ways = []
+    for spec in compare:
+        settings = {"weights": weights, "device": device.value, "dtype": dtype.value}
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            key, _, value = part.partition("=")
+            if not value and key in DType.__members__:
+                key, value = "dtype", key
+            if key not in settings or not value:
+                raise _Fail(f"--compare {spec!r}: give dtype=D, device=D or weights=W (comma-separated)", 2)
+            settings[key] = value
+        if settings["dtype"] not in DType.__members__ or settings["device"] not in Device.__members__:
+            raise _Fail(f"--compare {spec!r}: dtype is one of {', '.join(DType.__members__)}, device one of "
+                        f"{', '.join(Device.__members__)}", 2)
+        ways.append((spec, settings))
+    return ways
+
+
+def _depths(text: str) -> tuple[int, ...]:
+    try:
+        depths = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        depths = ()
+    if not depths or any(not 1 <= d <= MAX_CODEBOOKS for d in depths):
+        raise _Fail(f"-q {text!r}: give depths in 1..{MAX_CODEBOOKS}, comma-separated (1,2,4,8,16,32)", 2)
+    return depths
+
+
+@app.command("eval")
+@command
+def eval_(
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Audio as `mimi encode` takes it: files, "
+                                                                      "directories, globs, @lists, tars, Parquet, "
+                                                                      "manifests, lhotse cuts."),
+    num_codebooks: str = typer.Option("1,2,4,8,16,32", "-q", "--num-codebooks", metavar="K[,K...]",
+                                      help="RVQ depths to measure: encoded once at the largest, decoded at each."),
+    report: Path = typer.Option(None, "--report", metavar="DIR",
+                                help="Write eval.json, eval.png and index.html (tables, and players for a few "
+                                     "files) into DIR."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Measure a seeded random sample of this many files."),
+    seconds: float = typer.Option(None, "--seconds", min=1.0,
+                                  help="Measure a seeded random sample of files adding up to this much audio."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit / --seconds sample."),
+    players: int = typer.Option(3, "--players", min=0, help="Files whose decodes the report lets you hear."),
+    compare: list[str] = typer.Option([], "--compare", metavar="KEY=VALUE",
+                                      help="Another way of running the codec, side by side: dtype=bfloat16, "
+                                           "int8, device=cuda, weights=W (comma-separated; may repeat)."),
+    weights: str = Weights, device: Device = DeviceOpt, dtype: DType = DTypeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print eval.json on stdout instead of the table."),
+    quiet: bool = Quiet,
+) -> None:
+    """What each RVQ depth buys on your audio: SI-SDR, mel distance, STOI and PESQ against bitrate.
+
+    Each file is measured against itself as the codec saw it (24 kHz mono). STOI needs
+    `mimi-cli[eval]`, PESQ `mimi-cli[pesq]`; without them those columns are left out and the
+    report says so. With synthetic weights the numbers say nothing about Mimi's quality.
+    """
+    from .codec.device import resolve_device
+    from .eval_report import summary_rows, title, write_report
+    from .evaluate import EvalOptions, evaluate
+
+    depths = _depths(num_codebooks)
+    others = _ways_to_compare(compare, weights, device, dtype)
+    resolve_device(device.value)
+    for _, s in others:
+        resolve_device(s["device"])  # a missing device fails before any audio is read
+    codec = _load(weights, device, dtype)
+    ways = [(f"{dtype.value} on {codec.device}" if not others else "reference", codec)]
+    ways += [(name, _load(s["weights"], Device(s["device"]), DType(s["dtype"]))) for name, s in others]
+    options = EvalOptions(depths=depths, limit=limit, seconds=seconds, seed=seed, players=players if report else 0)
+    result = evaluate(ways, inputs, options, progress=_progress(quiet, "file"))
+    if not result.sample["files"]:
+        raise _Fail("no audio to measure" + (f" ({len(result.failed)} inputs failed)" if result.failed else ""),
+                    1 if result.failed else 2)
+    data = write_report(result, report) if report else result.as_dict()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        from .metrics import METRICS
+
+        names = [n for n in METRICS if n not in data["skipped_metrics"]]
+        lines = [title(data), "mean / median / worst file"]
+        for way in data["ways"]:
+            table = [["K", "kbit/s", *names], *summary_rows(data, way)]
+            widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+            lines.append(f"{way['name']}:")
+            lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+        for name, hint in data["skipped_metrics"].items():
+            lines.append(f"{name} not measured: {hint}")
+        if report:
+            lines.append(f"report: {report / 'index.html'}")
+        typer.echo("\n".join(lines))
+    if result.failed:
+        first = result.failed[0]
+        typer.echo(f"mimi: {len(result.failed)} inputs failed (first: {first.id}: {first.error})", err=True)
+        raise typer.Exit(1)
+
+
 ExportDType = _choices("ExportDType", "float32", "float16")
 
 
