@@ -154,10 +154,29 @@ def sample_sources(sources: list[Source], options: EvalOptions, failed: list[Pro
     return picked
 
 
+class _Inline:
+    """A pool of no threads: metrics computed when submitted (the codec has the CPU's cores)."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: EvalOptions | None = None,
-             progress: Callable[..., object] | None = None, threads: int = 2) -> EvalResult:
-    """Measures every way on the inputs' audio at every depth (see the module docstring)."""
+             progress: Callable[..., object] | None = None, threads: int | None = None) -> EvalResult:
+    """Measures every way on the inputs' audio at every depth (see the module docstring). Metrics
+    run in `threads` threads beside the codec; by default 2 when every way runs on an accelerator,
+    else none: on the CPU they would take cores from the codec's own threads."""
     o = options or EvalOptions()
+    if threads is None:
+        threads = 0 if any(codec.device.type == "cpu" for _, codec in ways) else 2
     depths = tuple(sorted(set(o.depths)))
     sources, failed = collect_sources(inputs)
     sources = sample_sources(sources, o, failed)
@@ -168,7 +187,7 @@ def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: Eval
     bar = progress(total=len(sources)) if progress else None
     audio_seconds = 0.0
     files_measured = 0
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with (ThreadPoolExecutor(max_workers=threads) if threads else _Inline()) as pool:
         for first in range(0, len(sources), o.batch_size):
             batch = []
             for s in sources[first:first + o.batch_size]:
@@ -193,7 +212,7 @@ def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: Eval
     return result
 
 
-def _measure_batch(way: Way, batch: list[tuple[Source, np.ndarray]], depths: tuple[int, ...], pool: ThreadPoolExecutor,
+def _measure_batch(way: Way, batch: list[tuple[Source, np.ndarray]], depths: tuple[int, ...], pool,
                    skip: frozenset[str], keep: set[str]) -> None:
     """Encodes a batch once at the largest depth, decodes each depth, and measures every decode."""
     pcms = [p for _, p in batch]

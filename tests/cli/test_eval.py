@@ -77,6 +77,7 @@ def test_an_unreadable_file_fails_alone_with_exit_1(run, corpus):
 
 
 def test_the_report_writes_its_files_and_replaces_a_planted_link(run, corpus, tmp_path):
+    shutil.copy(corpus / "a" / "one.wav", corpus / "a" / "<script>alert(1)</script>.wav")
     out = tmp_path / "report"
     out.mkdir()
     victim = tmp_path / "victim.txt"
@@ -89,6 +90,7 @@ def test_the_report_writes_its_files_and_replaces_a_planted_link(run, corpus, tm
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
     assert "synthetic weights" in page and "eval.png" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.wav" in page
     assert len(data["players"]) == 2
     for p in data["players"]:
         for src in [p["original"], *p["decodes"]["float32 on cpu"].values()]:
