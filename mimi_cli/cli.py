@@ -675,6 +675,8 @@ def _ways_to_compare(compare: list[str], weights: str, device: Device, dtype: DT
         if settings["dtype"] not in DType.__members__ or settings["device"] not in Device.__members__:
             raise _Fail(f"--compare {spec!r}: dtype is one of {', '.join(DType.__members__)}, device one of "
                         f"{', '.join(Device.__members__)}", 2)
+        if any(spec == name for name, _ in ways) or not spec.strip():
+            raise _Fail(f"--compare {spec!r}: each way once, and not empty", 2)
         ways.append((spec, settings))
     return ways
 

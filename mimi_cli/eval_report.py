@@ -31,8 +31,8 @@ def title(result: dict) -> str:
 def write_report(result: EvalResult, out_dir: Path) -> dict:
     """Writes the report into `out_dir`; returns what eval.json holds."""
     data = result.as_dict()
-    own_directory(out_dir)
-    own_directory(out_dir / "audio")
+    out_dir.mkdir(parents=True, exist_ok=True)  # the folder the user named, as they named it
+    own_directory(out_dir / "audio")  # ours: a link planted there is replaced
     players = _write_audio(result, out_dir)
     data["players"] = players
     with atomic_write(out_dir / "eval.json") as f:

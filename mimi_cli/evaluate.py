@@ -1,12 +1,13 @@
 """`mimi eval`: what each RVQ depth buys, on the user's audio, as objective quality numbers.
 
 Inputs are listed and read as `mimi encode` reads them (`collect_sources`, `Source.read`),
-optionally sampled (seeded) to `limit` files or `seconds` of audio. Each batch of files is
-encoded once at the largest depth, then decoded at every depth from the first K codes; each
-decode is measured against the input as the codec saw it (24 kHz mono) by `metrics.measure`, in
-a thread pool, so the metrics run on the CPU while the codec works (on a GPU, in parallel).
-Other ways of running the codec (`ways[1:]`: another dtype, device or weights) go through the same
-files and depths, for a side-by-side comparison.
+optionally sampled (seeded) to `limit` files or `seconds` of audio, and batched by length.
+Each batch of files is encoded once at the largest depth, then decoded at every depth from the
+first K codes; each decode is measured against the input as the codec saw it (24 kHz mono) by
+`metrics.measure`. Where every way runs on an accelerator the metrics run in threads beside it;
+on the CPU they run in turn with the codec, whose threads have the cores. Other ways of running
+the codec (`ways[1:]`: another dtype, device or weights) go through the same files and depths,
+for a side-by-side comparison.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .codec import CODEBOOK_SIZE, FRAME_RATE, MimiCodec
+from .codec import CODEBOOK_SIZE, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE, InvalidArgument, MimiCodec
 from .codec.batch import decode_batch, encode_batch
 from .formats.audio import AudioError
 from .formats.sources import Problem, Source, collect_sources
@@ -48,8 +49,8 @@ class EvalOptions:
     players: int = 3  # files whose decodes are kept for the report's players
 
     def __post_init__(self) -> None:
-        if not self.depths or any(not 1 <= d <= 32 for d in self.depths):
-            raise ValueError(f"depths must be in 1..32, got {self.depths}")
+        if not self.depths or any(not 1 <= d <= MAX_CODEBOOKS for d in self.depths):
+            raise ValueError(f"depths must be in 1..{MAX_CODEBOOKS}, got {self.depths}")
 
 
 @dataclass
@@ -109,7 +110,10 @@ class EvalResult:
 
 
 def _mean(xs: list[float]) -> float:
-    return math.inf if any(math.isinf(x) and x > 0 for x in xs) else float(np.mean(xs))
+    """The mean of the finite values (a file decoded without loss would make any mean infinite);
+    inf only when every file is identical."""
+    finite = [x for x in xs if math.isfinite(x)]
+    return float(np.mean(finite)) if finite else xs[0]
 
 
 def _dtype_name(codec: MimiCodec) -> str:
@@ -169,20 +173,36 @@ class _Inline:
         return None
 
 
+def _by_length(sources: list[Source], failed: list[Problem]) -> list[Source]:
+    """Sources in order of length, so that a batch pads its files little (as encode batches)."""
+    lengths = []
+    for s in sources:
+        try:
+            lengths.append((s.length_s(), s))
+        except AudioError as e:
+            failed.append(Problem(s.id, str(s.path), str(e)))
+    return [s for _, s in sorted(lengths, key=lambda x: x[0])]
+
+
 def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: EvalOptions | None = None,
              progress: Callable[..., object] | None = None, threads: int | None = None) -> EvalResult:
     """Measures every way on the inputs' audio at every depth (see the module docstring). Metrics
     run in `threads` threads beside the codec; by default 2 when every way runs on an accelerator,
     else none: on the CPU they would take cores from the codec's own threads."""
     o = options or EvalOptions()
+    for name, codec in ways:  # before any audio is read
+        if max(o.depths) > codec.config.num_codebooks:
+            raise InvalidArgument(f"{name}: this model has {codec.config.num_codebooks} codebooks; "
+                                  f"-q asks for {max(o.depths)}")
     if threads is None:
         threads = 0 if any(codec.device.type == "cpu" for _, codec in ways) else 2
     depths = tuple(sorted(set(o.depths)))
     sources, failed = collect_sources(inputs)
-    sources = sample_sources(sources, o, failed)
+    listed = len(sources)
+    sources = _by_length(sample_sources(sources, o, failed), failed)
     skip = frozenset(n for n, present in (("stoi", has_stoi()), ("pesq_wb", has_pesq())) if not present)
     result = EvalResult([Way(name, codec) for name, codec in ways], depths, failed, {},
-                        {"files_listed": len(sources), "limit": o.limit, "seconds_asked": o.seconds, "seed": o.seed},
+                        {"files_listed": listed, "limit": o.limit, "seconds_asked": o.seconds, "seed": o.seed},
                         {n: MISSING_HINTS[n] for n in sorted(skip)})
     bar = progress(total=len(sources)) if progress else None
     audio_seconds = 0.0
@@ -202,7 +222,7 @@ def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: Eval
                     result.originals[s.id] = pcm
                 for way in result.ways:
                     _measure_batch(way, batch, depths, pool, skip, set(result.originals))
-                audio_seconds += sum(len(p) for _, p in batch) / 24000
+                audio_seconds += sum(len(p) for _, p in batch) / SAMPLE_RATE
                 files_measured += len(batch)
             if bar is not None:
                 bar.update(len(sources[first:first + o.batch_size]))
@@ -224,7 +244,7 @@ def _measure_batch(way: Way, batch: list[tuple[Source, np.ndarray]], depths: tup
             futures.append((i, d, pool.submit(measure, pcm, decoded[i], skip)))
             if s.id in keep:
                 way.clips.setdefault(s.id, {})[d] = decoded[i]
-    rows = [{"id": s.id, "seconds": len(p) / 24000, "depths": {}} for s, p in batch]
+    rows = [{"id": s.id, "seconds": len(p) / SAMPLE_RATE, "depths": {}} for s, p in batch]
     for i, d, future in futures:
         rows[i]["depths"][str(d)] = future.result()
     way.files.extend(rows)

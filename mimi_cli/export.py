@@ -28,7 +28,7 @@ from .codec import FRAME_SAMPLES, SAMPLE_RATE, MimiCodec
 from .codec.linear import use_layout
 from .codec.static import decode_frame, encode_frame, state_names, state_tensors
 from .errors import MimiError
-from .formats.storage import atomic_write
+from .formats.storage import atomic_write, first_line
 
 OPSET = 18  # pinned: ONNX Runtime 1.16 and later run it, as do most other runtimes
 MANIFEST = "mimi.json"
@@ -111,6 +111,8 @@ def export_onnx(codec: MimiCodec, out_dir: Path, options: ExportOptions | None =
     if codec.device.type != "cpu" or codec.dtype != torch.float32:
         raise ExportError("export starts from the float32 codec on the CPU (give --dtype to the export itself)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier manifest goes first: graphs half replaced must not pass for the old export.
+    (out_dir / MANIFEST).unlink(missing_ok=True)
     model = _prepared(codec, o.dtype, o.num_codebooks)
     graphs = {}
     for side in ("encoder", "decoder"):
@@ -148,7 +150,12 @@ def export_onnx(codec: MimiCodec, out_dir: Path, options: ExportOptions | None =
     }
     if o.check_seconds > 0:
         log(f"checking the graphs against the float32 codec on {o.check_seconds:g} s of audio")
-        manifest["check"] = check_export(codec, out_dir, manifest, o.check_seconds)
+        try:
+            manifest["check"] = check_export(codec, out_dir, manifest, o.check_seconds)
+        except ExportError:
+            raise
+        except Exception as e:  # onnxruntime's errors: the graphs do not run there
+            raise ExportError(f"onnxruntime could not run the exported graphs: {first_line(e)}") from e
     with atomic_write(out_dir / MANIFEST) as f:
         f.write((json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
@@ -159,8 +166,7 @@ def _prepared(codec: MimiCodec, dtype: str, num_codebooks: int) -> MimiCodec:
     float16 with the decoder transformer and the codebooks kept float32."""
     if dtype not in ("float32", "float16"):
         raise ExportError(f"--dtype {dtype}: export takes float32 or float16")
-    model = copy.deepcopy(codec)
-    model.compiled = None
+    model = copy.deepcopy(codec, memo={id(codec.compiled): None})  # compiled steps are not copied
     if dtype == "float16":
         model.to(torch.float16)
         model.decoder_transformer.float()
@@ -218,12 +224,15 @@ def check_export(codec: MimiCodec, out_dir: Path, manifest: dict, seconds: float
     wall = time.perf_counter() - start
     codes = np.stack(onnx_codes, -1)
     decoded = np.concatenate(onnx_audio, -1)
-    noise = float(np.sum((decoded - eager_audio) ** 2))
-    snr = math.inf if noise == 0 else 10 * math.log10(float(np.sum(eager_audio ** 2)) / noise)
+    if not np.all(np.isfinite(decoded)):
+        raise ExportError("the decoder graph gives NaN or infinite audio on the test signal; "
+                          "export in float32 (--dtype float32)")
+    noise, energy = float(np.sum((decoded - eager_audio) ** 2)), float(np.sum(eager_audio ** 2))
+    snr = math.inf if noise == 0 else (10 * math.log10(energy / noise) if energy > 0 else -math.inf)
     return {"seconds": frames * FRAME_SAMPLES / SAMPLE_RATE, "streams": b, "signal": "speech_like",
             "codes_equal": float(np.mean(codes == eager_codes)),
             "frames_all_codes_equal": float(np.mean(np.all(codes == eager_codes, axis=1))),
-            "decode_snr_db": snr if math.isfinite(snr) else "identical",
+            "decode_snr_db": "identical" if snr == math.inf else snr if math.isfinite(snr) else None,
             "onnxruntime": ort.__version__, "onnxruntime_seconds": round(wall, 2)}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 
@@ -15,6 +16,7 @@ RATE = 24000
 MEL_FFTS = (512, 1024, 2048)  # the mel distance's resolutions: 21, 43 and 85 ms windows
 MEL_BANDS = 80
 PESQ_RATE = 16000  # wideband PESQ is defined at 16 kHz
+STOI_MIN_SECONDS = 0.4  # STOI compares 384 ms segments: shorter audio has none
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -63,12 +65,20 @@ def mel_distance(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray) -> float | None:
-    """Short-time objective intelligibility (pystoi, classic STOI), 0..1; None without pystoi."""
+    """Short-time objective intelligibility (pystoi, classic STOI), 0..1; None without pystoi or
+    for audio shorter than 0.4 s."""
     try:
         from pystoi import stoi as _stoi
     except ImportError:
         return None
-    return float(_stoi(reference.astype(np.float64), estimate.astype(np.float64), RATE, extended=False))
+    if len(reference) < STOI_MIN_SECONDS * RATE:
+        return None  # under 30 of STOI's 384 ms segments' worth: pystoi has no frames to compare
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pystoi warns of short or silent audio itself
+            return float(_stoi(reference.astype(np.float64), estimate.astype(np.float64), RATE, extended=False))
+    except Exception:  # pystoi's own errors for audio it cannot frame
+        return None
 
 
 def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float | None:

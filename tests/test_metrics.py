@@ -70,3 +70,9 @@ def test_stoi_and_pesq_are_the_packages_own_with_the_reference_first():
     assert ours == pytest.approx(pesq.pesq(16000, ref16, deg16, "wb"))
     assert ours != pytest.approx(pesq.pesq(16000, deg16, ref16, "wb"))  # PESQ is not symmetric
     assert 1.0 < ours < 4.0
+
+
+def test_stoi_of_a_clip_too_short_to_frame_is_left_out():
+    x = speech(0.02)  # under one STOI segment: pystoi has no frames
+    assert stoi(x, x) is None
+    assert si_sdr(x, x) == math.inf and mel_distance(x, x) == 0.0

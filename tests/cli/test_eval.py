@@ -61,6 +61,8 @@ def test_compare_puts_another_way_beside_the_reference(run, corpus, tiny, monkey
 
 
 @pytest.mark.parametrize("args, says", [(["-q", "0,8"], "1..32"), (["-q", "x"], "1..32"),
+                                        (["-q", "4,16"], "this model has 8 codebooks"),
+                                        (["--compare", "int8", "--compare", "int8"], "each way once"),
                                         (["--compare", "colour=red"], "dtype=D"),
                                         (["--compare", "dtype=float64"], "dtype is one of")])
 def test_usage_errors_are_one_line(run, corpus, args, says):
@@ -77,7 +79,7 @@ def test_an_unreadable_file_fails_alone_with_exit_1(run, corpus):
 
 
 def test_the_report_writes_its_files_and_replaces_a_planted_link(run, corpus, tmp_path):
-    shutil.copy(corpus / "a" / "one.wav", corpus / "a" / "<script>alert(1)</script>.wav")
+    shutil.copy(corpus / "a" / "one.wav", corpus / "a" / "<img src=x onerror=alert(1)>.wav")
     out = tmp_path / "report"
     out.mkdir()
     victim = tmp_path / "victim.txt"
@@ -90,7 +92,7 @@ def test_the_report_writes_its_files_and_replaces_a_planted_link(run, corpus, tm
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
     assert "synthetic weights" in page and "eval.png" in page
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.wav" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.wav" in page
     assert len(data["players"]) == 2
     for p in data["players"]:
         for src in [p["original"], *p["decodes"]["float32 on cpu"].values()]:
