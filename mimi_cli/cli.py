@@ -721,7 +721,7 @@ def eval_(
     report says so. With synthetic weights the numbers say nothing about Mimi's quality.
     """
     from .codec.device import resolve_device
-    from .eval_report import summary_rows, title, write_report
+    from .eval_report import measured, summary_rows, title, write_report
     from .evaluate import EvalOptions, evaluate
 
     depths = _depths(num_codebooks)
@@ -741,9 +741,7 @@ def eval_(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
-        from .metrics import METRICS
-
-        names = [n for n in METRICS if n not in data["skipped_metrics"]]
+        names = measured(data)
         lines = [title(data), "mean / median / worst file"]
         for way in data["ways"]:
             table = [["K", "kbit/s", *names], *summary_rows(data, way)]

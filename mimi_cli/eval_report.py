@@ -22,6 +22,11 @@ LABELS = {"si_sdr_db": "SI-SDR (dB)", "mel_distance": "mel distance", "stoi": "S
 SYNTHETIC_NOTE = "synthetic weights: these numbers say nothing about Mimi's quality"
 
 
+def measured(data: dict) -> list[str]:
+    """The metrics the run measured (those whose package was there), in report order."""
+    return [n for n in METRICS if n not in data["skipped_metrics"]]
+
+
 def title(result: dict) -> str:
     model = result["model"].get("source", "?")
     head = f"Mimi at {len(result['depths'])} RVQ depths on {result['sample']['files']} files ({model})"
@@ -82,7 +87,7 @@ def plot(data: dict) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    names = [n for n in METRICS if n not in data["skipped_metrics"]]
+    names = measured(data)
     from matplotlib.ticker import NullFormatter
 
     cols = 2 if len(names) > 1 else 1
@@ -130,7 +135,7 @@ def _fmt(x) -> str:
 
 def summary_rows(data: dict, way: dict) -> list[list[str]]:
     """Per depth: K, kbit/s, then mean / median / worst of each metric measured."""
-    names = [n for n in METRICS if n not in data["skipped_metrics"]]
+    names = measured(data)
     rows = []
     for d in data["depths"]:
         s = way["summary"][str(d)]
@@ -141,7 +146,7 @@ def summary_rows(data: dict, way: dict) -> list[list[str]]:
 
 def page(data: dict, with_figure: bool) -> str:
     e = html.escape
-    names = [n for n in METRICS if n not in data["skipped_metrics"]]
+    names = measured(data)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title(data))}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
