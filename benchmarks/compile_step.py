@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mimi_cli.codec import load_codec  # noqa: E402
 from mimi_cli.codec.static import encode_frames, state_tensors  # noqa: E402
-from mimi_cli.export import speech_like  # noqa: E402
+from mimi_cli.export import initial_array, speech_like  # noqa: E402
 
 FRAME = 1920
 K = 8
@@ -141,8 +141,7 @@ def onnx_steps(codec, model_dir: Path, frames: int, rounds: int, int8: bool) -> 
     inputs = manifest["encoder"]["inputs"]
 
     def run(session) -> tuple[np.ndarray, list[float]]:
-        state = {d["name"]: np.full(d["shape"], -1 if d["initial"] == "fill:-1" else 0, d["dtype"])
-                 for d in inputs[1:]}
+        state = {d["name"]: initial_array(d) for d in inputs[1:]}
         codes, times = [], []
         for x in pieces:
             t = time.perf_counter()
@@ -165,8 +164,7 @@ def onnx_steps(codec, model_dir: Path, frames: int, rounds: int, int8: bool) -> 
     dec_inputs = manifest["decoder"]["inputs"]
 
     def run_decoder() -> list[float]:
-        state = {d["name"]: np.full(d["shape"], -1 if d["initial"] == "fill:-1" else 0, d["dtype"])
-                 for d in dec_inputs[1:]}
+        state = {d["name"]: initial_array(d) for d in dec_inputs[1:]}
         times = []
         for i in range(frames):
             t = time.perf_counter()

@@ -134,7 +134,8 @@ def _json_safe(value):
     return value
 
 
-def sample_sources(sources: list[Source], options: EvalOptions, failed: list[Problem]) -> list[Source]:
+def sample_sources(sources: list[Source], options: EvalOptions, failed: list[Problem],
+                   length: Callable[[Source], float] = Source.length_s) -> list[Source]:
     """The sources to measure: all of them in listed order, or a seeded random sample of `limit`
     files, or of files whose lengths add up to at least `seconds`."""
     if options.limit is None and options.seconds is None:
@@ -150,7 +151,7 @@ def sample_sources(sources: list[Source], options: EvalOptions, failed: list[Pro
         if total >= options.seconds:
             break
         try:
-            total += s.length_s()
+            total += length(s)
         except AudioError as e:
             failed.append(Problem(s.id, str(s.path), str(e)))
             continue
@@ -173,12 +174,13 @@ class _Inline:
         return None
 
 
-def _by_length(sources: list[Source], failed: list[Problem]) -> list[Source]:
+def _by_length(sources: list[Source], failed: list[Problem],
+               length: Callable[[Source], float] = Source.length_s) -> list[Source]:
     """Sources in order of length, so that a batch pads its files little (as encode batches)."""
     lengths = []
     for s in sources:
         try:
-            lengths.append((s.length_s(), s))
+            lengths.append((length(s), s))
         except AudioError as e:
             failed.append(Problem(s.id, str(s.path), str(e)))
     return [s for _, s in sorted(lengths, key=lambda x: x[0])]
@@ -199,7 +201,14 @@ def evaluate(ways: list[tuple[str, MimiCodec]], inputs: list[str], options: Eval
     depths = tuple(sorted(set(o.depths)))
     sources, failed = collect_sources(inputs)
     listed = len(sources)
-    sources = _by_length(sample_sources(sources, o, failed), failed)
+    known: dict[int, float] = {}  # a header is probed once, for the sample and for the order
+
+    def length(s: Source) -> float:
+        if id(s) not in known:
+            known[id(s)] = s.length_s()
+        return known[id(s)]
+
+    sources = _by_length(sample_sources(sources, o, failed, length), failed, length)
     skip = frozenset(n for n, present in (("stoi", has_stoi()), ("pesq_wb", has_pesq())) if not present)
     result = EvalResult([Way(name, codec) for name, codec in ways], depths, failed, {},
                         {"files_listed": listed, "limit": o.limit, "seconds_asked": o.seconds, "seed": o.seed},

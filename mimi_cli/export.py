@@ -252,7 +252,7 @@ def run_steps(ort, out_dir: Path, manifest: dict, side: str, inputs: list[np.nda
     """Steps one graph over a list of frames, from the initial state; its first outputs, in order."""
     graph = manifest[side]
     session = ort.InferenceSession(str(out_dir / graph["file"]), providers=["CPUExecutionProvider"])
-    state = {d["name"]: _initial_array(d) for d in graph["inputs"][1:]}
+    state = {d["name"]: initial_array(d) for d in graph["inputs"][1:]}
     first = graph["inputs"][0]["name"]
     out = []
     for x in inputs:
@@ -262,6 +262,7 @@ def run_steps(ort, out_dir: Path, manifest: dict, side: str, inputs: list[np.nda
     return out
 
 
-def _initial_array(d: dict) -> np.ndarray:
+def initial_array(d: dict) -> np.ndarray:
+    """A state input's initial value, as `mimi.json` describes it."""
     value = -1 if d["initial"] == "fill:-1" else 0
     return np.full(d["shape"], value, dtype=d["dtype"])

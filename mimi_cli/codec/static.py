@@ -12,6 +12,7 @@ leaves and resets work as before, and go eager where a call is not one whole fra
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -26,7 +27,7 @@ def state_tensors(state: StreamState) -> list[torch.Tensor]:
     """The state as a flat list: contexts, positions, offsets, write index, then per layer keys, values."""
     t = state.transformer
     index = torch.tensor(t.write_index, dtype=torch.long, device=t.offsets.device)
-    return [*state.contexts, t.positions, t.offsets, index, *(x for c in t.caches for x in (c.keys, c.values))]
+    return _flatten(state.contexts, dataclasses.replace(t, write_index=index))
 
 
 def state_names(state: StreamState) -> list[str]:
