@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tarfile
@@ -28,6 +29,10 @@ import soundfile as sf
 
 MB = 1 << 20
 CASE_TIMEOUT_S = 600
+# A case of millions of good items is a corpus of that size: it is stopped (SIGTERM) after STOP_S,
+# and what it had committed by then is its answer.
+STOP_S = 60
+STOPPED = ["--commit-seconds", "10", "--stop-after", str(STOP_S)]
 
 
 def clip(seconds: float = 1.0, seed: int = 0) -> bytes:
@@ -37,8 +42,8 @@ def clip(seconds: float = 1.0, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def recording(rid: str, source: str) -> dict:
-    return {"id": rid, "sources": [{"type": "file", "channels": [0], "source": source}], "sampling_rate": 24000,
+def recording(rid: str, source: str, kind: str = "file") -> dict:
+    return {"id": rid, "sources": [{"type": kind, "channels": [0], "source": source}], "sampling_rate": 24000,
             "num_samples": 24000, "duration": 1.0}
 
 
@@ -68,7 +73,21 @@ def build(root: Path) -> dict[str, list[str]]:
         while f.fileobj.tell() < 9 * MB:
             f.write("".join(json.dumps(recording(f"r{i + j:09d}", "x.flac")) + "\n" for j in range(10000)).encode())
             i += 10000
-    cases["gzip: 10 MB of distinct recordings"] = ["encode", "cuts.jsonl.gz", "out-cuts"]
+    cases["gzip: 10 MB of distinct recordings"] = ["encode", "cuts.jsonl.gz", "out-cuts", *STOPPED]
+    with gzip.open(root / "commands.jsonl.gz", "wb", compresslevel=9) as f:  # every one an error row
+        i = 0
+        while f.fileobj.tell() < 9 * MB:
+            f.write("".join(json.dumps(recording(f"r{i + j:09d}", "true", "command")) + "\n"
+                            for j in range(10000)).encode())
+            i += 10000
+    cases["gzip: 10 MB of command sources"] = ["encode", "commands.jsonl.gz", "out-commands"]
+    with open(root / "paths.tsv", "w") as f:  # distinct files that are not there
+        f.write("path\n")
+        i = 0
+        while f.tell() < 10 * MB - 200_000:
+            f.write("".join(f"{i + j:x}.wav\n" for j in range(10000)))
+            i += 10000
+    cases["TSV manifest: 10 MB of paths to missing files"] = ["encode", "paths.tsv", "out-paths"]
 
     (root / "deep.jsonl").write_bytes(b'{"path": ' + b"[" * (5 * MB) + b"]" * (5 * MB) + b"}\n")
     cases["JSONL manifest: 10 MB nested line"] = ["encode", "deep.jsonl", "out-deep"]
@@ -104,6 +123,11 @@ def build(root: Path) -> dict[str, list[str]]:
          pa.array(["x.wav"] * n)], names=["bytes", "path"])
     pq.write_table(pa.table({"audio": audio}), root / "dict.parquet", store_schema=False, compression="zstd")
     cases["audio Parquet: 1 MB repeated 5000 times"] = ["encode", "dict.parquet", "out-dict"]
+    n = 1_500_000
+    audio = pa.StructArray.from_arrays([pa.nulls(n, pa.binary()), pa.array([f"{i:x}.wav" for i in range(n)])],
+                                       names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), root / "paths.parquet", compression="zstd")
+    cases["audio Parquet: 10 MB of rows naming missing files"] = ["encode", "paths.parquet", "out-ppaths"]
     pq.write_table(pa.table({"path": ["p" * MB] * 2000}), root / "zstd.parquet", compression="zstd",
                    use_dictionary=False)
     cases["Parquet manifest: 2 GB of zstd zeros"] = ["encode", "zstd.parquet", "out-zstd"]
@@ -164,17 +188,37 @@ RUNNER = ("import sys, time\nfrom mimi_cli.cli import main\nstart = time.perf_co
 
 def measure(args: list[str], cwd: Path) -> dict:
     env = {**os.environ, "MIMI_WEIGHTS": "synthetic:0"}
+    stop = None
+    if "--stop-after" in args:
+        at = args.index("--stop-after")
+        stop, args = float(args[at + 1]), args[:at] + args[at + 2:]
     command = [sys.executable, "-c", RUNNER, *args, *(["-q", "2", "--quiet"] if args[0] == "encode" else [])]
-    try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"exit": None, "seconds": f"over {CASE_TIMEOUT_S}", "peak_rss_mb": None, "said": "stopped"}
-    if "MEASURED" not in done.stderr:
-        return {"exit": done.returncode, "seconds": None, "peak_rss_mb": None, "said": done.stderr[-300:]}
-    code, seconds, rss = done.stderr.rsplit("MEASURED", 1)[1].split()
-    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("mimi: error") or "failed, listed" in ln]
-    return {"exit": int(code), "seconds": round(float(seconds), 2), "peak_rss_mb": int(rss),
-            "said": lines[-1][:300] if lines else ""}
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=stop or CASE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            if stop is None:
+                proc.kill()
+                proc.communicate()
+                return {"exit": None, "seconds": f"over {CASE_TIMEOUT_S}", "peak_rss_mb": None, "said": "stopped"}
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=CASE_TIMEOUT_S)
+    if "MEASURED" not in stderr:
+        return {"exit": proc.returncode, "seconds": None, "peak_rss_mb": None, "said": stderr[-300:]}
+    code, seconds, rss = stderr.rsplit("MEASURED", 1)[1].split()
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("mimi: error") or "failed, listed" in ln]
+    said = lines[-1][:300] if lines else ""
+    if stop is not None:
+        kept = _rows(cwd / args[2])
+        said = f"stopped by SIGTERM after {stop:.0f} s: {kept} rows kept" + (f"; {said}" if said else "")
+    return {"exit": int(code), "seconds": round(float(seconds), 2), "peak_rss_mb": int(rss), "said": said}
+
+
+def _rows(output: Path) -> int:
+    """Rows committed to a token dataset directory (0 if there is none)."""
+    files = [p for p in output.glob("*.parquet")] if output.is_dir() else []
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
 
 
 def main() -> None:

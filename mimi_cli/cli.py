@@ -142,7 +142,7 @@ def _load(weights: str, device: Device, dtype: DType):
 class _PlainProgress:
     """Progress for a log file or a batch job's stderr: a plain line every `every_s`, no `\\r` frames."""
 
-    def __init__(self, total: int, unit: str, every_s: float = 30.0) -> None:
+    def __init__(self, total: int | None, unit: str, every_s: float = 30.0) -> None:
         import time
 
         self.clock, self.total, self.unit, self.every_s = time.monotonic, total, unit, every_s
@@ -159,7 +159,8 @@ class _PlainProgress:
 
     def _line(self) -> None:
         extra = f", {self.postfix}" if self.postfix else ""
-        typer.echo(f"mimi: {self.done}/{self.total} {self.unit}s{extra}", err=True)
+        of = f"/{self.total}" if self.total is not None else ""  # a listing in windows: no total until its end
+        typer.echo(f"mimi: {self.done}{of} {self.unit}s{extra}", err=True)
 
     def close(self) -> None:
         pass
@@ -184,17 +185,17 @@ def _report(summary, done: str, target, items: str, quiet: bool, as_json: bool =
     if as_json:
         typer.echo(json.dumps({
             "output": str(target), "rows": summary.rows, "files": summary.files, "skipped": summary.skipped,
-            "failed": len(summary.failed), "audio_seconds": round(summary.audio_seconds, 3),
+            "failed": summary.failures, "audio_seconds": round(summary.audio_seconds, 3),
             "wall_seconds": round(summary.wall_seconds, 3),
             "x_real_time": round(summary.audio_seconds / max(summary.wall_seconds, 1e-9), 2),
-            "errors_path": str(summary.errors_path) if summary.failed else None}, indent=2))
+            "errors_path": str(summary.errors_path) if summary.failures else None}, indent=2))
     if not quiet:
         xrt = summary.audio_seconds / max(summary.wall_seconds, 1e-9)
         typer.echo(f"mimi: {done} ({summary.audio_seconds / 3600:.2f} h of audio, {xrt:.1f}x real time) into "
-                   f"{target}; {summary.skipped} already there; {len(summary.failed)} failed", err=True)
-    if summary.failed:
+                   f"{target}; {summary.skipped} already there; {summary.failures} failed", err=True)
+    if summary.failures:
         first = summary.failed[0]
-        typer.echo(f"mimi: {len(summary.failed)} {items} failed, listed in {summary.errors_path} "
+        typer.echo(f"mimi: {summary.failures} {items} failed, listed in {summary.errors_path} "
                    f"(first: {first.id}: {first.error})", err=True)
         raise typer.Exit(1)
 
@@ -277,7 +278,8 @@ def encode(
     Parquet file: same id and bytes) are skipped. Bad inputs
     are listed in an errors file beside the output; the exit code is then 1. One run writes an
     OUTPUT at a time (array jobs with --num-shards side by side); Ctrl-C and SIGTERM keep what is
-    finished (exit 130, 143).
+    finished (exit 130, 143). Inputs are listed 20,000 at a time and encoded as they are listed, so
+    a manifest of millions of items starts at once; its total shows when its listing ends.
     """
     from .encode import EncodeOptions, encode_dataset, output_lock
     from .formats.manifests import ManifestOptions

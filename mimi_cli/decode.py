@@ -14,7 +14,7 @@ from typing import Literal
 from .codec import DEFAULT_WEIGHTS, FRAME_RATE, SAMPLE_RATE, MimiCodec
 from .codec.batch import decode_batch, plan_batches
 from .formats.audio import resample, write_audio
-from .formats.output import errors_path, same_model, write_errors
+from .formats.output import errors_path, same_model
 from .formats.paths import UnsafePathError, audio_file_names, confined
 from .formats.shards import DatasetError, NoProvenanceError, iter_rows, read_metadata, read_table
 from .formats.sources import Problem
@@ -103,7 +103,7 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
     window: list[tuple[dict, Path]] = []
 
     def fail(row: dict, error: str) -> None:
-        summary.failed.append(Problem(row["id"], str(tokens), error))
+        summary.fail([Problem(row["id"], str(tokens), error)])
         if bar is not None:
             bar.update(1)
 
@@ -156,11 +156,11 @@ def decode_dataset(codec: MimiCodec, tokens: Location, outdir: Path, options: De
                 decode_window(window)
                 window = []
         decode_window(window)
+        if wanted:
+            summary.fail(Problem(i, str(tokens), "no row with this id") for i in sorted(wanted - seen))
     finally:
         if bar is not None:
             bar.close()
-    if wanted:
-        summary.failed.extend(Problem(i, str(tokens), "no row with this id") for i in sorted(wanted - seen))
-    write_errors(summary.errors_path, summary.failed)
+        summary.close_errors()
     summary.wall_seconds = time.perf_counter() - start
     return summary

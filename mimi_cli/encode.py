@@ -6,6 +6,7 @@ rows through `encode_items`, so both give the same rows; the writer, resume and 
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +17,12 @@ from . import __version__
 from .codec import DEFAULT_CODEBOOKS, FRAME_RATE, SAMPLE_RATE, MimiCodec
 from .codec.batch import encode_batch, plan_batches
 from .formats.audio import MAX_SECONDS, AudioError
+from .formats.listing import WINDOW, Window, windows
 from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
-from .formats.output import DatasetOutput, OutputLayout, write_errors
+from .formats.output import DatasetOutput, OutputLayout
 from .formats.shards import COMMIT_SECONDS, DatasetError, Row
-from .formats.sources import AudioItem, Channels, Problem, Source, check_channels, collect_sources, select_shard
+from .formats.sources import AudioItem, Channels, Problem, Source, check_channels, select_shard
 from .formats.storage import Location
 from .summary import Summary
 
@@ -41,6 +43,7 @@ class EncodeOptions:
     manifest: ManifestOptions = field(default_factory=ManifestOptions)  # how .tsv/.csv/.jsonl inputs are read
     commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
     max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row (its 24 kHz audio is held whole)
+    window: int = WINDOW  # inputs listed, checked and batched at a time (a manifest of millions is never whole)
 
     def __post_init__(self) -> None:
         check_channels(self.channels)
@@ -116,22 +119,37 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     start = time.perf_counter()
     metadata = model_metadata(codec, o.num_codebooks, o.channels)
     with output_lock(output, o):
-        sources, problems = collect_sources(inputs, manifest=o.manifest)
+        listing = windows(inputs, o.manifest, o.window)
+        first = next(listing)  # clashing ids in a listing of one window are refused before OUTPUT is touched
         out = DatasetOutput(output, metadata, OutputLayout(o.format, o.shard_index, o.num_shards),
                             overwrite=o.overwrite, commit_seconds=o.commit_seconds)
         summary = Summary(output=output, errors_path=out.errors_path)
-        if o.num_shards > 1:  # each input, found or not, belongs to one job: one job reports it
-            sources = select_shard(sources, o.shard_index, o.num_shards)
-            problems = select_shard(problems, o.shard_index, o.num_shards)
-        summary.failed.extend(problems)
-        todo = _todo(sources, out, summary)
-        _run(engine or LocalEngine(codec), todo, o, out, summary, progress, start)
+        # The first window's inputs are checked (changed since encoded?) before anything is written.
+        work = itertools.chain([_todo(first, o, out, summary)], (_todo(w, o, out, summary) for w in listing))
+        _run(engine or LocalEngine(codec), work, o, out, summary, progress, start)
         out.finish()
     summary.wall_seconds = time.perf_counter() - start
     return summary
 
 
-def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[tuple[Source, float]]:
+@dataclass(frozen=True)
+class _Work:
+    """A window's sources still to encode, with their length hints; `last`: the listing ends here."""
+
+    todo: list[tuple[Source, float]]
+    last: bool
+
+
+def _todo(window: Window, o: EncodeOptions, out: DatasetOutput, summary: Summary) -> _Work:
+    sources, problems = window.sources, window.problems
+    if o.num_shards > 1:  # each input, found or not, belongs to one job: one job reports it
+        sources = select_shard(sources, o.shard_index, o.num_shards)
+        problems = select_shard(problems, o.shard_index, o.num_shards)
+    summary.fail(problems)
+    return _Work(_unfinished(sources, out, summary), window.last)
+
+
+def _unfinished(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[tuple[Source, float]]:
     """The sources still to encode, with their length hints; skipped and unreadable ones noted."""
     todo: list[tuple[Source, float]] = []
     changed: list[str] = []
@@ -150,52 +168,62 @@ def _todo(sources: list[Source], out: DatasetOutput, summary: Summary) -> list[t
         try:
             todo.append((s, s.length_s()))
         except AudioError as e:
-            summary.failed.append(Problem(s.id, str(s.path), str(e)))
+            summary.fail([Problem(s.id, str(s.path), str(e))])
     if changed:
         raise DatasetError(f"{len(changed)} inputs changed since they were encoded into {out.path} (first: "
                            f"{', '.join(changed[:3])}); use --overwrite to encode everything again")
     return todo
 
 
-def _run(engine, todo: list[tuple[Source, float]], o: EncodeOptions, out: DatasetOutput, summary: Summary,
+def _run(engine, work: Iterator[_Work], o: EncodeOptions, out: DatasetOutput, summary: Summary,
          progress: Callable[..., object] | None, start: float) -> None:
-    """Feeds the engine's rows to the writer, an input's rows together, committing as they age."""
-    bar = progress(total=len(todo)) if progress else None
+    """Feeds the engine's rows to the writer, an input's rows together, committing as they age;
+    `work` a window at a time (the progress total is known once the last window is listed)."""
+    bar = None
     pending: dict[str, list[Row]] = {}  # rows of inputs whose other channels have not come yet
-    kept = {s.id: s.columns for s, _ in todo if s.columns}  # joined here, so every engine's rows get them
-    if o.manifest.keep_columns:
-        out.writer.keep_columns(next((s.types for s, _ in todo if s.types), {}))
+    typed = not o.manifest.keep_columns
+    done = 0
     last_batch = time.perf_counter()
     try:
-        for batch in engine(todo, o):
-            summary.failed.extend(batch.failed)
-            for row in batch.rows:
-                rows = pending.setdefault(row.id, [])
-                rows.append(row)
-                if len(rows) < (row.source.channels if o.channels == "each" else 1):
-                    continue
-                for r in pending.pop(row.id):
-                    r.kept = kept.get(r.id, {})
-                    out.writer.add(r)
-                    summary.rows += 1
-                    summary.audio_seconds += r.num_samples / SAMPLE_RATE
-                summary.files += 1
-            now = time.perf_counter()
-            # Commit before the next batch would take the oldest row past its deadline.
-            out.writer.commit_if_due(lookahead_s=now - last_batch)
-            last_batch = now
-            if bar is not None:
-                bar.update(batch.inputs)
-                elapsed = now - start
-                bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
-                                    f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
+        for w in work:
+            if progress is not None and bar is None:
+                bar = progress(total=len(w.todo) if w.last else None)
+            elif bar is not None and w.last:
+                bar.total = done + len(w.todo)
+            kept = {s.id: s.columns for s, _ in w.todo if s.columns}  # joined here, so every engine's rows get them
+            if not typed and any(s.types for s, _ in w.todo):
+                out.writer.keep_columns(next(s.types for s, _ in w.todo if s.types))
+                typed = True
+            for batch in engine(w.todo, o) if w.todo else ():
+                summary.fail(batch.failed)
+                for row in batch.rows:
+                    rows = pending.setdefault(row.id, [])
+                    rows.append(row)
+                    if len(rows) < (row.source.channels if o.channels == "each" else 1):
+                        continue
+                    for r in pending.pop(row.id):
+                        r.kept = kept.get(r.id, {})
+                        out.writer.add(r)
+                        summary.rows += 1
+                        summary.audio_seconds += r.num_samples / SAMPLE_RATE
+                    summary.files += 1
+                now = time.perf_counter()
+                # Commit before the next batch would take the oldest row past its deadline.
+                out.writer.commit_if_due(lookahead_s=now - last_batch)
+                last_batch = now
+                done += batch.inputs
+                if bar is not None:
+                    bar.update(batch.inputs)
+                    elapsed = now - start
+                    bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
+                                        f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
     finally:
         try:
             out.writer.flush()  # whatever is complete is kept, also on Ctrl-C or SIGTERM
         finally:
             if bar is not None:
                 bar.close()
-            write_errors(out.errors_path, summary.failed)
+            summary.close_errors()
 
 
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: Channels, max_seconds: float,

@@ -7,6 +7,7 @@ Each row names one audio file (by a path column) and may carry other fields (tex
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,13 +43,45 @@ class ManifestOptions:
 
 @dataclass
 class ManifestRows:
-    """One manifest's rows: audio paths (None where the cell is empty), ids and kept values."""
+    """One manifest's rows, held as Arrow columns and turned into Python values a slice at a time
+    (`chunks`): a manifest of millions of rows is never a list of millions of strings."""
 
-    paths: list[str | None]
-    ids: list[str | None]
+    path: Path
+    table: pa.Table  # the path column, then the id column (if any), then the kept ones
+    path_column: str
+    id_column: str | None
     root: Path
-    kept: dict[str, list] = field(default_factory=dict)
-    types: dict[str, pa.DataType] = field(default_factory=dict)
+    types: dict[str, pa.DataType] = field(default_factory=dict)  # of the kept columns
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def chunks(self, size: int = 1000) -> Iterator[tuple[list[str | None], list[str | None], dict[str, list]]]:
+        """(audio paths (None where the cell is empty), ids, kept values) of `size` rows at a time."""
+        for start in range(0, len(self), size):
+            part = self.table.slice(start, size)
+            try:
+                paths = [None if v is None or v in ("", b"") else _text(v)
+                         for v in part.column(self.path_column).to_pylist()]
+                ids = ([None if v is None else _text(v) for v in part.column(self.id_column).to_pylist()]
+                       if self.id_column else [None] * part.num_rows)
+                kept = {c: part.column(c).to_pylist() for c in self.types}
+            except (pa.ArrowException, ValueError) as e:  # text cells that are not UTF-8, say
+                raise ManifestError(f"{self.path}: not a readable manifest at row {start} or after "
+                                    f"({first_line(e)})") from None
+            yield paths, ids, kept
+
+    @property
+    def paths(self) -> list[str | None]:
+        return [p for paths, _, _ in self.chunks() for p in paths]
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [i for _, ids, _ in self.chunks() for i in ids]
+
+    @property
+    def kept(self) -> dict[str, list]:
+        return {c: [v for _, _, kept in self.chunks() for v in kept[c]] for c in self.types}
 
 
 def is_manifest(path: Path) -> bool:
@@ -59,26 +92,16 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     """The rows of a .tsv / .csv / .jsonl manifest; ManifestError naming what is missing."""
     wanted = [options.path_column or "", *PATH_COLUMNS, options.id_column or "", *options.keep_columns]
     table, names = _read(path, wanted)
-    try:
-        return _rows(path, table, names, options)
-    except (pa.ArrowException, ValueError) as e:  # text cells that are not UTF-8, say
-        raise ManifestError(f"{path}: not a readable manifest ({first_line(e)})") from None
-
-
-def _rows(path: Path, table: pa.Table, names: list[str], options: ManifestOptions) -> ManifestRows:
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
     if column is None or column not in names:
-        wanted = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
-        raise ManifestError(f"{path}: no {wanted} (its columns: {', '.join(names)}); name the one that holds "
+        wanted_text = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
+        raise ManifestError(f"{path}: no {wanted_text} (its columns: {', '.join(names)}); name the one that holds "
                             "the audio file with --path-column")
     for name in (options.id_column, *options.keep_columns):
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
-    paths = [None if v is None or v in ("", b"") else _text(v) for v in table.column(column).to_pylist()]
-    ids = ([None if v is None else _text(v) for v in table.column(options.id_column).to_pylist()]
-           if options.id_column else [None] * table.num_rows)
-    return ManifestRows(paths, ids, options.audio_root or path.parent,
-                        {c: table.column(c).to_pylist() for c in options.keep_columns},
+    used = list(dict.fromkeys([column, *([options.id_column] if options.id_column else []), *options.keep_columns]))
+    return ManifestRows(path, table.select(used), column, options.id_column, options.audio_root or path.parent,
                         {c: table.schema.field(c).type for c in options.keep_columns})
 
 

@@ -3,6 +3,8 @@ directory of shards, its errors file, and what an earlier run already put there.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +36,34 @@ def recorded_errors(output: Location) -> list[Location]:
     return list(output.parent.glob(f"{_stem(output)}.errors*.jsonl"))
 
 
-def write_errors(path: Location, failed: list[Problem]) -> None:
-    """The errors file at `path`: one JSON line per failed input or row; none when nothing failed."""
-    if not failed:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_write(path) as f:
-        f.write("".join(json.dumps({"id": p.id, "path": p.path, "error": p.error}) + "\n" for p in failed).encode())
+class ErrorsFile:
+    """A run's errors file at `path`, one JSON line per failed input or row, written as failures
+    come: spooled to an unnamed temporary file (memory stays bounded however many fail) and put
+    in place whole by `close`, as atomic_write puts any file; none when nothing failed."""
+
+    SPOOL_BYTES = 1 << 20  # kept in memory up to this, then on disk
+
+    def __init__(self, path: Location) -> None:
+        self.path = path
+        self.count = 0
+        self._spool = tempfile.SpooledTemporaryFile(max_size=self.SPOOL_BYTES)
+
+    def add(self, problem: Problem) -> None:
+        self._spool.write((json.dumps({"id": problem.id, "path": problem.path, "error": problem.error}) + "\n"
+                           ).encode())
+        self.count += 1
+
+    def close(self) -> None:
+        """The errors file in place with every failure added (removed if there were none)."""
+        try:
+            if not self.count:
+                self.path.unlink(missing_ok=True)
+                return
+            self._spool.seek(0)
+            with atomic_write(self.path) as f:
+                shutil.copyfileobj(self._spool, f, 1 << 20)
+        finally:
+            self._spool.close()
 
 
 def _stem(output: Location) -> str:

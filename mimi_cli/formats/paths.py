@@ -46,6 +46,33 @@ def confined(root: Location, name: object) -> Location:
     return target
 
 
+def inside(real: str, real_root: str) -> bool:
+    """Whether the real path `real` is `real_root` or below it (both resolved)."""
+    return real == real_root or real.startswith(real_root if real_root.endswith(os.sep) else real_root + os.sep)
+
+
+class RealPaths:
+    """Real paths (symbolic links resolved) of files, a directory's resolved once: one lstat a
+    file rather than one a part of its path. Holds at most MAX_DIRS directories."""
+
+    MAX_DIRS = 10_000
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str] = {}  # a directory as written -> its real path
+
+    def __call__(self, path: str) -> str:
+        # Split as written, never normalised first: `link/..` means the link's parent, not `.`.
+        parent, leaf = os.path.split(path)
+        if leaf in ("", ".", ".."):
+            return os.path.realpath(path)
+        if parent not in self._dirs:
+            if len(self._dirs) >= self.MAX_DIRS:
+                self._dirs.clear()
+            self._dirs[parent] = os.path.realpath(parent)
+        real = os.path.join(self._dirs[parent], leaf)
+        return os.path.realpath(real) if os.path.islink(real) else real
+
+
 class AudioRoot:
     """The folder that paths taken from a dataset (a manifest's rows, a lhotse source, an audio
     Parquet row's path) must stay in: `--audio-root`, else the dataset's own folder."""
@@ -53,28 +80,23 @@ class AudioRoot:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.real = os.path.realpath(self.root)
-        self._dirs: dict[str, str] = {}  # a directory as written -> its real path (one lstat a file, not one a part)
+        self._real_paths = RealPaths()
 
     def resolve(self, name: str) -> Path:
         """The file `name` names (relative names start at the root), resolved through symbolic
         links; UnsafePathError if it lands outside the root. Absolute paths under the root are
         fine (NeMo and lhotse write them)."""
+        return Path(self.real_path(name))
+
+    def real_path(self, name: str) -> str:
+        """`resolve`'s answer as a string."""
         if "\0" in name:
             raise UnsafePathError("the path holds a NUL byte")
-        path = os.path.join(self.root, name)  # an absolute name stays as it is
-        parent, leaf = os.path.split(path)
-        if leaf in ("", ".", ".."):
-            real = os.path.realpath(path)
-        else:
-            if parent not in self._dirs:
-                self._dirs[parent] = os.path.realpath(parent)
-            real = os.path.join(self._dirs[parent], leaf)
-            if os.path.islink(real):
-                real = os.path.realpath(real)
-        if os.path.commonpath([self.real, real]) != self.real:
+        real = self._real_paths(os.path.join(self.root, name))  # an absolute name stays as it is
+        if not inside(real, self.real):
             raise UnsafePathError(f"{name} lies outside the audio root {self.root}; mimi reads no file a dataset "
                                   "names outside it unless you widen it with --audio-root (--audio-root / for any)")
-        return Path(real)
+        return real
 
 
 def missing_hint(name: str, root: Path) -> str:

@@ -18,7 +18,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
@@ -32,12 +33,13 @@ from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, check_readable, de
 from .containers import ContainerError, Item, ParquetCell, TarMember, audio_columns, parquet_items, tar_items
 from .cuts import LhotseItem, is_lhotse, lhotse_items, stat_or_zero
 from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
-from .paths import AudioRoot, UnsafePathError, check_relative, missing_hint
+from .paths import AudioRoot, RealPaths, UnsafePathError, check_relative, missing_hint
 from .shards import SourceInfo
 from .storage import Location, RemotePath, is_uri, os_reason, readable
 
 log = logging.getLogger("mimi_cli.sources")
 
+CHUNK = 1000  # items of a manifest listed at a time, so that millions are never held at once
 Channels = Literal["mix", "each"]  # one mono row per input (the mix), or one row per channel
 
 
@@ -144,7 +146,14 @@ class Problem:
 
 def printable(name: str) -> str:
     """`name` with the bytes that are not UTF-8 (held as surrogates by the OS layer) written `\\xNN`."""
+    if name.isascii():
+        return name
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _clean_relative(name: str) -> bool:
+    """Whether `name` is relative with no `.`, `..` or empty parts: then it is its own id below its base."""
+    return not os.path.isabs(name) and all(part not in ("", ".", "..") for part in name.split(os.sep))
 
 
 def _relative_id(path: Path, base: Path) -> str:
@@ -218,26 +227,42 @@ class _Collector:
         self.problems: list[Problem] = []
         self.roots: dict[Location, AudioRoot] = {}
 
+    def drain(self) -> tuple[list[Source], list[Problem]]:
+        """What was listed since the last drain."""
+        found, problems = self.found, self.problems
+        self.found, self.problems = [], []
+        return found, problems
+
+    def drained(self, listing: Iterator[None]) -> Iterator[tuple[list[Source], list[Problem]]]:
+        """Runs a listing that yields when a chunk is ready, draining after each."""
+        for _ in listing:
+            yield self.drain()
+
     def problem(self, item: str, error: str) -> None:
         error = error.removeprefix(f"{item}: ")  # the id says which input it is
         self.problems.append(Problem(printable(item), printable(item), error))
 
-    def file(self, path: Location, base: Path) -> None:
-        """One file named by an INPUT: an audio file, or a manifest or container of many."""
+    def file(self, path: Location, base: Path) -> Iterator[None]:
+        """One file named by an INPUT: an audio file, or a manifest or container of many (a
+        manifest's items come a chunk at a time: this yields when the collector holds one)."""
         name = path.name.lower()
         if name.endswith(".tar"):
-            return self.tar(path)
+            self.tar(path)
+            return
         if name.endswith(".parquet"):
             try:
                 columns = _parquet_audio_columns(path)
             except ContainerError as e:
                 raise InputError(str(e)) from None
             if columns:
-                return self.hf_parquet([path], path.parent, columns, single=True)
+                self.hf_parquet([path], path.parent, columns, single=True)
+                return
         if (name.endswith(".jsonl") or name.endswith(".jsonl.gz")) and isinstance(path, Path) and is_lhotse(path):
-            return self.lhotse(path)
+            yield from self.lhotse(path)
+            return
         if isinstance(path, Path) and is_manifest(path):
-            return self.manifest(path)
+            yield from self.manifest(path)
+            return
         if self.options.keep_columns:
             raise InputError(f"--keep-columns copies fields of manifests and containers; {printable(str(path))} "
                              "is an audio file")
@@ -245,7 +270,6 @@ class _Collector:
             self.found.append(Source(path, path.path.lstrip("/")))
         else:
             self.found.append(Source(path, _relative_id(path, base)))
-        return None
 
     def directory(self, root: Location, item: str) -> None:
         if isinstance(root, RemotePath):
@@ -277,33 +301,47 @@ class _Collector:
         if hf:
             self.hf_parquet([t for t, _ in hf], root, hf[0][1], single=False)
 
-    def manifest(self, path: Path) -> None:
+    def manifest(self, path: Path) -> Iterator[None]:
         """A manifest's rows: paths relative to the audio root, ids from --id-column or the path;
-        a row without a path is a problem, not the end of the run."""
+        a row without a path is a problem, not the end of the run. Yields after each CHUNK rows."""
         try:
             rows = read_manifest(path, self.options)
         except ManifestError as e:
             raise InputError(str(e)) from None
-        item = str(path)
+        item = printable(str(path))
         root = AudioRoot(rows.root)
         hint = None  # where the missing files are, worked out at the first one
-        for i, (value, given_id) in enumerate(zip(rows.paths, rows.ids)):
-            if value is None:
-                self.problems.append(Problem(f"{printable(item)}:{i}", printable(item), f"row {i} names no audio file"))
-                continue
-            p = Path(value) if os.path.isabs(value) else rows.root / value
-            ident = given_id if given_id is not None else _relative_id(p, rows.root)
+        i = 0
+        chunks = rows.chunks(CHUNK)
+        while True:
             try:
-                real = root.resolve(value)
-            except UnsafePathError as e:
-                self.problems.append(Problem(printable(ident), printable(value), str(e)))
-                continue
-            if hint is None and not os.path.lexists(real):  # the first missing file: is the root wrong?
-                hint = missing_hint(value, rows.root)
-                if hint:
-                    log.warning("%s names %s, which is not there%s", printable(item), printable(value), hint)
-            kept = {c: values[i] for c, values in rows.kept.items()}
-            self.found.append(Source(p, ident, kept, rows.types))
+                paths, ids, kept = next(chunks)
+            except StopIteration:
+                return
+            except ManifestError as e:
+                raise InputError(str(e)) from None
+            for k, (value, given_id) in enumerate(zip(paths, ids)):
+                j = i + k  # the row's index in the manifest
+                if value is None:
+                    self.problems.append(Problem(f"{item}:{j}", item, f"row {j} names no audio file"))
+                    continue
+                p = Path(value) if os.path.isabs(value) else rows.root / value
+                if given_id is not None:
+                    ident = given_id
+                else:
+                    ident = printable(value) if _clean_relative(value) else _relative_id(p, rows.root)
+                try:
+                    real = root.real_path(value)
+                except UnsafePathError as e:
+                    self.problems.append(Problem(printable(ident), printable(value), str(e)))
+                    continue
+                if hint is None and not os.path.lexists(real):  # the first missing file: is the root wrong?
+                    hint = missing_hint(value, rows.root)
+                    if hint:
+                        log.warning("%s names %s, which is not there%s", item, printable(value), hint)
+                self.found.append(Source(p, ident, {c: values[k] for c, values in kept.items()}, rows.types))
+            i += len(paths)
+            yield
 
     def tar(self, path: Location) -> None:
         """A WebDataset shard: one source per sample key with an audio member."""
@@ -359,39 +397,58 @@ class _Collector:
 
         self.items([(it, name(f, it), f) for f, it in listed], types)
 
-    def lhotse(self, path: Path) -> None:
-        try:
-            entries = list(lhotse_items(path, self.options))
-        except ContainerError as e:
-            raise InputError(str(e)) from None
-        except OSError as e:
-            return self.problem(str(path), f"cannot read the lhotse manifest: {os_reason(e)}")
-        stats: dict[str, tuple[int, int]] = {}
-        sources = []
-        for item, loader, audio_file in entries:
-            if item.error is not None:
-                sources.append((item, item.key, path))
-                continue
-            item.member = loader
-            if audio_file and audio_file not in stats:
-                stats[audio_file] = stat_or_zero(audio_file)  # an unreadable file: reading it says why
-            item.size, item.mtime_ns = stats.get(audio_file, (0, 0))
-            sources.append((item, item.key, Path(audio_file) if audio_file else path))
-        self.items(sources, None)
-        return None
+    def lhotse(self, path: Path) -> Iterator[None]:
+        """A lhotse manifest's cuts or recordings, CHUNK at a time (yielding after each)."""
+        stats: dict[str, tuple[int, int]] = {}  # cuts of one recording lie together: their file is stat'ed once
+        types: dict | None = None  # the kept fields' types, from the first chunk
+        entries = lhotse_items(path, self.options)
+        while True:
+            chunk = []
+            try:
+                for item, loader, audio_file in entries:
+                    if item.error is None:
+                        item.member = loader
+                        if audio_file and audio_file not in stats:
+                            if len(stats) >= CHUNK:
+                                stats.clear()
+                            stats[audio_file] = stat_or_zero(audio_file)  # an unreadable file: reading it says why
+                        item.size, item.mtime_ns = stats.get(audio_file, (0, 0))
+                    chunk.append((item, item.key, Path(audio_file) if audio_file else path))
+                    if len(chunk) == CHUNK:
+                        break
+            except ContainerError as e:
+                raise InputError(str(e)) from None
+            except OSError as e:
+                self.items(chunk, types, after=types is not None)
+                self.problem(str(path), f"cannot read the lhotse manifest: {os_reason(e)}")
+                return
+            if not chunk:
+                return
+            types = self.items(chunk, types, after=types is not None)
+            yield
 
-    def items(self, entries: list[tuple[Item, str, Location]], types: dict | None) -> None:
+    def items(self, entries: list[tuple[Item, str, Location]], types: dict | None, after: bool = False) -> dict:
         """Sources (or error rows) for listed container items (item, id, where it lies), with the
-        kept fields they carry; `types` of those fields where the container declares them."""
+        kept fields they carry; `types` of those fields where the container declares them, else
+        inferred from these items. `after`: these items follow others of the same container, whose
+        `types` they must fit. Returns the types."""
         keep = self.options.keep_columns
         rows = [(it, printable(ident), where) for it, ident, where in entries]
-        if keep:
+        if keep and after:
+            for c in keep:
+                try:
+                    pa.array([it.fields.get(c) for it, _, _ in rows], type=types[c])
+                except (pa.ArrowException, TypeError, ValueError):
+                    raise InputError(f"the field {c!r} of {printable(str(rows[0][2]))} holds values of mixed types "
+                                     f"(not all {types[c]}); it cannot be one column") from None
+        elif keep:
             present = {c for it, _, _ in rows for c in it.fields}
             missing = [c for c in keep if c not in present]
             if missing and rows:
                 fields = sorted(present)
-                raise InputError(f"no item of {printable(str(rows[0][2]))} has a field {missing[0]!r} (its fields: "
-                                 f"{', '.join(fields) or 'none'})")
+                whom = "no item" if len(rows) < CHUNK else f"none of the first {CHUNK} items"
+                raise InputError(f"{whom} of {printable(str(rows[0][2]))} has a field {missing[0]!r} (their "
+                                 f"fields: {', '.join(fields) or 'none'})")
             types = dict(types or {})
             for c in keep:
                 if c not in types:
@@ -416,7 +473,7 @@ class _Collector:
                 continue
             self.found.append(Source(where, ident, kept, types or {}, it.member, it.size,
                                      it.mtime_ns, it.fingerprint, it.duration_s))
-
+        return types or {}
 
     def _row_path(self, name: str, container: Location) -> Location:
         """Where an audio Parquet row's `path` leads: inside --audio-root, else the file's folder
@@ -450,14 +507,16 @@ def _parquet_audio_columns(path: Location) -> list[str]:
     return audio_columns(_schema(path))
 
 
-def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
-                    manifest: ManifestOptions | None = None) -> tuple[list[Source], list[Problem]]:
-    """Every item named by `inputs`, in a stable order, and the inputs that named none.
+def list_sources(inputs: list[str], stdin: BinaryIO | None = None, manifest: ManifestOptions | None = None
+                 ) -> Iterator[tuple[list[Source], list[Problem]]]:
+    """Every item named by `inputs`, in a stable order, a piece at a time: (sources, problems) for
+    each INPUT, and for a manifest or lhotse file every CHUNK of its items, so that a listing of
+    millions of items need never be held whole. Nothing is deduplicated or checked for clashing
+    ids here (`collect_sources` and `listing.windows` do that).
 
     Files are dispatched by name: `.tar` (WebDataset), `.parquet` (Hugging Face audio, else a
     manifest of paths), `.jsonl(.gz)` (lhotse, else a manifest), `.tsv` / `.csv` (manifests),
-    anything else an audio file. InputError if two different items would get one id (listing
-    them), or a column asked for is missing, before anything is encoded.
+    anything else an audio file. InputError for a column asked for that is missing.
     """
     options = manifest or ManifestOptions()
     clash = RESERVED & set(options.keep_columns)
@@ -465,16 +524,16 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
         raise InputError(f"--keep-columns {', '.join(sorted(clash))}: a token dataset has its own column of "
                          "that name; rename it in the source")
     c = _Collector(options)
-    pending = [(item, Path.cwd()) for item in inputs]
+    pending = deque((item, Path.cwd()) for item in inputs)
     while pending:
-        item, base = pending.pop(0)
+        item, base = pending.popleft()
         if item.startswith("@"):
             try:
                 entries, list_base = _list_entries(item, stdin)
             except OSError as e:
                 c.problems.append(Problem(item, item, f"cannot read list file: {e.strerror or e}"))
                 continue
-            pending = [(entry, list_base) for entry in entries] + pending
+            pending.extendleft((entry, list_base) for entry in reversed(entries))
             continue
         if is_uri(item):
             try:
@@ -482,51 +541,73 @@ def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
                 if remote.is_dir():
                     c.directory(remote, item)
                 elif remote.is_file():
-                    c.file(remote, base)
+                    yield from c.drained(c.file(remote, base))
                 else:
                     c.problem(item, "no such file or directory")
             except OSError as e:
                 c.problem(item, str(e).splitlines()[0])
-            continue
-        path = Path(item)
-        if path.is_dir():
-            c.directory(path, item)
-        elif path.is_file() or path.exists():  # a FIFO or device too: reading it reports what it is
-            c.file(path, base)
-        elif glob.has_magic(item) or _RANGE.search(item):
-            names = expand_braces(item)
-            matches = sorted({m for n in names for m in (glob.glob(n, recursive=True) if glob.has_magic(n)
-                                                          else [n] if os.path.exists(n) else [])})
-            if not matches:
-                c.problem(item, "pattern matches no files")
-            for m in matches:
-                if Path(m).is_file():
-                    c.file(Path(m), base)
         else:
-            c.problem(item, "no such file or directory")
+            path = Path(item)
+            if path.is_dir():
+                c.directory(path, item)
+            elif path.is_file() or path.exists():  # a FIFO or device too: reading it reports what it is
+                yield from c.drained(c.file(path, base))
+            elif glob.has_magic(item) or _RANGE.search(item):
+                names = expand_braces(item)
+                matches = sorted({m for n in names for m in (glob.glob(n, recursive=True) if glob.has_magic(n)
+                                                              else [n] if os.path.exists(n) else [])})
+                if not matches:
+                    c.problem(item, "pattern matches no files")
+                for m in matches:
+                    if Path(m).is_file():
+                        yield from c.drained(c.file(Path(m), base))
+            else:
+                c.problem(item, "no such file or directory")
+        yield c.drain()
+
+
+def unique_sources(sources: Iterable[Source], real_paths: RealPaths | None = None) -> dict[tuple, Source]:
+    """`sources` by what they read, the first of each kept: the same file named twice (a directory
+    and a file in it) is one input. Keyed by (real path, member)."""
+    real_paths = real_paths or RealPaths()
     unique: dict[tuple, Source] = {}
-    resolved: dict[Location, str] = {}  # many items of a container or manifest share one file
-    for s in c.found:  # the same file named twice (a directory and a file in it) is one input
-        if s.path not in resolved:
-            resolved[s.path] = str(s.path.resolve())
-        unique.setdefault((resolved[s.path], s.member), s)
-    sources = list(unique.values())
-    _refuse_clashes(sources)
-    return sources, c.problems
+    for s in sources:
+        real = real_paths(os.fspath(s.path)) if isinstance(s.path, Path) else str(s.path.resolve())
+        unique.setdefault((real, s.member), s)
+    return unique
+
+
+def collect_sources(inputs: list[str], stdin: BinaryIO | None = None,
+                    manifest: ManifestOptions | None = None) -> tuple[list[Source], list[Problem]]:
+    """Every item named by `inputs` (as `list_sources`), in a stable order, and the inputs that
+    named none, held whole. InputError if two different items would get one id (listing them), or a
+    column asked for is missing, before anything is encoded.
+    """
+    found: list[Source] = []
+    problems: list[Problem] = []
+    for sources, failed in list_sources(inputs, stdin, manifest):
+        found += sources
+        problems += failed
+    sources = list(unique_sources(found).values())
+    refuse_clashes(sources)
+    return sources, problems
 
 
 def _paths(sources: Iterable[Source]) -> str:
     return ", ".join(printable(str(s.path)) for s in sources)
 
 
-def _refuse_clashes(sources: list[Source]) -> None:
+def refuse_clashes(sources: list[Source], earlier: Collection[str] = ()) -> None:
+    """InputError if two of `sources` would get one id, or one would get an id in `earlier` (the
+    ids of inputs listed before these, which are no longer at hand)."""
     by_id: dict[str, list[Source]] = {}
     for s in sources:
         by_id.setdefault(s.id, []).append(s)
-    clashes = {i: group for i, group in by_id.items() if len(group) > 1}
+    clashes = {i: group for i, group in by_id.items() if len(group) > 1 or i in earlier}
     if not clashes:
         return
-    shown = "; ".join(f"{i!r}: {_paths(group)}" for i, group in list(clashes.items())[:5])
+    shown = "; ".join(f"{i!r}: {_paths(group)}{' and an input listed before' if i in earlier else ''}"
+                      for i, group in list(clashes.items())[:5])
     more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
     if any(s.member is not None for group in clashes.values() for s in group):
         hint = ("items inside containers keep their own keys: take ids from a column with --id-column, or "

@@ -15,6 +15,7 @@ from mimi_cli import encode as encode_job
 from mimi_cli.encode import EncodeOptions, encode_dataset
 from mimi_cli.formats.audio import read_audio, resample
 from mimi_cli.formats.info import dataset_info
+from mimi_cli.formats.manifests import ManifestOptions
 from mimi_cli.formats.shards import DatasetError
 from tests.helpers import CORPUS, write_corpus
 
@@ -157,3 +158,53 @@ def test_array_jobs_write_disjoint_shares_of_one_dataset(tiny, corpus, tmp_path)
             for i in range(3)]
     ids = [r["id"] for r in pq.read_table(out).to_pylist()]
     assert sum(done) == len(CORPUS) and sorted(ids) == sorted(rel for rel, *_ in CORPUS)
+
+
+def test_a_listing_encoded_a_window_at_a_time_gives_the_dataset_of_one_window(tiny, corpus, tmp_path):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("path\tspeaker\n" + "".join(f"{rel}\t{i}\n" for i, (rel, *_) in enumerate(CORPUS)))
+    whole, windowed = tmp_path / "whole.parquet", tmp_path / "windowed.parquet"
+    kept = ManifestOptions(audio_root=corpus, keep_columns=("speaker",))
+    base = dict(num_codebooks=K, channels="each", manifest=kept)
+    encode_dataset(tiny, [str(manifest)], whole, EncodeOptions(**base))
+    summary = encode_dataset(tiny, [str(manifest)], windowed, EncodeOptions(**base, window=2))
+    assert summary.files == len(CORPUS) and not summary.failed
+    a, b = rows(whole), rows(windowed)
+    assert a.keys() == b.keys() and len(a) == len(CORPUS) + 2  # two stereo files: a row a channel
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]["codes"]), np.asarray(b[key]["codes"]))
+        assert a[key]["speaker"] == b[key]["speaker"]
+    again = encode_dataset(tiny, [str(manifest)], windowed, EncodeOptions(**base, window=2))
+    assert (again.files, again.skipped) == (0, len(CORPUS))
+
+
+def test_an_interrupted_windowed_run_keeps_the_earlier_windows_and_resumes(tiny, corpus, tmp_path, monkeypatch):
+    out = tmp_path / "shards"
+    real, calls = encode_job.encode_items, {"n": 0}
+
+    def flaky(codec, items, k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(codec, items, k)
+
+    monkeypatch.setattr(encode_job, "encode_items", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        encode_dataset(tiny, [str(corpus)], out, EncodeOptions(num_codebooks=K, window=2, max_batch=1))
+    assert pq.read_table(out).num_rows == 3
+    monkeypatch.setattr(encode_job, "encode_items", real)
+    summary = encode_dataset(tiny, [str(corpus)], out, EncodeOptions(num_codebooks=K, window=2))
+    assert summary.skipped == 3 and summary.files == len(CORPUS) - 3
+    assert sorted(r["id"] for r in pq.read_table(out).to_pylist()) == sorted(rel for rel, *_ in CORPUS)
+
+
+def test_every_failure_reaches_the_errors_file_and_the_summary_holds_the_first(tiny, tmp_path):
+    from mimi_cli.summary import FIRST_FAILURES
+
+    n = FIRST_FAILURES + 300
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("path\n" + "".join(f"missing-{i}.wav\n" for i in range(n)))
+    summary = encode_dataset(tiny, [str(manifest)], tmp_path / "t.parquet", EncodeOptions(num_codebooks=K, window=500))
+    assert summary.failures == n and len(summary.failed) == FIRST_FAILURES
+    recorded = [json.loads(line)["id"] for line in summary.errors_path.read_text().splitlines()]
+    assert recorded == [f"missing-{i}.wav" for i in range(n)]

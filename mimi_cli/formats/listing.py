@@ -1,0 +1,89 @@
+"""Listing a corpus a window at a time, so that a manifest of millions of items is encoded as it
+is read: memory holds one window of sources, and 32 bytes for each item listed before it.
+
+Within a window, sources are deduplicated and their ids checked as `collect_sources` checks a
+whole listing. Across windows, what was listed before is known only by digests (BLAKE2b, 16
+bytes) of its ids and of what it reads: the same input named again is dropped, and an id that
+names an earlier, different input is refused (InputError) when its window comes. A listing that
+fits one window is checked whole before any work, as before.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from .manifests import ManifestOptions
+from .paths import RealPaths
+from .sources import Problem, Source, list_sources, refuse_clashes, unique_sources
+
+WINDOW = 20_000  # items (sources and problems) a window holds: a few seconds of listing, tens of MB
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window's sources (unique, not seen before) and problems; `last`: the listing ends here."""
+
+    sources: list[Source]
+    problems: list[Problem]
+    last: bool
+
+
+class Digests:
+    """A set of 16-byte digests as one sorted array: 16 bytes an entry, where a Python set of
+    bytes takes about a hundred."""
+
+    def __init__(self) -> None:
+        self.sorted = np.empty(0, "S16")
+
+    def __len__(self) -> int:
+        return len(self.sorted)
+
+    def holds(self, digests: np.ndarray) -> np.ndarray:
+        """Which of `digests` (an "S16" array) are in the set."""
+        if not len(self.sorted) or not len(digests):
+            return np.zeros(len(digests), bool)
+        at = np.minimum(np.searchsorted(self.sorted, digests), len(self.sorted) - 1)
+        return self.sorted[at] == digests
+
+    def add(self, digests: np.ndarray) -> None:
+        # A stable sort merges the sorted run already there with the new one in linear time.
+        self.sorted = np.sort(np.concatenate([self.sorted, digests]), kind="stable")
+
+
+def digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def windows(inputs: list[str], manifest: ManifestOptions | None = None, size: int = WINDOW,
+            stdin: BinaryIO | None = None) -> Iterator[Window]:
+    """The items named by `inputs` (as `collect_sources` lists them, in the same order), `size`
+    items at a time. InputError for clashing ids when the window holding the second one comes."""
+    seen_inputs, seen_ids = Digests(), Digests()
+    real_paths = RealPaths()
+    sources: list[Source] = []
+    problems: list[Problem] = []
+    for found, failed in list_sources(inputs, stdin, manifest):
+        sources += found
+        problems += failed
+        if len(sources) + len(problems) >= size:
+            yield _checked(sources, problems, seen_inputs, seen_ids, real_paths, last=False)
+            sources, problems = [], []
+    yield _checked(sources, problems, seen_inputs, seen_ids, real_paths, last=True)
+
+
+def _checked(sources: list[Source], problems: list[Problem], seen_inputs: Digests, seen_ids: Digests,
+             real_paths: RealPaths, last: bool) -> Window:
+    unique = unique_sources(sources, real_paths)
+    keys = np.array([digest(repr(key)) for key in unique], "S16")
+    new = ~seen_inputs.holds(keys)
+    kept = [s for s, n in zip(unique.values(), new) if n]
+    ids = np.array([digest(s.id) for s in kept], "S16")
+    earlier = {s.id for s, hit in zip(kept, seen_ids.holds(ids)) if hit}
+    refuse_clashes(kept, earlier)
+    seen_inputs.add(keys[new])
+    seen_ids.add(ids)
+    return Window(kept, problems, last)

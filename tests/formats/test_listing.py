@@ -1,0 +1,105 @@
+"""A listing a window at a time: the same items as a whole listing, in the same order, with
+duplicates dropped and clashing ids refused across windows, and a manifest read no further than
+the window being worked on."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mimi_cli.formats import cuts, limits
+from mimi_cli.formats.listing import Digests, windows
+from mimi_cli.formats.sources import InputError, collect_sources
+
+
+def _wav(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(2400, np.float32), 24000)
+    return path
+
+
+def _listed(ws):
+    got = [(s.id, str(s.path)) for w in ws for s in w.sources]
+    problems = [(p.id, p.error) for w in ws for p in w.problems]
+    return got, problems
+
+
+def test_windows_list_what_a_whole_listing_lists_in_its_order(tmp_path):
+    for name in ("a", "b", "c", "d", "e"):
+        _wav(tmp_path / "clips" / f"{name}.wav")
+    (tmp_path / "m.tsv").write_text("path\tid\nclips/a.wav\tA\n\tnone\nclips/b.wav\tB\n../x.wav\tout\n"
+                                    "clips/c.wav\tC\n")
+    inputs = [str(tmp_path / "m.tsv"), str(tmp_path / "clips"), str(tmp_path / "missing.wav"),
+              str(tmp_path / "clips" / "e.wav")]
+    sources, problems = collect_sources(inputs)
+    whole = ([(s.id, str(s.path)) for s in sources], [(p.id, p.error) for p in problems])
+    for size in (1, 2, 3, 1000):
+        ws = list(windows(inputs, size=size))
+        assert _listed(ws) == whole, size
+        assert [w.last for w in ws] == [False] * (len(ws) - 1) + [True]
+        if size == 1:
+            assert len(ws) > 3  # the test means something: many windows
+
+
+def test_the_same_file_named_in_two_windows_is_listed_once(tmp_path):
+    a = _wav(tmp_path / "d" / "a.wav")
+    _wav(tmp_path / "d" / "b.wav")
+    ws = list(windows([str(tmp_path / "d"), str(a)], size=1))
+    assert [s.id for w in ws for s in w.sources] == ["a.wav", "b.wav"]
+
+
+def test_an_id_that_names_an_input_of_an_earlier_window_is_refused_when_its_window_comes(tmp_path):
+    _wav(tmp_path / "one" / "x.wav")
+    _wav(tmp_path / "two" / "x.wav")
+    _wav(tmp_path / "two" / "y.wav")
+    ws = windows([str(tmp_path / "one"), str(tmp_path / "two")], size=1)
+    first = next(ws)
+    assert [s.id for s in first.sources] == ["x.wav"]
+    with pytest.raises(InputError, match=r"1 ids would name more than one input \('x.wav': .*two/x.wav and an "
+                                         r"input listed before\)"):
+        list(ws)
+    with pytest.raises(InputError, match="'x.wav': .*one/x.wav, .*two/x.wav"):  # one window: both named
+        next(windows([str(tmp_path / "one"), str(tmp_path / "two")], size=100))
+
+
+def test_digests_agree_with_a_set_trailing_zero_bytes_and_all():
+    rng = np.random.default_rng(0)
+    raw = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(3000)]
+    raw += [r[:15] + b"\0" for r in raw[:200]] + [r[:8] + b"\0" * 8 for r in raw[:200]]  # zeros at the end
+    d, seen = Digests(), set()
+    for start in range(0, 2000, 250):
+        batch = raw[start:start + 250]
+        d.add(np.array(batch, "S16"))
+        seen.update(batch)
+    asked = np.array(raw, "S16")
+    assert d.holds(asked).tolist() == [r in seen for r in raw]
+    assert len(d) == 2000
+
+
+def test_a_manifest_is_read_no_further_than_the_window_at_hand(tmp_path, monkeypatch):
+    """The first window of a 30,000-line lhotse manifest comes before its end is read: listing
+    costs memory and time for a window, not for the whole file."""
+    pytest.importorskip("lhotse")
+    _wav(tmp_path / "x.wav")
+    lines = 30_000
+    entry = {"sources": [{"type": "file", "channels": [0], "source": "x.wav"}], "sampling_rate": 24000,
+             "num_samples": 2400, "duration": 0.1, "channel_ids": [0]}
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"id": f"r{i}", **entry}) + "\n" for i in range(lines)))
+    read = []
+    real = limits.read_lines
+
+    def counted(path):
+        for line in real(path):
+            read.append(1)
+            yield line
+
+    monkeypatch.setattr(cuts, "read_lines", counted)
+    ws = windows([str(tmp_path / "r.jsonl")], size=2000)
+    first = next(ws)
+    assert len(first.sources) == 2000 and not first.last
+    assert len(read) <= 4000  # a window and a chunk, not the file
+    rest = list(ws)
+    assert sum(len(w.sources) for w in [first, *rest]) == lines and rest[-1].last
+
