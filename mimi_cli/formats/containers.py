@@ -294,6 +294,27 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
 
+def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]]:
+    """The `path` of every row of an audio Parquet file (None where empty), a row group at a time,
+    reading that field alone; ContainerError where the file cannot be read."""
+    try:
+        with _open(container) as f:
+            pf = open_parquet(f, container.stat().st_size)
+            _check_audio_column(container, pf.schema_arrow, column)
+            budget = ExpansionBudget(container.stat().st_size)
+            has_path = "path" in [field.name for field in pf.schema_arrow.field(column).type]
+            for g in range(pf.metadata.num_row_groups):
+                if not has_path:
+                    yield [None] * pf.metadata.row_group(g).num_rows
+                    continue
+                # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
+                table = pf.read_row_group(g, columns=[column if "." in column else f"{column}.path"])
+                budget.spend(table)
+                yield _struct_paths(table.column(column).combine_chunks())
+    except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
+        raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
+
+
 def _struct_paths(audio: pa.StructArray) -> list[str | None]:
     names = [audio.type.field(i).name for i in range(audio.type.num_fields)]
     if "path" not in names:

@@ -5,17 +5,15 @@ Within a window, sources are deduplicated and their ids checked as `collect_sour
 whole listing. Across windows, what was listed before is known only by digests (BLAKE2b, 16
 bytes) of its ids and of what it reads: the same input named again is dropped, and an id that
 names an earlier, different input is refused (InputError) when its window comes. A listing that
-fits one window is checked whole before any work, as before.
+fits one window is checked whole before any work.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import numpy as np
-
+from .digests import Digests, digests
 from .manifests import ManifestOptions
 from .paths import RealPaths
 from .sources import Problem, Source, list_sources, refuse_clashes, unique_sources
@@ -30,32 +28,6 @@ class Window:
     sources: list[Source]
     problems: list[Problem]
     last: bool
-
-
-class Digests:
-    """A set of 16-byte digests as one sorted array: 16 bytes an entry, where a Python set of
-    bytes takes about a hundred."""
-
-    def __init__(self) -> None:
-        self.sorted = np.empty(0, "S16")
-
-    def __len__(self) -> int:
-        return len(self.sorted)
-
-    def holds(self, digests: np.ndarray) -> np.ndarray:
-        """Which of `digests` (an "S16" array) are in the set."""
-        if not len(self.sorted) or not len(digests):
-            return np.zeros(len(digests), bool)
-        at = np.minimum(np.searchsorted(self.sorted, digests), len(self.sorted) - 1)
-        return self.sorted[at] == digests
-
-    def add(self, digests: np.ndarray) -> None:
-        # A stable sort merges the sorted run already there with the new one in linear time.
-        self.sorted = np.sort(np.concatenate([self.sorted, digests]), kind="stable")
-
-
-def digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def windows(inputs: list[str], manifest: ManifestOptions | None = None, size: int = WINDOW,
@@ -78,10 +50,10 @@ def windows(inputs: list[str], manifest: ManifestOptions | None = None, size: in
 def _checked(sources: list[Source], problems: list[Problem], seen_inputs: Digests, seen_ids: Digests,
              real_paths: RealPaths, last: bool) -> Window:
     unique = unique_sources(sources, real_paths)
-    keys = np.array([digest(repr(key)) for key in unique], "S16")
+    keys = digests(repr(key) for key in unique)
     new = ~seen_inputs.holds(keys)
     kept = [s for s, n in zip(unique.values(), new) if n]
-    ids = np.array([digest(s.id) for s in kept], "S16")
+    ids = digests(s.id for s in kept)
     earlier = {s.id for s, hit in zip(kept, seen_ids.holds(ids)) if hit}
     refuse_clashes(kept, earlier)
     seen_inputs.add(keys[new])

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from mimi_cli.formats import cuts, limits
-from mimi_cli.formats.listing import Digests, windows
+from mimi_cli.formats.digests import Digests
+from mimi_cli.formats.listing import windows
 from mimi_cli.formats.sources import InputError, collect_sources
 
 
@@ -103,3 +104,37 @@ def test_a_manifest_is_read_no_further_than_the_window_at_hand(tmp_path, monkeyp
     rest = list(ws)
     assert sum(len(w.sources) for w in [first, *rest]) == lines and rest[-1].last
 
+
+
+def _paths_parquet(path, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio = pa.StructArray.from_arrays([pa.nulls(len(names), pa.binary()), pa.array(names)], names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), path, row_group_size=500)
+    return path
+
+
+def test_audio_parquet_rows_come_a_chunk_at_a_time_named_by_all_their_paths(tmp_path, monkeypatch):
+    """Ids are the rows' paths only if no two rows share one: a repeat in the last row names even
+    the first window's rows FILE:ROW, though they are handed on before it is read."""
+    from mimi_cli.formats import sources
+
+    names = [f"clips/{i}.wav" for i in range(2500)]
+    unique = _paths_parquet(tmp_path / "u.parquet", names)
+    repeated = _paths_parquet(tmp_path / "r.parquet", names[:-1] + [names[0]])
+    read = []
+    real = sources.parquet_items
+
+    def counted(*args):
+        for item in real(*args):
+            read.append(1)
+            yield item
+
+    monkeypatch.setattr(sources, "parquet_items", counted)
+    ws = windows([str(unique)], size=1000)
+    first = next(ws)
+    assert [s.id for s in first.sources[:2]] == ["clips/0.wav", "clips/1.wav"] and len(read) <= 2000
+    assert [s.id for w in [first, *ws] for s in w.sources] == names
+    ids = [s.id for w in windows([str(repeated)], size=1000) for s in w.sources]
+    assert ids[:2] == ["r.parquet:0", "r.parquet:1"] and len(ids) == 2499  # the repeat: the same file, once
