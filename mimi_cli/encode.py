@@ -49,6 +49,8 @@ class EncodeOptions:
         check_channels(self.channels)
         if self.format not in ("parquet", "npy"):
             raise ValueError(f"format={self.format!r}: 'parquet' or 'npy'")
+        if self.window < 1:
+            raise ValueError(f"window={self.window}: at least 1")
 
 
 def model_metadata(codec: MimiCodec, num_codebooks: int, channels: Channels) -> dict:
@@ -110,10 +112,13 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
     `engine` turns (source, duration) pairs into batches of rows: LocalEngine (default) or
     mimi_cli.ray_engine.RayEngine. Everything else (inputs, resume, shards, errors) is shared.
 
-    Per-file failures are recorded (Summary.failed and an errors file) and the run goes on.
-    Finished rows are committed as complete shards at least every `commit_seconds`; on
-    KeyboardInterrupt (and the CLI's SIGTERM) what is finished is committed, then it re-raises.
-    InputError if two inputs would get one id; OutputBusyError if another process writes `output`.
+    Inputs are listed `options.window` at a time (formats/listing.py), each window encoded before
+    the next is listed. Per-file failures are recorded (Summary.failures, the first in
+    Summary.failed, all in an errors file) and the run goes on. Finished rows are committed as
+    complete shards at least every `commit_seconds`; on KeyboardInterrupt (and the CLI's SIGTERM)
+    what is finished is committed, then it re-raises. InputError if two inputs would get one id
+    (before any work when the listing fits one window, else when the second one's window comes);
+    OutputBusyError if another process writes `output`.
     """
     o = options or EncodeOptions()
     start = time.perf_counter()
@@ -125,7 +130,8 @@ def encode_dataset(codec: MimiCodec, inputs: list[str], output: Location, option
                             overwrite=o.overwrite, commit_seconds=o.commit_seconds)
         summary = Summary(output=output, errors_path=out.errors_path)
         # The first window's inputs are checked (changed since encoded?) before anything is written.
-        work = itertools.chain([_todo(first, o, out, summary)], (_todo(w, o, out, summary) for w in listing))
+        work = itertools.chain([_window_work(first, o, out, summary)],
+                               (_window_work(w, o, out, summary) for w in listing))
         _run(engine or LocalEngine(codec), work, o, out, summary, progress, start)
         out.finish()
     summary.wall_seconds = time.perf_counter() - start
@@ -140,7 +146,7 @@ class _Work:
     last: bool
 
 
-def _todo(window: Window, o: EncodeOptions, out: DatasetOutput, summary: Summary) -> _Work:
+def _window_work(window: Window, o: EncodeOptions, out: DatasetOutput, summary: Summary) -> _Work:
     sources, problems = window.sources, window.problems
     if o.num_shards > 1:  # each input, found or not, belongs to one job: one job reports it
         sources = select_shard(sources, o.shard_index, o.num_shards)
@@ -213,10 +219,11 @@ def _run(engine, work: Iterator[_Work], o: EncodeOptions, out: DatasetOutput, su
                 last_batch = now
                 done += batch.inputs
                 if bar is not None:
+                    bar.set_postfix_str(_postfix(summary, now - start))
                     bar.update(batch.inputs)
-                    elapsed = now - start
-                    bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, "
-                                        f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x real time")
+            if bar is not None and not w.todo:  # a window that failed whole still shows the run is alive
+                bar.set_postfix_str(_postfix(summary, time.perf_counter() - start))
+                bar.update(0)
     finally:
         try:
             out.writer.flush()  # whatever is complete is kept, also on Ctrl-C or SIGTERM
@@ -224,6 +231,12 @@ def _run(engine, work: Iterator[_Work], o: EncodeOptions, out: DatasetOutput, su
             if bar is not None:
                 bar.close()
             summary.close_errors()
+
+
+def _postfix(summary: Summary, elapsed: float) -> str:
+    failed = f", {summary.failures} failed" if summary.failures else ""
+    return (f"{summary.audio_seconds / 3600:.2f} h audio, {summary.audio_seconds / max(elapsed, 1e-9):.1f}x real "
+            f"time{failed}")
 
 
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: Channels, max_seconds: float,

@@ -17,21 +17,27 @@ def digests(texts) -> np.ndarray:
 
 
 class Digests:
-    """A set of 16-byte digests as one sorted array."""
+    """A set of 16-byte digests as a few sorted runs, each at least twice the size of the next
+    (as a log-structured merge keeps them): adding N digests a window at a time sorts O(N log N)
+    in all, where one array sorted again at every window would cost N squared over the window."""
 
     def __init__(self) -> None:
-        self.sorted = np.empty(0, "S16")
+        self.runs: list[np.ndarray] = []
 
     def __len__(self) -> int:
-        return len(self.sorted)
+        return sum(len(r) for r in self.runs)
 
     def holds(self, found: np.ndarray) -> np.ndarray:
         """Which of `found` (an "S16" array) are in the set."""
-        if not len(self.sorted) or not len(found):
-            return np.zeros(len(found), bool)
-        at = np.minimum(np.searchsorted(self.sorted, found), len(self.sorted) - 1)
-        return self.sorted[at] == found
+        hit = np.zeros(len(found), bool)
+        for run in self.runs:
+            if len(run) and len(found):
+                at = np.minimum(np.searchsorted(run, found), len(run) - 1)
+                hit |= run[at] == found
+        return hit
 
     def add(self, found: np.ndarray) -> None:
-        # A stable sort merges the sorted run already there with the new one in linear time.
-        self.sorted = np.sort(np.concatenate([self.sorted, found]), kind="stable")
+        run = np.sort(found)
+        while self.runs and len(self.runs[-1]) <= 2 * len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+        self.runs.append(run)

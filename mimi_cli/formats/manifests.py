@@ -6,6 +6,7 @@ Each row names one audio file (by a path column) and may carry other fields (tex
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,15 +72,16 @@ class ManifestRows:
                                     f"({first_line(e)})") from None
             yield paths, ids, kept
 
-    @property
+    # Whole-table views, converted once (for small manifests and tests; a listing uses `chunks`).
+    @functools.cached_property
     def paths(self) -> list[str | None]:
         return [p for paths, _, _ in self.chunks() for p in paths]
 
-    @property
+    @functools.cached_property
     def ids(self) -> list[str | None]:
         return [i for _, ids, _ in self.chunks() for i in ids]
 
-    @property
+    @functools.cached_property
     def kept(self) -> dict[str, list]:
         return {c: [v for _, _, kept in self.chunks() for v in kept[c]] for c in self.types}
 

@@ -41,7 +41,7 @@ def confined(root: Location, name: object) -> Location:
         return target
     real_root = os.path.realpath(root)
     real = os.path.realpath(target)
-    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+    if not inside(real, real_root) or real == real_root:
         raise UnsafePathError(f"{name!r} leads outside {root}")
     return target
 

@@ -386,7 +386,7 @@ class _Collector:
                              "--audio-column")
         wanted = tuple(dict.fromkeys([*o.keep_columns, *([o.id_column] if o.id_column else [])]))
         types: dict[str, pa.DataType] = {}
-        readable = []
+        usable = []
         for f in files:  # a column asked for that a file lacks is refused before any work
             try:
                 schema = _schema(f)
@@ -400,8 +400,8 @@ class _Collector:
             if missing:
                 raise InputError(f"{f}: no column {missing[0]!r} (its columns: {', '.join(schema.names)})")
             types.update({c: schema.field(c).type for c in o.keep_columns})
-            readable.append(f)
-        by_path = not o.id_column and _unique_paths(readable, column)
+            usable.append(f)
+        by_path = not o.id_column and _unique_paths(usable, column)
 
         def name(f: Location, it: Item) -> str:
             row = f"{printable(f.name) if single else _below(f, root)}:{it.key}"  # FILE:ROW
@@ -410,7 +410,7 @@ class _Collector:
                 return row if value is None else str(value)
             return it.path if by_path else row
 
-        for f in readable:
+        for f in usable:
             chunk: list[tuple[Item, str, Location]] = []
             try:
                 for it in parquet_items(f, column, wanted):
@@ -465,13 +465,14 @@ class _Collector:
         rows = [(it, printable(ident), where) for it, ident, where in entries]
         if keep and after:
             for c in keep:
-                try:
-                    pa.array([it.fields.get(c) for it, _, _ in rows], type=types[c])
+                try:  # a safe cast: a later 1.5 in a column typed int64 by the first chunk is refused, not cut
+                    pa.array([it.fields.get(c) for it, _, _ in rows]).cast(types[c], safe=True)
                 except (pa.ArrowException, TypeError, ValueError):
                     raise InputError(f"the field {c!r} of {printable(str(rows[0][2]))} holds values of mixed types "
-                                     f"(not all {types[c]}); it cannot be one column") from None
+                                     f"(not all {types[c]}, the type of the first {CHUNK} items); it cannot be one "
+                                     "column") from None
         elif keep:
-            present = {c for it, _, _ in rows for c in it.fields}
+            present = {c for it, _, _ in rows if it.error is None for c in it.fields}
             missing = [c for c in keep if c not in present]
             if missing and rows:
                 fields = sorted(present)
@@ -581,6 +582,7 @@ def list_sources(inputs: list[str], stdin: BinaryIO | None = None, manifest: Man
                 entries, list_base = _list_entries(item, stdin)
             except OSError as e:
                 c.problems.append(Problem(item, item, f"cannot read list file: {e.strerror or e}"))
+                yield c.drain()
                 continue
             pending.extendleft((entry, list_base) for entry in reversed(entries))
             continue
@@ -667,6 +669,9 @@ def refuse_clashes(sources: list[Source], earlier: Collection[str] = ()) -> None
     else:
         hint = ("give their common parent directory as the INPUT, or name the files directly, so that their "
                 "ids differ")
+    if clashes.keys() & set(earlier):
+        hint += ("; OUTPUT already holds the rows of the inputs listed before (a long listing is encoded 20,000 "
+                 "items at a time): once the ids differ, encode into a new OUTPUT or with --overwrite")
     raise InputError(f"{len(clashes)} ids would name more than one input ({shown}{more}); {hint}")
 
 

@@ -138,3 +138,34 @@ def test_audio_parquet_rows_come_a_chunk_at_a_time_named_by_all_their_paths(tmp_
     assert [s.id for w in [first, *ws] for s in w.sources] == names
     ids = [s.id for w in windows([str(repeated)], size=1000) for s in w.sources]
     assert ids[:2] == ["r.parquet:0", "r.parquet:1"] and len(ids) == 2499  # the repeat: the same file, once
+
+
+def test_an_unreadable_list_named_last_is_a_problem(tmp_path):
+    a = _wav(tmp_path / "a.wav")
+    listing = "@" + str(tmp_path / "missing.txt")
+    ws = list(windows([str(a), listing]))
+    assert [(p.id, p.error) for w in ws for p in w.problems] == [
+        (listing, "cannot read list file: No such file or directory")]
+    assert sum(len(w.sources) for w in ws) == 1
+
+
+def test_a_kept_field_that_stops_fitting_the_first_chunks_type_is_refused_not_cut(tmp_path):
+    pytest.importorskip("lhotse")
+    from mimi_cli.formats.manifests import ManifestOptions
+
+    _wav(tmp_path / "x.wav")
+    recording = {"id": "x", "sources": [{"type": "file", "channels": [0], "source": "x.wav"}],
+                 "sampling_rate": 24000, "num_samples": 2400, "duration": 0.1, "channel_ids": [0]}
+
+    def cut(i, speed):
+        return {"id": f"c{i}", "start": 0.0, "duration": 0.1, "channel": 0, "recording": recording,
+                "supervisions": [], "custom": {"speed": speed}, "type": "MonoCut"}
+
+    (tmp_path / "ints.jsonl").write_text("".join(json.dumps(cut(i, 1 + i % 2)) + "\n" for i in range(1500)))
+    (tmp_path / "halves.jsonl").write_text("".join(json.dumps(cut(i, 1 if i < 1000 else 1.5)) + "\n"
+                                                   for i in range(1500)))
+    keep = ManifestOptions(keep_columns=("speed",))
+    listed = [s for w in windows([str(tmp_path / "ints.jsonl")], keep) for s in w.sources]
+    assert len(listed) == 1500 and listed[-1].columns == {"speed": 2}
+    with pytest.raises(InputError, match="'speed' .* holds values of mixed types \\(not all int64"):
+        list(windows([str(tmp_path / "halves.jsonl")], keep))

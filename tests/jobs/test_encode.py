@@ -208,3 +208,18 @@ def test_every_failure_reaches_the_errors_file_and_the_summary_holds_the_first(t
     assert summary.failures == n and len(summary.failed) == FIRST_FAILURES
     recorded = [json.loads(line)["id"] for line in summary.errors_path.read_text().splitlines()]
     assert recorded == [f"missing-{i}.wav" for i in range(n)]
+
+
+def test_progress_has_no_total_until_the_last_window_is_listed(tiny, corpus, tmp_path, capsys):
+    from functools import partial
+
+    from mimi_cli.cli import _PlainProgress
+
+    progress = partial(_PlainProgress, unit="file", every_s=0)
+    (tmp_path / "gone").mkdir()
+    inputs = [str(corpus), *(str(tmp_path / "gone" / f"{i}.wav") for i in range(5))]
+    encode_dataset(tiny, inputs, tmp_path / "t.parquet", EncodeOptions(num_codebooks=K, window=3, max_batch=1),
+                   progress=progress)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mimi: ")]
+    assert lines[0].startswith("mimi: 1 files, ")  # the first window is not the last: no total
+    assert lines[-1].startswith(f"mimi: {len(CORPUS)}/{len(CORPUS)} files, ") and lines[-1].endswith("5 failed")
