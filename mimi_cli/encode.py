@@ -22,7 +22,7 @@ from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
 from .formats.output import DatasetOutput, OutputLayout
 from .formats.shards import COMMIT_SECONDS, DatasetError, Row
-from .formats.sources import AudioItem, Channels, Problem, Source, check_channels, select_shard
+from .formats.sources import AudioItem, Channels, InputError, Problem, Source, check_channels, select_shard
 from .formats.storage import Location
 from .summary import Summary
 
@@ -200,6 +200,8 @@ def _run(engine, work: Iterator[_Work], o: EncodeOptions, out: DatasetOutput, su
             if not typed and any(s.types for s, _ in w.todo):
                 out.writer.keep_columns(next(s.types for s, _ in w.todo if s.types))
                 typed = True
+            if o.manifest.keep_columns:
+                _check_kept_types(w.todo, out.writer.kept_types)
             for batch in engine(w.todo, o) if w.todo else ():
                 summary.fail(batch.failed)
                 for row in batch.rows:
@@ -231,6 +233,19 @@ def _run(engine, work: Iterator[_Work], o: EncodeOptions, out: DatasetOutput, su
             if bar is not None:
                 bar.close()
             summary.close_errors()
+
+
+def _check_kept_types(todo: list[tuple[Source, float]], types: dict) -> None:
+    """InputError if an input's kept columns have other types than the dataset's (one column, one type)."""
+    checked = None
+    for s, _ in todo:
+        if s.types and s.types is not checked:  # the sources of one container share one dict
+            for name, t in s.types.items():
+                if types.get(name) != t:
+                    raise InputError(f"--keep-columns: {name!r} is {t} for {s.id!r} but {types.get(name)} for the "
+                                     "inputs before it; one column holds one type: make them agree, or encode them "
+                                     "into separate OUTPUTs")
+            checked = s.types
 
 
 def _postfix(summary: Summary, elapsed: float) -> str:

@@ -244,6 +244,12 @@ def audio_columns(schema: pa.Schema) -> list[str]:
 
 def _check_audio_column(container: Location, schema: pa.Schema, column: str) -> None:
     """ContainerError unless `column` holds `bytes` as binary and `path` (if any) as a string."""
+    if len(schema.get_all_field_indices(column)) != 1:
+        raise ContainerError(f"{container}: {len(schema.get_all_field_indices(column))} columns are named {column!r}")
+    names = [f.name for f in schema.field(column).type]
+    if len(set(names)) != len(names):
+        raise ContainerError(f"{container}: column {column!r} names a field twice ({', '.join(names)}): not audio as "
+                             "Hugging Face `datasets` stores it")
     fields = {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type
               for f in schema.field(column).type}
     binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_null)
@@ -302,11 +308,10 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
             pf = open_parquet(f, container.stat().st_size)
             _check_audio_column(container, pf.schema_arrow, column)
             budget = ExpansionBudget(container.stat().st_size)
-            has_path = "path" in [field.name for field in pf.schema_arrow.field(column).type]
+            if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
+                yield [None]  # no row has a path (the footer's row count is not trusted to say how many)
+                return
             for g in range(pf.metadata.num_row_groups):
-                if not has_path:
-                    yield [None] * pf.metadata.row_group(g).num_rows
-                    continue
                 # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
                 table = pf.read_row_group(g, columns=[column if "." in column else f"{column}.path"])
                 budget.spend(table)

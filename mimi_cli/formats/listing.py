@@ -1,8 +1,8 @@
 """Listing a corpus a window at a time, so that a manifest of millions of items is encoded as it
-is read: memory holds one window of sources, and 32 bytes for each item listed before it.
+is read: memory holds one window of sources, and 24 bytes for each item listed before it.
 
 Within a window, sources are deduplicated and their ids checked as `collect_sources` checks a
-whole listing. Across windows, what was listed before is known only by digests (BLAKE2b, 16
+whole listing. Across windows, what was listed before is known only by digests (BLAKE2b, 12
 bytes) of its ids and of what it reads: the same input named again is dropped, and an id that
 names an earlier, different input is refused (InputError) when its window comes. A listing that
 fits one window is checked whole before any work.

@@ -19,6 +19,7 @@ from .limits import ExpansionBudget, open_parquet, parse_json, plain, read_lines
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
+MAX_NAMES = 1000  # field names of a JSONL manifest named in a message, at most
 PATH_COLUMNS = ("path", "audio", "audio_filepath")  # tried in this order: ours, Common Voice's, NeMo's
 RESERVED = {"id", "channel", "codes", "num_frames", "num_samples", "duration_s", "npy_path",
             "source_sample_rate", "source_channels", "source_bytes", "source_mtime_ns", "source_fingerprint"}
@@ -123,8 +124,7 @@ def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
         if suffix == ".parquet":
             return _read_parquet(path, columns)
         if suffix == ".jsonl":
-            table = _read_jsonl(path)
-            return table, table.column_names
+            return _read_jsonl(path, columns)
         # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
         tsv = suffix == ".tsv"
         parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
@@ -143,20 +143,28 @@ def _read_parquet(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
     return plain(table), names
 
 
-def _read_jsonl(path: Path) -> pa.Table:
+def _read_jsonl(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
     """One JSON object a line, read with mimi's own bounds (pyarrow's reader crashes on JSON nested
-    deep enough); column types as Arrow infers them over all rows."""
+    deep enough): the fields named in `columns` as a table (types as Arrow infers them over all
+    rows), and the names of all fields (the first MAX_NAMES). Only the wanted fields are kept, so
+    lines that each name new fields cost no more than any others."""
+    wanted = set(columns)
     rows = []
+    names: dict[str, None] = {}
     for n, line in enumerate(read_lines(path)):
         row = parse_json(line, f"line {n}")
         if not isinstance(row, dict):
             raise ValueError(f"line {n} is not a JSON object")
-        rows.append(row)
-    names = list(dict.fromkeys(k for r in rows for k in r))
+        if len(names) < MAX_NAMES:
+            names.update(dict.fromkeys(row))
+        rows.append({k: v for k, v in row.items() if k in wanted})
+    present = {k for r in rows for k in r}  # the wanted fields some line has
+    names.update(dict.fromkeys(sorted(present - names.keys())))
+    kept = [name for name in names if name in present]
     arrays = []
-    for name in names:
+    for name in kept:
         try:
             arrays.append(pa.array([r.get(name) for r in rows]))
-        except (pa.ArrowException, TypeError, ValueError):
-            raise ValueError(f"the field {name!r} holds values of mixed types") from None
-    return pa.table(dict(zip(names, arrays))) if names else pa.table({})
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            raise ValueError(f"the field {name!r} holds values of mixed types or out of range") from None
+    return (pa.table(dict(zip(kept, arrays))) if kept else pa.table({})), list(names)

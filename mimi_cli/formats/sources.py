@@ -159,7 +159,10 @@ def printable(name: str) -> str:
     """`name` with the bytes that are not UTF-8 (held as surrogates by the OS layer) written `\\xNN`."""
     if name.isascii():
         return name
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate from JSON ("\ud800"), not a byte the OS layer held
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _clean_relative(name: str) -> bool:
@@ -339,7 +342,7 @@ class _Collector:
                     continue
                 p = Path(value) if os.path.isabs(value) else rows.root / value
                 if given_id is not None:
-                    ident = given_id
+                    ident = printable(given_id)
                 else:
                     ident = printable(value) if _clean_relative(value) else _relative_id(p, rows.root)
                 try:
@@ -465,9 +468,11 @@ class _Collector:
         rows = [(it, printable(ident), where) for it, ident, where in entries]
         if keep and after:
             for c in keep:
-                try:  # a safe cast: a later 1.5 in a column typed int64 by the first chunk is refused, not cut
-                    pa.array([it.fields.get(c) for it, _, _ in rows]).cast(types[c], safe=True)
-                except (pa.ArrowException, TypeError, ValueError):
+                values = [it.fields.get(c) for it, _, _ in rows]
+                try:  # built as the writer builds it, and refused unless every value comes back as it was
+                    if pa.array(values, type=types[c]).to_pylist() != values:  # 1.5 cut to 1, a struct's new key
+                        raise ValueError
+                except (pa.ArrowException, TypeError, ValueError, OverflowError):
                     raise InputError(f"the field {c!r} of {printable(str(rows[0][2]))} holds values of mixed types "
                                      f"(not all {types[c]}, the type of the first {CHUNK} items); it cannot be one "
                                      "column") from None
@@ -484,7 +489,7 @@ class _Collector:
                 if c not in types:
                     try:
                         t = pa.array([it.fields.get(c) for it, _, _ in rows]).type
-                    except (pa.ArrowException, TypeError, ValueError):
+                    except (pa.ArrowException, TypeError, ValueError, OverflowError):
                         raise InputError(f"the field {c!r} holds values of mixed types; it cannot be one column"
                                          ) from None
                     types[c] = pa.string() if pa.types.is_null(t) else t

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from mimi_cli.formats import cuts, limits
-from mimi_cli.formats.digests import Digests
+from mimi_cli.formats.digests import DTYPE, SIZE, Digests
 from mimi_cli.formats.listing import windows
 from mimi_cli.formats.sources import InputError, collect_sources
 
@@ -67,14 +67,14 @@ def test_an_id_that_names_an_input_of_an_earlier_window_is_refused_when_its_wind
 
 def test_digests_agree_with_a_set_trailing_zero_bytes_and_all():
     rng = np.random.default_rng(0)
-    raw = [bytes(rng.integers(0, 256, 16, dtype=np.uint8)) for _ in range(3000)]
-    raw += [r[:15] + b"\0" for r in raw[:200]] + [r[:8] + b"\0" * 8 for r in raw[:200]]  # zeros at the end
+    raw = [bytes(rng.integers(0, 256, SIZE, dtype=np.uint8)) for _ in range(3000)]
+    raw += [r[:-1] + b"\0" for r in raw[:200]] + [r[:4] + b"\0" * (SIZE - 4) for r in raw[:200]]  # zeros at the end
     d, seen = Digests(), set()
     for start in range(0, 2000, 250):
         batch = raw[start:start + 250]
-        d.add(np.array(batch, "S16"))
+        d.add(np.array(batch, DTYPE))
         seen.update(batch)
-    asked = np.array(raw, "S16")
+    asked = np.array(raw, DTYPE)
     assert d.holds(asked).tolist() == [r in seen for r in raw]
     assert len(d) == 2000
 
@@ -169,3 +169,60 @@ def test_a_kept_field_that_stops_fitting_the_first_chunks_type_is_refused_not_cu
     assert len(listed) == 1500 and listed[-1].columns == {"speed": 2}
     with pytest.raises(InputError, match="'speed' .* holds values of mixed types \\(not all int64"):
         list(windows([str(tmp_path / "halves.jsonl")], keep))
+
+
+@pytest.mark.parametrize("later", [True, "5", {"a": 3, "b": 2}, 2**64])
+def test_later_kept_values_the_writer_could_not_take_whole_are_refused(tmp_path, later):
+    pytest.importorskip("lhotse")
+    from mimi_cli.formats.manifests import ManifestOptions
+
+    _wav(tmp_path / "x.wav")
+    recording = {"id": "x", "sources": [{"type": "file", "channels": [0], "source": "x.wav"}],
+                 "sampling_rate": 24000, "num_samples": 2400, "duration": 0.1, "channel_ids": [0]}
+    first = {"a": 1} if isinstance(later, dict) else 7
+    lines = [{"id": f"c{i}", "start": 0.0, "duration": 0.1, "channel": 0, "recording": recording, "supervisions": [],
+              "custom": {"n": first if i < 1000 else later}, "type": "MonoCut"} for i in range(1001)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(c) + "\n" for c in lines))
+    with pytest.raises(InputError, match="'n' .* holds values of mixed types"):
+        list(windows([str(tmp_path / "c.jsonl")], ManifestOptions(keep_columns=("n",))))
+
+
+def test_a_jsonl_manifest_keeps_only_the_fields_it_needs(tmp_path):
+    """Lines that each name a new field (a table of 20,000 columns, were all kept) and values
+    out of Arrow's range in fields nobody asked for cost nothing."""
+    from mimi_cli.formats.manifests import ManifestOptions, read_manifest
+
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav", f"k{i}": 1, "big": 2**70}) + "\n"
+                                              for i in range(20_000)))
+    rows = read_manifest(tmp_path / "m.jsonl", ManifestOptions())
+    assert rows.table.column_names == ["path"] and len(rows) == 20_000
+    with pytest.raises(Exception, match="'big' holds values of mixed types or out of range"):
+        read_manifest(tmp_path / "m.jsonl", ManifestOptions(keep_columns=("big",)))
+
+
+def test_ids_that_are_not_text_are_printable_not_a_crash(tmp_path):
+    pytest.importorskip("lhotse")
+    _wav(tmp_path / "x.wav")
+    (tmp_path / "m.csv").write_bytes(b"path,id\nx.wav,bad\xff\n")
+    entry = {"id": "x\ud800", "sources": [{"type": "file", "channels": [0], "source": "x.wav"}],
+             "sampling_rate": 24000, "num_samples": 2400, "duration": 0.1, "channel_ids": [0]}
+    (tmp_path / "r.jsonl").write_text(json.dumps(entry) + "\n")
+    from mimi_cli.formats.manifests import ManifestOptions
+
+    ids = [s.id for w in windows([str(tmp_path / "m.csv")], ManifestOptions(id_column="id")) for s in w.sources]
+    assert ids == ["bad\\xff"]
+    ids = [s.id for w in windows([str(tmp_path / "r.jsonl")]) for s in w.sources]
+    assert ids == ["x\\ud800"]
+    assert all(i.encode("utf-8") for i in ids)
+
+
+def test_an_audio_struct_naming_a_field_twice_is_an_error_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio = pa.StructArray.from_arrays([pa.array([b"x"]), pa.array(["a.wav"]), pa.array(["b.wav"])],
+                                       names=["bytes", "path", "path"])
+    pq.write_table(pa.table({"audio": audio}), tmp_path / "d.parquet")
+    ws = list(windows([str(tmp_path / "d.parquet")]))
+    assert [p.error for w in ws for p in w.problems] == [
+        "column 'audio' names a field twice (bytes, path, path): not audio as Hugging Face `datasets` stores it"]

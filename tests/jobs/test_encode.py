@@ -223,3 +223,13 @@ def test_progress_has_no_total_until_the_last_window_is_listed(tiny, corpus, tmp
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mimi: ")]
     assert lines[0].startswith("mimi: 1 files, ")  # the first window is not the last: no total
     assert lines[-1].startswith(f"mimi: {len(CORPUS)}/{len(CORPUS)} files, ") and lines[-1].endswith("5 failed")
+
+
+def test_kept_columns_of_other_types_in_two_inputs_are_refused_not_a_crash(tiny, corpus, tmp_path):
+    from mimi_cli.formats.sources import InputError
+
+    (tmp_path / "a.tsv").write_text("path\tspk\na/one.wav\talice\n")
+    (tmp_path / "b.tsv").write_text("path\tspk\na/two.flac\t7\n")
+    options = EncodeOptions(num_codebooks=K, manifest=ManifestOptions(audio_root=corpus, keep_columns=("spk",)))
+    with pytest.raises(InputError, match="'spk' is int64 for 'a/two.flac' but string for the inputs before it"):
+        encode_dataset(tiny, [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")], tmp_path / "t.parquet", options)
