@@ -58,17 +58,23 @@ def test_resume_skips_done_inputs_and_adds_new_ones(tiny, corpus, tmp_path):
     assert not list(tmp_path.glob(".*parts*"))
 
 
-def test_an_interrupted_run_keeps_whole_batches_and_resumes_exactly(tiny, corpus, tmp_path, monkeypatch):
-    out = tmp_path / "shards"
+def _interrupt_at(monkeypatch, n: int):
+    """Makes the n-th batch's encode raise KeyboardInterrupt (as Ctrl-C would); returns the real one."""
     real, calls = encode_job.encode_items, {"n": 0}
 
     def flaky(codec, items, k):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(codec, items, k)
 
     monkeypatch.setattr(encode_job, "encode_items", flaky)
+    return real
+
+
+def test_an_interrupted_run_keeps_whole_batches_and_resumes_exactly(tiny, corpus, tmp_path, monkeypatch):
+    out = tmp_path / "shards"
+    real = _interrupt_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         encode_dataset(tiny, [str(corpus)], out, EncodeOptions(num_codebooks=K, max_batch=2))
     assert pq.read_table(out).num_rows == 4  # two whole batches of two
@@ -180,15 +186,7 @@ def test_a_listing_encoded_a_window_at_a_time_gives_the_dataset_of_one_window(ti
 
 def test_an_interrupted_windowed_run_keeps_the_earlier_windows_and_resumes(tiny, corpus, tmp_path, monkeypatch):
     out = tmp_path / "shards"
-    real, calls = encode_job.encode_items, {"n": 0}
-
-    def flaky(codec, items, k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(codec, items, k)
-
-    monkeypatch.setattr(encode_job, "encode_items", flaky)
+    real = _interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         encode_dataset(tiny, [str(corpus)], out, EncodeOptions(num_codebooks=K, window=2, max_batch=1))
     assert pq.read_table(out).num_rows == 3
