@@ -327,37 +327,33 @@ class _Collector:
         root = AudioRoot(rows.root)
         hint = None  # where the missing files are, worked out at the first one
         i = 0
-        chunks = rows.chunks(CHUNK)
-        while True:
-            try:
-                paths, ids, kept = next(chunks)
-            except StopIteration:
-                return
-            except ManifestError as e:
-                raise InputError(str(e)) from None
-            for k, (value, given_id) in enumerate(zip(paths, ids)):
-                j = i + k  # the row's index in the manifest
-                if value is None:
-                    self.problems.append(Problem(f"{item}:{j}", item, f"row {j} names no audio file"))
-                    continue
-                p = Path(value) if os.path.isabs(value) else rows.root / value
-                if given_id is not None:
-                    ident = printable(given_id)
-                else:
-                    ident = printable(value) if _clean_relative(value) else _relative_id(p, rows.root)
-                try:
-                    real = root.real_path(value)
-                except UnsafePathError as e:
-                    self.problems.append(Problem(printable(ident), printable(value), str(e)))
-                    continue
-                if hint is None and not os.path.lexists(real):  # the first missing file: is the root wrong?
-                    hint = missing_hint(value, rows.root)
-                    if hint:
-                        log.warning("%s names %s, which is not there%s", item, printable(value), hint)
-                self.found.append(Source(p, ident, {c: values[k] for c, values in kept.items()}, rows.types,
-                                         real=real))
-            i += len(paths)
-            yield
+        try:
+            for paths, ids, kept in rows.chunks(CHUNK):
+                for k, (value, given_id) in enumerate(zip(paths, ids)):
+                    j = i + k  # the row's index in the manifest
+                    if value is None:
+                        self.problems.append(Problem(f"{item}:{j}", item, f"row {j} names no audio file"))
+                        continue
+                    p = Path(value) if os.path.isabs(value) else rows.root / value
+                    if given_id is not None:
+                        ident = printable(given_id)
+                    else:
+                        ident = printable(value) if _clean_relative(value) else _relative_id(p, rows.root)
+                    try:
+                        real = root.real_path(value)
+                    except UnsafePathError as e:
+                        self.problems.append(Problem(ident, printable(value), str(e)))
+                        continue
+                    if hint is None and not os.path.lexists(real):  # the first missing file: is the root wrong?
+                        hint = missing_hint(value, rows.root)
+                        if hint:
+                            log.warning("%s names %s, which is not there%s", item, printable(value), hint)
+                    self.found.append(Source(p, ident, {c: values[k] for c, values in kept.items()}, rows.types,
+                                             real=real))
+                i += len(paths)
+                yield
+        except ManifestError as e:  # a cell that is not text, found when its chunk is converted
+            raise InputError(str(e)) from None
 
     def tar(self, path: Location) -> None:
         """A WebDataset shard: one source per sample key with an audio member."""
