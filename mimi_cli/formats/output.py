@@ -45,18 +45,16 @@ class ErrorsFile:
 
     def __init__(self, path: Location) -> None:
         self.path = path
-        self.count = 0
         self._spool = tempfile.SpooledTemporaryFile(max_size=self.SPOOL_BYTES)
 
     def add(self, problem: Problem) -> None:
         self._spool.write((json.dumps({"id": problem.id, "path": problem.path, "error": problem.error}) + "\n"
                            ).encode())
-        self.count += 1
 
     def close(self) -> None:
         """The errors file in place with every failure added (removed if there were none)."""
         try:
-            if not self.count:
+            if not self._spool.tell():  # nothing added (Summary.failures is the count)
                 self.path.unlink(missing_ok=True)
                 return
             self._spool.seek(0)
