@@ -28,6 +28,7 @@ from .tar import TarDamage, tar_entries
 MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
 MAX_FIELD_BYTES = 1 << 20  # a .json / .txt member read for its fields
 MAX_ROW_GROUP_BYTES = 4 << 30  # a Parquet row group of audio read whole
+SLICE_ROWS = 8192  # a row group's rows become Python objects this many at a time, never all at once
 WINDOW_BYTES = 128 << 20  # consecutive row groups up to this size are batched together (and held while read)
 _AUDIO_EXTS = {e.lstrip(".") for e in AUDIO_EXTENSIONS}
 _KEY = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's key / extension split of a member name
@@ -282,26 +283,28 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                 window_bytes += size
                 table = pf.read_row_group(g, columns=[column, *fields])
                 budget.spend(table)
-                audio = table.column(column).combine_chunks()
-                data, paths = audio.field("bytes"), _struct_paths(audio)
-                kept = {c: table.column(c).to_pylist() for c in fields}
-                valid = audio.is_valid().to_pylist()
-                for i in range(table.num_rows):
-                    item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in fields})
-                    blob = data[i].as_py() if valid[i] else None
-                    if blob is not None:
-                        item.member = ParquetCell(container, column, g, i, window)
-                        _described(item, blob)
-                    elif not paths[i]:
-                        item.error = "the row holds no audio (its bytes and path are null)"
-                    yield item
-                    row += 1
+                for start in range(0, table.num_rows, SLICE_ROWS):
+                    part = table.slice(start, SLICE_ROWS)
+                    audio = part.column(column).combine_chunks()
+                    data, paths = audio.field("bytes"), _struct_paths(audio)
+                    kept = {c: part.column(c).to_pylist() for c in fields}
+                    valid = audio.is_valid().to_pylist()
+                    for i in range(part.num_rows):
+                        item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in fields})
+                        blob = data[i].as_py() if valid[i] else None
+                        if blob is not None:
+                            item.member = ParquetCell(container, column, g, start + i, window)
+                            _described(item, blob)
+                        elif not paths[i]:
+                            item.error = "the row holds no audio (its bytes and path are null)"
+                        yield item
+                        row += 1
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
 
 def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]]:
-    """The `path` of every row of an audio Parquet file (None where empty), a row group at a time,
+    """The `path` of every row of an audio Parquet file (None where empty), SLICE_ROWS at a time,
     reading that field alone; ContainerError where the file cannot be read."""
     try:
         with _open(container) as f:
@@ -315,7 +318,8 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
                 # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
                 table = pf.read_row_group(g, columns=[column if "." in column else f"{column}.path"])
                 budget.spend(table)
-                yield _struct_paths(table.column(column).combine_chunks())
+                for start in range(0, table.num_rows, SLICE_ROWS):
+                    yield _struct_paths(table.column(column).slice(start, SLICE_ROWS).combine_chunks())
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 

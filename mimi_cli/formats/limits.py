@@ -27,6 +27,10 @@ MAX_JSON_BYTES = 1 << 20  # a JSON member of a tar sample
 MAX_EXPANSION = 32
 EXPANSION_SLACK_BYTES = 16 << 20
 READ_BYTES = 1 << 20
+# Rows of a Parquet row group that holds a dictionary column: reading one as a dictionary takes
+# about 100-250 bytes for each value stored outside the dictionary, for the whole row group at
+# once. pyarrow writes row groups of at most this many rows.
+MAX_DICTIONARY_ROWS = 1 << 20
 
 
 class LimitError(MimiError, ValueError):
@@ -178,12 +182,18 @@ class ExpansionBudget:
 def open_parquet(source, file_bytes: int) -> pq.ParquetFile:
     """A Parquet file ready to read, once its footer passes `check_row_groups`; its dictionary
     text and bytes columns are read as dictionaries (spend what they expand to on an
-    ExpansionBudget before taking values out)."""
+    ExpansionBudget before taking values out), which bounds its row groups to
+    MAX_DICTIONARY_ROWS."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
     columns = dictionary_columns(pf)
     if not columns:
         return pf
+    for g in range(pf.metadata.num_row_groups):
+        rows = pf.metadata.row_group(g).num_rows
+        if rows > MAX_DICTIONARY_ROWS:
+            raise LimitError(f"row group {g} holds {rows} rows, over {MAX_DICTIONARY_ROWS} in a file with dictionary "
+                             "columns; rewrite it with smaller row groups (pyarrow's row_group_size)")
     try:
         return pq.ParquetFile(source, read_dictionary=columns)
     except KeyError as e:  # a column chunk whose path the schema does not have

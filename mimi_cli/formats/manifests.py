@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from ..errors import MimiError
-from .limits import ExpansionBudget, open_parquet, parse_json, plain, read_lines
+from .limits import ExpansionBudget, open_parquet, parse_json, read_lines
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -45,33 +45,35 @@ class ManifestOptions:
 
 @dataclass
 class ManifestRows:
-    """One manifest's rows, held as Arrow columns and turned into Python values a slice at a time
-    (`chunks`): a manifest of millions of rows is never a list of millions of strings."""
+    """One manifest's rows, held as Arrow columns (a Parquet manifest: read a row group at a time
+    as `chunks` come to it) and turned into Python values a slice at a time: a manifest of millions
+    of rows is never a list of millions of strings."""
 
     path: Path
-    table: pa.Table  # the path column, then the id column (if any), then the kept ones
+    tables: Callable[[], Iterator[pa.Table]]  # the path column, then the id column (if any), then the kept ones
     path_column: str
     id_column: str | None
     root: Path
     types: dict[str, pa.DataType] = field(default_factory=dict)  # of the kept columns
 
-    def __len__(self) -> int:
-        return self.table.num_rows
-
     def chunks(self, size: int = 1000) -> Iterator[tuple[list[str | None], list[str | None], dict[str, list]]]:
-        """(audio paths (None where the cell is empty), ids, kept values) of `size` rows at a time."""
-        for start in range(0, len(self), size):
-            part = self.table.slice(start, size)
-            try:
-                paths = [None if v is None or v in ("", b"") else _text(v)
-                         for v in part.column(self.path_column).to_pylist()]
-                ids = ([None if v is None else _text(v) for v in part.column(self.id_column).to_pylist()]
-                       if self.id_column else [None] * part.num_rows)
-                kept = {c: part.column(c).to_pylist() for c in self.types}
-            except (pa.ArrowException, ValueError) as e:  # text cells that are not UTF-8, say
-                raise ManifestError(f"{self.path}: not a readable manifest at row {start} or after "
-                                    f"({first_line(e)})") from None
-            yield paths, ids, kept
+        """(audio paths (None where the cell is empty), ids, kept values) of at most `size` rows at
+        a time; ManifestError at a row group or a cell that cannot be read."""
+        start = 0
+        try:
+            for table in self.tables():
+                for offset in range(0, table.num_rows, size):
+                    part = table.slice(offset, size)
+                    paths = [None if v is None or v in ("", b"") else _text(v)
+                             for v in part.column(self.path_column).to_pylist()]
+                    ids = ([None if v is None else _text(v) for v in part.column(self.id_column).to_pylist()]
+                           if self.id_column else [None] * part.num_rows)
+                    kept = {c: part.column(c).to_pylist() for c in self.types}
+                    yield paths, ids, kept
+                    start += part.num_rows
+        except (pa.ArrowException, OSError, ValueError) as e:  # text cells that are not UTF-8, say
+            raise ManifestError(f"{self.path}: not a readable manifest at row {start} or after "
+                                f"({first_line(e)})") from None
 
     # Whole-table views, converted once (for small manifests and tests; a listing uses `chunks`).
     @functools.cached_property
@@ -92,9 +94,10 @@ def is_manifest(path: Path) -> bool:
 
 
 def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
-    """The rows of a .tsv / .csv / .jsonl manifest; ManifestError naming what is missing."""
+    """The rows of a .tsv / .csv / .jsonl / .parquet manifest; ManifestError naming what is missing."""
     wanted = [options.path_column or "", *PATH_COLUMNS, options.id_column or "", *options.keep_columns]
-    table, names = _read(path, wanted)
+    tables, columns = _read(path, wanted)
+    names = list(columns)
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
     if column is None or column not in names:
         wanted_text = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
@@ -104,8 +107,12 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
     used = list(dict.fromkeys([column, *([options.id_column] if options.id_column else []), *options.keep_columns]))
-    return ManifestRows(path, table.select(used), column, options.id_column, options.audio_root or path.parent,
-                        {c: table.schema.field(c).type for c in options.keep_columns})
+
+    def selected() -> Iterator[pa.Table]:
+        return (table.select(used) for table in tables())
+
+    return ManifestRows(path, selected, column, options.id_column, options.audio_root or path.parent,
+                        {c: columns[c] for c in options.keep_columns})
 
 
 def _text(value: object) -> str:
@@ -114,9 +121,9 @@ def _text(value: object) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else str(value)
 
 
-def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
-    """The manifest as a table (a Parquet one with only `columns` read, those it has) and the
-    names of all its columns."""
+def _read(path: Path, columns: list[str]) -> tuple[Callable[[], Iterator[pa.Table]], dict[str, pa.DataType]]:
+    """The manifest's rows as tables (a Parquet one with only `columns` read, those it has, a row
+    group at a time; the others whole) and the names and value types of all its columns."""
     import pyarrow.csv as pcsv
 
     suffix = path.suffix.lower()
@@ -124,23 +131,40 @@ def _read(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
         if suffix == ".parquet":
             return _read_parquet(path, columns)
         if suffix == ".jsonl":
-            return _read_jsonl(path, columns)
+            table, names = _read_jsonl(path, columns)
+            return (lambda: iter([table])), {n: table.schema.field(n).type if n in table.column_names else pa.null()
+                                             for n in names}
         # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
         tsv = suffix == ".tsv"
         parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
         table = pcsv.read_csv(path, parse_options=parse)
-        return table, table.column_names
+        return (lambda: iter([table])), _types(table.schema)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise ManifestError(f"{path}: not a readable {suffix.lstrip('.').upper()} manifest "
                             f"({first_line(e)})") from None
 
 
-def _read_parquet(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
-    pf = open_parquet(path, path.stat().st_size)
-    names = pf.schema_arrow.names
-    table = pf.read(columns=[c for c in dict.fromkeys(columns) if c in names])
-    ExpansionBudget(path.stat().st_size).spend(table)
-    return plain(table), names
+def _read_parquet(path: Path, columns: list[str]) -> tuple[Callable[[], Iterator[pa.Table]], dict[str, pa.DataType]]:
+    """Its footer checked now; its rows read a row group at a time, each spent on one budget for
+    the file, whenever the tables are iterated."""
+    types = _types(open_parquet(path, path.stat().st_size).schema_arrow)
+
+    def tables() -> Iterator[pa.Table]:
+        with path.open("rb") as f:
+            pf = open_parquet(f, os.fstat(f.fileno()).st_size)
+            wanted = [c for c in dict.fromkeys(columns) if c in pf.schema_arrow.names]
+            budget = ExpansionBudget(os.fstat(f.fileno()).st_size)
+            for g in range(pf.metadata.num_row_groups):
+                table = pf.read_row_group(g, columns=wanted)
+                budget.spend(table)
+                yield table
+
+    return tables, types
+
+
+def _types(schema: pa.Schema) -> dict[str, pa.DataType]:
+    """Each column's type, a dictionary column's as its values' (ValueError for names that are not UTF-8)."""
+    return {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in schema}
 
 
 def _read_jsonl(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:

@@ -35,8 +35,9 @@ def test_a_manifest_path_repeated_from_a_dictionary_is_refused(tmp_path):
     path = tmp_path / "m.parquet"
     paths = repeated(b"a/" * 500_000, 2000).cast(pa.dictionary(pa.int32(), pa.string()))
     pq.write_table(pa.table({"path": paths}), path, store_schema=False)
+    rows = read_manifest(path, ManifestOptions())  # rows are read a row group at a time, as they are listed
     with pytest.raises(ManifestError, match="decompression bomb"):
-        read_manifest(path, ManifestOptions())
+        next(rows.chunks())
 
 
 def test_token_codes_that_run_length_encoding_hides_are_refused(tmp_path):
@@ -69,3 +70,23 @@ def test_json_depth_is_counted_without_recursion():
     with pytest.raises(LimitError, match="nested over 64 deep"):
         parse_json("[" * 65 + "]" * 65)
     assert parse_json("[" * 64 + "]" * 64) is not None
+
+
+def test_a_row_group_too_many_rows_to_read_as_a_dictionary_is_refused(tmp_path, monkeypatch):
+    """Reading a dictionary column takes memory for every row of its row group at once, so a
+    row group of more rows than pyarrow writes is refused: by every Parquet reader."""
+    from mimi_cli.formats import limits
+
+    monkeypatch.setattr(limits, "MAX_DICTIONARY_ROWS", 100)
+    names = pa.array([f"{i}.wav" for i in range(101)])
+    audio = pa.StructArray.from_arrays([pa.nulls(101, pa.binary()), names], names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet", row_group_size=101)
+    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=101)
+    with pytest.raises(ContainerError, match="row group 0 holds 101 rows, over 100 .* smaller row groups"):
+        list(parquet_items(tmp_path / "a.parquet", "audio", ()))
+    with pytest.raises(ManifestError, match="row group 0 holds 101 rows, over 100"):
+        read_manifest(tmp_path / "m.parquet", ManifestOptions())
+    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=100)
+    assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths == names.to_pylist()
+    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=101, use_dictionary=False)
+    assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths == names.to_pylist()

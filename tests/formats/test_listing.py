@@ -115,10 +115,14 @@ def _paths_parquet(path, names):
     return path
 
 
-def test_audio_parquet_rows_come_a_chunk_at_a_time_named_by_all_their_paths(tmp_path, monkeypatch):
+@pytest.mark.parametrize("slice_rows", [8192, 128])
+def test_audio_parquet_rows_come_a_chunk_at_a_time_named_by_all_their_paths(tmp_path, monkeypatch, slice_rows):
     """Ids are the rows' paths only if no two rows share one: a repeat in the last row names even
-    the first window's rows FILE:ROW, though they are handed on before it is read."""
-    from mimi_cli.formats import sources
+    the first window's rows FILE:ROW, though they are handed on before it is read (a row group's
+    paths are taken a slice at a time, across row groups of 500)."""
+    from mimi_cli.formats import containers, sources
+
+    monkeypatch.setattr(containers, "SLICE_ROWS", slice_rows)
 
     names = [f"clips/{i}.wav" for i in range(2500)]
     unique = _paths_parquet(tmp_path / "u.parquet", names)
@@ -195,7 +199,8 @@ def test_a_jsonl_manifest_keeps_only_the_fields_it_needs(tmp_path):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav", f"k{i}": 1, "big": 2**70}) + "\n"
                                               for i in range(20_000)))
     rows = read_manifest(tmp_path / "m.jsonl", ManifestOptions())
-    assert rows.table.column_names == ["path"] and len(rows) == 20_000
+    (table,) = rows.tables()
+    assert table.column_names == ["path"] and table.num_rows == 20_000
     with pytest.raises(Exception, match="'big' holds values of mixed types or out of range"):
         read_manifest(tmp_path / "m.jsonl", ManifestOptions(keep_columns=("big",)))
 
@@ -226,3 +231,47 @@ def test_an_audio_struct_naming_a_field_twice_is_an_error_row(tmp_path):
     ws = list(windows([str(tmp_path / "d.parquet")]))
     assert [p.error for w in ws for p in w.problems] == [
         "column 'audio' names a field twice (bytes, path, path): not audio as Hugging Face `datasets` stores it"]
+
+
+def test_audio_parquet_rows_taken_a_slice_at_a_time_keep_their_audio_and_fields(tmp_path, monkeypatch):
+    """Each item read from its row group in slices points at its own row's bytes and fields."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mimi_cli.formats import containers
+
+    monkeypatch.setattr(containers, "SLICE_ROWS", 16)
+    blobs = []
+    for i in range(120):
+        out = io.BytesIO()
+        sf.write(out, np.full(240 + i, i / 200, np.float32), 24000, format="WAV")
+        blobs.append(out.getvalue())
+    audio = pa.StructArray.from_arrays([pa.array(blobs, pa.binary()), pa.array([f"{i}.wav" for i in range(120)])],
+                                       names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio, "n": list(range(120))}), tmp_path / "a.parquet", row_group_size=50)
+    items = list(containers.parquet_items(tmp_path / "a.parquet", "audio", ("n",)))
+    assert [it.key for it in items] == [str(i) for i in range(120)]
+    assert [it.fields["n"] for it in items] == list(range(120)) and [it.path for it in items][-1] == "119.wav"
+    assert [it.member.read() for it in items] == blobs
+
+
+def test_a_parquet_manifest_is_read_a_row_group_at_a_time_as_it_is_listed(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [f"{i}.wav" for i in range(5000)]
+    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=1000)
+    read = []
+    real = pq.ParquetFile.read_row_group
+
+    def counted(self, g, *args, **kwargs):
+        read.append(g)
+        return real(self, g, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    ws = windows([str(tmp_path / "m.parquet")], size=1000)
+    first = next(ws)
+    assert [s.id for s in first.sources] == names[:1000] and len(read) <= 2  # a window and a chunk
+    assert [s.id for w in ws for s in w.sources] == names[1000:] and read == [0, 1, 2, 3, 4]
