@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import ExpansionBudget, LimitError, open_parquet, parse_json
+from .limits import ExpansionBudget, LimitError, open_parquet, parse_json, python_values
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -287,7 +287,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
                     part = table.slice(start, SLICE_ROWS)
                     audio = part.column(column).combine_chunks()
                     data, paths = audio.field("bytes"), _struct_paths(audio)
-                    kept = {c: part.column(c).to_pylist() for c in fields}
+                    kept = {c: python_values(part.column(c)) for c in fields}
                     valid = audio.is_valid().to_pylist()
                     for i in range(part.num_rows):
                         item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in fields})
@@ -328,4 +328,4 @@ def _struct_paths(audio: pa.StructArray) -> list[str | None]:
     names = [audio.type.field(i).name for i in range(audio.type.num_fields)]
     if "path" not in names:
         return [None] * len(audio)
-    return [p if p else None for p in audio.field("path").to_pylist()]
+    return [p if p else None for p in python_values(audio.field("path"))]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import MimiError
-from .limits import ExpansionBudget, open_parquet, parse_json, read_lines
+from .limits import ExpansionBudget, open_parquet, parse_json, python_values, read_lines
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -65,10 +65,10 @@ class ManifestRows:
                 for offset in range(0, table.num_rows, size):
                     part = table.slice(offset, size)
                     paths = [None if v is None or v in ("", b"") else _text(v)
-                             for v in part.column(self.path_column).to_pylist()]
-                    ids = ([None if v is None else _text(v) for v in part.column(self.id_column).to_pylist()]
+                             for v in python_values(part.column(self.path_column))]
+                    ids = ([None if v is None else _text(v) for v in python_values(part.column(self.id_column))]
                            if self.id_column else [None] * part.num_rows)
-                    kept = {c: part.column(c).to_pylist() for c in self.types}
+                    kept = {c: python_values(part.column(c)) for c in self.types}
                     yield paths, ids, kept
                     start += part.num_rows
         except (pa.ArrowException, OSError, ValueError) as e:  # text cells that are not UTF-8, say

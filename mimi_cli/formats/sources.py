@@ -41,7 +41,7 @@ from .containers import (
     tar_items,
 )
 from .cuts import LhotseItem, is_lhotse, lhotse_items, stat_or_zero
-from .digests import Digests, digests
+from .digests import DTYPE, Digests, digests
 from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
 from .paths import AudioRoot, RealPaths, UnsafePathError, check_relative, missing_hint
 from .shards import SourceInfo
@@ -50,6 +50,7 @@ from .storage import Location, RemotePath, is_uri, os_reason, readable
 log = logging.getLogger("mimi_cli.sources")
 
 CHUNK = 1000  # items of a manifest listed at a time, so that millions are never held at once
+UNIQUE_BATCH = 1 << 18  # audio Parquet paths checked for repeats at a time: sorted together, they are searched fast
 Channels = Literal["mix", "each"]  # one mono row per input (the mix), or one row per channel
 
 
@@ -524,20 +525,29 @@ class _Collector:
 def _unique_paths(files: list[Location], column: str) -> bool:
     """Whether every row of `files` has a path and no two the same (read as `parquet_paths` reads
     them: a file's rows up to where it cannot be read). Known by digests, so that ten million rows
-    take 120 MB, and the first repeat ends the pass."""
+    take 120 MB, checked UNIQUE_BATCH at a time (the first repeat ends the pass)."""
     seen = Digests()
+    batch: list[np.ndarray] = []
+
+    def repeats() -> bool:
+        found = np.concatenate(batch) if batch else np.empty(0, DTYPE)
+        batch.clear()
+        if len(np.unique(found)) != len(found) or seen.holds(found).any():
+            return True
+        seen.add(found)
+        return False
+
     for f in files:
         try:
             for paths in parquet_paths(f, column):
                 if None in paths:
                     return False
-                found = digests(paths)
-                if len(np.unique(found)) != len(found) or seen.holds(found).any():
+                batch.append(digests(paths))
+                if sum(len(b) for b in batch) >= UNIQUE_BATCH and repeats():
                     return False
-                seen.add(found)
         except ContainerError:
             continue
-    return True
+    return not repeats()
 
 
 def _below(f: Location, root: Location) -> str:

@@ -65,18 +65,20 @@ def test_an_id_that_names_an_input_of_an_earlier_window_is_refused_when_its_wind
         next(windows([str(tmp_path / "one"), str(tmp_path / "two")], size=100))
 
 
-def test_digests_agree_with_a_set_trailing_zero_bytes_and_all():
+def test_digests_agree_with_a_set_trailing_zero_bytes_shared_heads_and_all():
     rng = np.random.default_rng(0)
     raw = [bytes(rng.integers(0, 256, SIZE, dtype=np.uint8)) for _ in range(3000)]
     raw += [r[:-1] + b"\0" for r in raw[:200]] + [r[:4] + b"\0" * (SIZE - 4) for r in raw[:200]]  # zeros at the end
+    shared = [r[:8] + bytes(rng.integers(0, 256, SIZE - 8, dtype=np.uint8)) for r in raw[:300]]  # first 8 bytes alike
+    added = raw[:2000] + shared[:150]
     d, seen = Digests(), set()
-    for start in range(0, 2000, 250):
-        batch = raw[start:start + 250]
+    for start in range(0, len(added), 250):
+        batch = added[start:start + 250]
         d.add(np.array(batch, DTYPE))
         seen.update(batch)
-    asked = np.array(raw, DTYPE)
-    assert d.holds(asked).tolist() == [r in seen for r in raw]
-    assert len(d) == 2000
+    asked = raw + shared
+    assert d.holds(np.array(asked, DTYPE)).tolist() == [r in seen for r in asked]
+    assert len(d) == len(added)
 
 
 def test_a_manifest_is_read_no_further_than_the_window_at_hand(tmp_path, monkeypatch):
