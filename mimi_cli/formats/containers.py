@@ -21,14 +21,13 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import ExpansionBudget, LimitError, open_parquet, parse_json, python_values
+from .limits import LimitError, open_parquet, parse_json, python_values, row_groups, slices
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
 MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
 MAX_FIELD_BYTES = 1 << 20  # a .json / .txt member read for its fields
 MAX_ROW_GROUP_BYTES = 4 << 30  # a Parquet row group of audio read whole
-SLICE_ROWS = 8192  # a row group's rows become Python objects this many at a time, never all at once
 WINDOW_BYTES = 128 << 20  # consecutive row groups up to this size are batched together (and held while read)
 _AUDIO_EXTS = {e.lstrip(".") for e in AUDIO_EXTENSIONS}
 _KEY = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's key / extension split of a member name
@@ -266,31 +265,24 @@ def _check_audio_column(container: Location, schema: pa.Schema, column: str) -> 
 def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> Iterator[Item]:
     """Every row of an audio Parquet file as an item keyed `ROW` (its index in the file), read a
     row group at a time; fields are the `keep` columns, `path` the row's path."""
+    columns = [column, *keep]
     try:
         with _open(container) as f:
-            pf = open_parquet(f, container.stat().st_size)
+            pf = open_parquet(f, container.stat().st_size, columns)
             _check_audio_column(container, pf.schema_arrow, column)
-            budget = ExpansionBudget(container.stat().st_size)
-            fields = list(keep)
             row, window, window_bytes = 0, 0, 0
-            for g in range(pf.metadata.num_row_groups):
+            for g, table in row_groups(pf, container.stat().st_size, columns, MAX_ROW_GROUP_BYTES):
                 size = pf.metadata.row_group(g).total_byte_size
-                if size > MAX_ROW_GROUP_BYTES:
-                    raise ContainerError(f"{container}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} "
-                                         "GiB; rewrite it with smaller row groups")
                 if window_bytes and window_bytes + size > WINDOW_BYTES:
                     window, window_bytes = window + 1, 0
                 window_bytes += size
-                table = pf.read_row_group(g, columns=[column, *fields])
-                budget.spend(table)
-                for start in range(0, table.num_rows, SLICE_ROWS):
-                    part = table.slice(start, SLICE_ROWS)
+                for start, part in slices(table):
                     audio = part.column(column).combine_chunks()
                     data, paths = audio.field("bytes"), _struct_paths(audio)
-                    kept = {c: python_values(part.column(c)) for c in fields}
+                    kept = {c: python_values(part.column(c)) for c in keep}
                     valid = audio.is_valid().to_pylist()
                     for i in range(part.num_rows):
-                        item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in fields})
+                        item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in keep})
                         blob = data[i].as_py() if valid[i] else None
                         if blob is not None:
                             item.member = ParquetCell(container, column, g, start + i, window)
@@ -304,22 +296,20 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
 
 
 def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]]:
-    """The `path` of every row of an audio Parquet file (None where empty), SLICE_ROWS at a time,
+    """The `path` of every row of an audio Parquet file (None where empty), a slice of a row group at a time,
     reading that field alone; ContainerError where the file cannot be read."""
+    # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
+    columns = [column if "." in column else f"{column}.path"]
     try:
         with _open(container) as f:
-            pf = open_parquet(f, container.stat().st_size)
+            pf = open_parquet(f, container.stat().st_size, columns)
             _check_audio_column(container, pf.schema_arrow, column)
-            budget = ExpansionBudget(container.stat().st_size)
             if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
                 yield [None]  # no row has a path (the footer's row count is not trusted to say how many)
                 return
-            for g in range(pf.metadata.num_row_groups):
-                # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
-                table = pf.read_row_group(g, columns=[column if "." in column else f"{column}.path"])
-                budget.spend(table)
-                for start in range(0, table.num_rows, SLICE_ROWS):
-                    yield _struct_paths(table.column(column).slice(start, SLICE_ROWS).combine_chunks())
+            for _, table in row_groups(pf, container.stat().st_size, columns):
+                for _, part in slices(table):
+                    yield _struct_paths(part.column(column).combine_chunks())
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 

@@ -37,7 +37,7 @@ class Digests:
     def holds(self, found: np.ndarray) -> np.ndarray:
         """Which of `found` (an array of DTYPE) are in the set."""
         head, tail = _split(found)
-        order = np.argsort(head)  # searching in order walks each run once, not once per digest
+        order = np.argsort(head)  # keys in order: each search starts from the last, in cache
         head, tail = head[order], tail[order]
         hit = np.zeros(len(found), bool)
         for run_head, run_tail in self.runs:

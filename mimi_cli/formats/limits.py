@@ -27,10 +27,11 @@ MAX_JSON_BYTES = 1 << 20  # a JSON member of a tar sample
 MAX_EXPANSION = 32
 EXPANSION_SLACK_BYTES = 16 << 20
 READ_BYTES = 1 << 20
-# Rows of a Parquet row group that holds a dictionary column: reading one as a dictionary takes
-# about 100-250 bytes for each value stored outside the dictionary, for the whole row group at
-# once. pyarrow writes row groups of at most this many rows.
+# Rows of a Parquet row group whose columns read include a dictionary one: pyarrow puts every
+# value a writer stored outside the file's dictionary into one in-memory dictionary for the whole
+# row group, so memory grows with its rows. This is pyarrow's default row group size.
 MAX_DICTIONARY_ROWS = 1 << 20
+SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (strings take ten times Arrow's bytes)
 
 
 class LimitError(MimiError, ValueError):
@@ -135,15 +136,22 @@ def check_row_groups(pf, file_bytes: int) -> None:
                          "times (a decompression bomb?)")
 
 
-def dictionary_columns(pf) -> list[str]:
-    """The text and bytes columns (dotted paths) stored with a dictionary: read them as Arrow
-    dictionaries (`read_dictionary=`), so that a value repeated a million times is not copied a
-    million times before `ExpansionBudget` has counted it."""
+def dictionary_columns(pf, columns: list[str] | None = None) -> list[str]:
+    """The text and bytes columns (dotted paths) of `columns` (top-level names or dotted paths;
+    None: all) stored with a dictionary: read them as Arrow dictionaries (`read_dictionary=`), so
+    that a value repeated a million times is not copied a million times before `ExpansionBudget`
+    has counted it."""
     meta = pf.metadata
     return sorted({meta.row_group(g).column(c).path_in_schema for g in range(meta.num_row_groups)
                    for c in range(meta.num_columns)
                    if meta.row_group(g).column(c).has_dictionary_page
-                   and meta.row_group(g).column(c).physical_type == "BYTE_ARRAY"})
+                   and meta.row_group(g).column(c).physical_type == "BYTE_ARRAY"
+                   and _selected(meta.row_group(g).column(c).path_in_schema, columns)})
+
+
+def _selected(path: str, columns: list[str] | None) -> bool:
+    """Whether reading `columns` reads the column chunk at `path` (a struct's fields with it)."""
+    return columns is None or any(path == c or path.startswith(c + ".") for c in columns)
 
 
 class ExpansionBudget:
@@ -179,30 +187,55 @@ class ExpansionBudget:
                              "(a decompression bomb?)")
 
 
-def open_parquet(source, file_bytes: int) -> pq.ParquetFile:
-    """A Parquet file ready to read, once its footer passes `check_row_groups`; its dictionary
-    text and bytes columns are read as dictionaries (spend what they expand to on an
-    ExpansionBudget before taking values out), which bounds its row groups to
-    MAX_DICTIONARY_ROWS."""
+def open_parquet(source, file_bytes: int, columns: list[str] | None = None) -> pq.ParquetFile:
+    """A Parquet file ready to read `columns` from (None: all), once its footer passes
+    `check_row_groups`; their dictionary text and bytes columns are read as dictionaries (spend
+    what they expand to on an ExpansionBudget before taking values out), and a row group holding
+    one may have at most MAX_DICTIONARY_ROWS rows."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
-    columns = dictionary_columns(pf)
-    if not columns:
+    dictionary = dictionary_columns(pf, columns)
+    if not dictionary:
         return pf
-    for g in range(pf.metadata.num_row_groups):
-        rows = pf.metadata.row_group(g).num_rows
-        if rows > MAX_DICTIONARY_ROWS:
-            raise LimitError(f"row group {g} holds {rows} rows, over {MAX_DICTIONARY_ROWS} in a file with dictionary "
-                             "columns; rewrite it with smaller row groups (pyarrow's row_group_size)")
+    meta = pf.metadata
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if group.num_rows > MAX_DICTIONARY_ROWS and any(
+                group.column(c).has_dictionary_page and group.column(c).path_in_schema in dictionary
+                for c in range(group.num_columns)):
+            raise LimitError(f"row group {g} holds {group.num_rows} rows, over the {MAX_DICTIONARY_ROWS} mimi reads "
+                             "where text is stored with a dictionary; rewrite it with smaller row groups (pyarrow's "
+                             "row_group_size)")
     try:
-        return pq.ParquetFile(source, read_dictionary=columns)
+        return pq.ParquetFile(source, read_dictionary=dictionary)
     except KeyError as e:  # a column chunk whose path the schema does not have
         raise LimitError(f"its footer names a column {e} that its schema does not have") from None
 
 
+def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str], max_bytes: int | None = None
+               ) -> Iterator[tuple[int, pa.Table]]:
+    """Each row group of `pf` (opened by `open_parquet` for `columns`) as its number and a table
+    of `columns`, its values spent on one ExpansionBudget for the file: LimitError past it, or
+    before reading a row group whose footer states over `max_bytes`."""
+    budget = ExpansionBudget(file_bytes)
+    for g in range(pf.metadata.num_row_groups):
+        if max_bytes is not None and pf.metadata.row_group(g).total_byte_size > max_bytes:
+            raise LimitError(f"row group {g} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
+        table = pf.read_row_group(g, columns=columns)
+        budget.spend(table)
+        yield g, table
+
+
+def slices(table: pa.Table, rows: int | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """`table` in pieces of `rows` (default SLICE_ROWS; no copies), each with its first row's number."""
+    rows = rows or SLICE_ROWS
+    for start in range(0, table.num_rows, rows):
+        yield start, table.slice(start, rows)
+
+
 def python_values(column: pa.Array | pa.ChunkedArray) -> list:
     """A column's values as Python objects, a dictionary column's decoded first (taking values
-    from a dictionary one at a time costs about fifty times as much); spend its size first."""
+    from a dictionary one at a time is many times slower); spend its size first."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     return column.to_pylist()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import MimiError
-from .limits import ExpansionBudget, open_parquet, parse_json, python_values, read_lines
+from .limits import open_parquet, parse_json, python_values, read_lines, row_groups, slices
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -43,6 +43,9 @@ class ManifestOptions:
     allow_commands: bool = False  # lhotse `command` sources: shell commands, run only if the user allows it
 
 
+Tables = Callable[[], Iterator[pa.Table]]  # each call reads the rows afresh, a table at a time
+
+
 @dataclass
 class ManifestRows:
     """One manifest's rows, held as Arrow columns (a Parquet manifest: read a row group at a time
@@ -50,7 +53,7 @@ class ManifestRows:
     of rows is never a list of millions of strings."""
 
     path: Path
-    tables: Callable[[], Iterator[pa.Table]]  # the path column, then the id column (if any), then the kept ones
+    tables: Tables  # the path column, then the id column (if any), then the kept ones
     path_column: str
     id_column: str | None
     root: Path
@@ -62,8 +65,7 @@ class ManifestRows:
         start = 0
         try:
             for table in self.tables():
-                for offset in range(0, table.num_rows, size):
-                    part = table.slice(offset, size)
+                for _, part in slices(table, size):
                     paths = [None if v is None or v in ("", b"") else _text(v)
                              for v in python_values(part.column(self.path_column))]
                     ids = ([None if v is None else _text(v) for v in python_values(part.column(self.id_column))]
@@ -75,18 +77,28 @@ class ManifestRows:
             raise ManifestError(f"{self.path}: not a readable manifest at row {start} or after "
                                 f"({first_line(e)})") from None
 
-    # Whole-table views, converted once (for small manifests and tests; a listing uses `chunks`).
-    @functools.cached_property
+    # Whole views, read in one pass (for small manifests and tests; a listing uses `chunks`).
+    @property
     def paths(self) -> list[str | None]:
-        return [p for paths, _, _ in self.chunks() for p in paths]
+        return self._whole[0]
 
-    @functools.cached_property
+    @property
     def ids(self) -> list[str | None]:
-        return [i for _, ids, _ in self.chunks() for i in ids]
+        return self._whole[1]
+
+    @property
+    def kept(self) -> dict[str, list]:
+        return self._whole[2]
 
     @functools.cached_property
-    def kept(self) -> dict[str, list]:
-        return {c: [v for _, _, kept in self.chunks() for v in kept[c]] for c in self.types}
+    def _whole(self) -> tuple[list[str | None], list[str | None], dict[str, list]]:
+        paths, ids, kept = [], [], {c: [] for c in self.types}
+        for some_paths, some_ids, some_kept in self.chunks():
+            paths += some_paths
+            ids += some_ids
+            for c in kept:
+                kept[c] += some_kept[c]
+        return paths, ids, kept
 
 
 def is_manifest(path: Path) -> bool:
@@ -96,8 +108,7 @@ def is_manifest(path: Path) -> bool:
 def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
     """The rows of a .tsv / .csv / .jsonl / .parquet manifest; ManifestError naming what is missing."""
     wanted = [options.path_column or "", *PATH_COLUMNS, options.id_column or "", *options.keep_columns]
-    tables, columns = _read(path, wanted)
-    names = list(columns)
+    tables, names, types = _read(path, wanted)
     column = options.path_column or next((c for c in PATH_COLUMNS if c in names), None)
     if column is None or column not in names:
         wanted_text = f"--path-column {column}" if column else f"a column {' / '.join(PATH_COLUMNS)}"
@@ -107,12 +118,15 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
     used = list(dict.fromkeys([column, *([options.id_column] if options.id_column else []), *options.keep_columns]))
+    twice = [name for name in used if names.count(name) > 1]
+    if twice:
+        raise ManifestError(f"{path}: {names.count(twice[0])} columns are named {twice[0]!r}; name each once")
 
     def selected() -> Iterator[pa.Table]:
         return (table.select(used) for table in tables())
 
     return ManifestRows(path, selected, column, options.id_column, options.audio_root or path.parent,
-                        {c: columns[c] for c in options.keep_columns})
+                        {c: types[c] for c in options.keep_columns})
 
 
 def _text(value: object) -> str:
@@ -121,9 +135,10 @@ def _text(value: object) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else str(value)
 
 
-def _read(path: Path, columns: list[str]) -> tuple[Callable[[], Iterator[pa.Table]], dict[str, pa.DataType]]:
+def _read(path: Path, columns: list[str]) -> tuple[Tables, list[str], dict[str, pa.DataType]]:
     """The manifest's rows as tables (a Parquet one with only `columns` read, those it has, a row
-    group at a time; the others whole) and the names and value types of all its columns."""
+    group at a time; the others whole), the names of all its columns, and the value types of
+    those read."""
     import pyarrow.csv as pcsv
 
     suffix = path.suffix.lower()
@@ -132,38 +147,42 @@ def _read(path: Path, columns: list[str]) -> tuple[Callable[[], Iterator[pa.Tabl
             return _read_parquet(path, columns)
         if suffix == ".jsonl":
             table, names = _read_jsonl(path, columns)
-            return (lambda: iter([table])), {n: table.schema.field(n).type if n in table.column_names else pa.null()
-                                             for n in names}
-        # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
-        tsv = suffix == ".tsv"
-        parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
-        table = pcsv.read_csv(path, parse_options=parse)
-        return (lambda: iter([table])), _types(table.schema)
+        else:
+            # Tab-separated listings (Common Voice) quote nothing, and their sentences hold quotes.
+            tsv = suffix == ".tsv"
+            parse = pcsv.ParseOptions(delimiter="\t" if tsv else ",", quote_char=False if tsv else '"')
+            table = pcsv.read_csv(path, parse_options=parse)
+            names = table.column_names
+        return (lambda: iter([table])), names, _types(table.schema)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise ManifestError(f"{path}: not a readable {suffix.lstrip('.').upper()} manifest "
                             f"({first_line(e)})") from None
 
 
-def _read_parquet(path: Path, columns: list[str]) -> tuple[Callable[[], Iterator[pa.Table]], dict[str, pa.DataType]]:
-    """Its footer checked now; its rows read a row group at a time, each spent on one budget for
-    the file, whenever the tables are iterated."""
-    types = _types(open_parquet(path, path.stat().st_size).schema_arrow)
+def _read_parquet(path: Path, columns: list[str]) -> tuple[Tables, list[str], dict[str, pa.DataType]]:
+    """Its footer checked now; its rows read a row group at a time whenever the tables are
+    iterated, from the same file (a file replaced since is refused)."""
+    with path.open("rb") as f:
+        known = os.fstat(f.fileno())
+        schema = open_parquet(f, known.st_size, []).schema_arrow
+        names = schema.names  # ValueError for names that are not UTF-8
+        wanted = [c for c in dict.fromkeys(columns) if c in names]
+        open_parquet(f, known.st_size, wanted)  # a row group too large to read is refused now
 
     def tables() -> Iterator[pa.Table]:
         with path.open("rb") as f:
-            pf = open_parquet(f, os.fstat(f.fileno()).st_size)
-            wanted = [c for c in dict.fromkeys(columns) if c in pf.schema_arrow.names]
-            budget = ExpansionBudget(os.fstat(f.fileno()).st_size)
-            for g in range(pf.metadata.num_row_groups):
-                table = pf.read_row_group(g, columns=wanted)
-                budget.spend(table)
+            now = os.fstat(f.fileno())
+            if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+                    known.st_dev, known.st_ino, known.st_size, known.st_mtime_ns):
+                raise ValueError("the file changed while it was being read")
+            for _, table in row_groups(open_parquet(f, now.st_size, wanted), now.st_size, wanted):
                 yield table
 
-    return tables, types
+    return tables, names, {name: kind for name, kind in _types(schema).items() if name in wanted}
 
 
 def _types(schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Each column's type, a dictionary column's as its values' (ValueError for names that are not UTF-8)."""
+    """Each column's type, a dictionary column's as its values'."""
     return {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in schema}
 
 

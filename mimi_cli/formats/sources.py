@@ -319,7 +319,8 @@ class _Collector:
 
     def manifest(self, path: Path) -> Iterator[None]:
         """A manifest's rows: paths relative to the audio root, ids from --id-column or the path;
-        a row without a path is a problem, not the end of the run. Yields after each CHUNK rows."""
+        a row without a path is a problem, not the end of the run. Yields after each chunk of at most
+        CHUNK rows (a Parquet manifest's chunks end with its row groups)."""
         try:
             rows = read_manifest(path, self.options)
         except ManifestError as e:
@@ -529,7 +530,8 @@ def _unique_paths(files: list[Location], column: str) -> bool:
     seen = Digests()
     batch: list[np.ndarray] = []
 
-    def repeats() -> bool:
+    def batch_repeats() -> bool:
+        """Whether the batch repeats a path, within itself or of an earlier batch; else it joins `seen`."""
         found = np.concatenate(batch) if batch else np.empty(0, DTYPE)
         batch.clear()
         if len(np.unique(found)) != len(found) or seen.holds(found).any():
@@ -537,17 +539,21 @@ def _unique_paths(files: list[Location], column: str) -> bool:
         seen.add(found)
         return False
 
+    pending = 0
     for f in files:
         try:
             for paths in parquet_paths(f, column):
                 if None in paths:
                     return False
                 batch.append(digests(paths))
-                if sum(len(b) for b in batch) >= UNIQUE_BATCH and repeats():
-                    return False
+                pending += len(paths)
+                if pending >= UNIQUE_BATCH:
+                    pending = 0
+                    if batch_repeats():
+                        return False
         except ContainerError:
             continue
-    return not repeats()
+    return not batch_repeats()
 
 
 def _below(f: Location, root: Location) -> str:

@@ -76,7 +76,12 @@ def test_digests_agree_with_a_set_trailing_zero_bytes_shared_heads_and_all():
         batch = added[start:start + 250]
         d.add(np.array(batch, DTYPE))
         seen.update(batch)
-    asked = raw + shared
+    twins = [r[:8] + bytes(rng.integers(0, 256, SIZE - 8, dtype=np.uint8)) for r in raw[2500:2600]]
+    together = raw[2500:2550] + twins[:50]  # both digests of a shared head in one run
+    d.add(np.array(together, DTYPE))
+    seen.update(together)
+    added += together
+    asked = raw + shared + twins
     assert d.holds(np.array(asked, DTYPE)).tolist() == [r in seen for r in asked]
     assert len(d) == len(added)
 
@@ -122,9 +127,9 @@ def test_audio_parquet_rows_come_a_chunk_at_a_time_named_by_all_their_paths(tmp_
     """Ids are the rows' paths only if no two rows share one: a repeat in the last row names even
     the first window's rows FILE:ROW, though they are handed on before it is read (a row group's
     paths are taken a slice at a time, across row groups of 500)."""
-    from mimi_cli.formats import containers, sources
+    from mimi_cli.formats import sources
 
-    monkeypatch.setattr(containers, "SLICE_ROWS", slice_rows)
+    monkeypatch.setattr(limits, "SLICE_ROWS", slice_rows)
 
     names = [f"clips/{i}.wav" for i in range(2500)]
     unique = _paths_parquet(tmp_path / "u.parquet", names)
@@ -244,7 +249,7 @@ def test_audio_parquet_rows_taken_a_slice_at_a_time_keep_their_audio_and_fields(
 
     from mimi_cli.formats import containers
 
-    monkeypatch.setattr(containers, "SLICE_ROWS", 16)
+    monkeypatch.setattr(limits, "SLICE_ROWS", 16)
     blobs = []
     for i in range(120):
         out = io.BytesIO()
@@ -277,3 +282,43 @@ def test_a_parquet_manifest_is_read_a_row_group_at_a_time_as_it_is_listed(tmp_pa
     first = next(ws)
     assert [s.id for s in first.sources] == names[:1000] and len(read) <= 2  # a window and a chunk
     assert [s.id for w in ws for s in w.sources] == names[1000:] and read == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("repeat", [None, "later batch", "other file"])
+def test_audio_parquet_paths_are_ids_only_if_no_batch_or_file_repeats_one(tmp_path, monkeypatch, repeat):
+    from mimi_cli.formats import sources
+
+    monkeypatch.setattr(limits, "SLICE_ROWS", 16)
+    monkeypatch.setattr(sources, "UNIQUE_BATCH", 64)
+    names = [f"{i}.wav" for i in range(300)]
+    first, second = names[:200], names[200:]
+    if repeat == "later batch":
+        first[150] = first[3]
+    elif repeat == "other file":
+        second[90] = first[5]
+    (tmp_path / "d").mkdir()
+    _paths_parquet(tmp_path / "d" / "a.parquet", first)
+    _paths_parquet(tmp_path / "d" / "b.parquet", second)
+    ids = [s.id for w in windows([str(tmp_path / "d")], size=1000) for s in w.sources]
+    if repeat is None:
+        assert ids == names
+    else:
+        assert ids[:2] == ["a.parquet:0", "a.parquet:1"] and ids[-1] == "b.parquet:99"
+
+
+def test_a_parquet_manifest_damaged_in_a_later_row_group_stops_after_the_rows_before(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"path": [f"{i}.wav" for i in range(3000)]}), path, row_group_size=1000,
+                   compression="none", use_dictionary=False)
+    at = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[at:at + 16] = b"\xff" * 16  # the third row group's page header
+    path.write_bytes(bytes(data))
+    ws = windows([str(path)], size=1000)
+    assert [s.id for s in next(ws).sources] == [f"{i}.wav" for i in range(1000)]
+    assert [s.id for s in next(ws).sources] == [f"{i}.wav" for i in range(1000, 2000)]
+    with pytest.raises(InputError, match=r"m.parquet: not a readable manifest at row 2000 or after \("):
+        next(ws)
