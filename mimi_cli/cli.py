@@ -100,6 +100,16 @@ def _setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9}
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """`text` as one line a dataset cannot forge more lines into: control characters written
+    `\\xNN`, and at most `limit` characters."""
+    text = text.translate(_CONTROL)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def command(fn: Callable) -> Callable:
     """Turns library errors into one line on stderr and the documented exit codes."""
     @wraps(fn)
@@ -110,7 +120,7 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except MimiError as e:  # every error of ours: one line, and the exit code it carries
-            typer.echo(f"mimi: error: {e}", err=True)
+            typer.echo(f"mimi: error: {one_line(str(e))}", err=True)
             raise typer.Exit(e.exit_code) from None
         except _Terminated:
             typer.echo("mimi: terminated (SIGTERM); complete output was kept", err=True)
@@ -196,7 +206,7 @@ def _report(summary, done: str, target, items: str, quiet: bool, as_json: bool =
     if summary.failures:
         first = summary.failed[0]
         typer.echo(f"mimi: {summary.failures} {items} failed, listed in {summary.errors_path} "
-                   f"(first: {first.id}: {first.error})", err=True)
+                   f"(first: {one_line(f'{first.id}: {first.error}')})", err=True)
         raise typer.Exit(1)
 
 
@@ -757,7 +767,8 @@ def eval_(
         typer.echo("\n".join(lines))
     if result.failed:
         first = result.failed[0]
-        typer.echo(f"mimi: {len(result.failed)} inputs failed (first: {first.id}: {first.error})", err=True)
+        typer.echo(f"mimi: {len(result.failed)} inputs failed (first: {one_line(f'{first.id}: {first.error}')})",
+                   err=True)
         raise typer.Exit(1)
 
 

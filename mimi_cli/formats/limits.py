@@ -31,6 +31,7 @@ READ_BYTES = 1 << 20
 # value a writer stored outside the file's dictionary into one in-memory dictionary for the whole
 # row group, so memory grows with its rows. This is pyarrow's default row group size.
 MAX_DICTIONARY_ROWS = 1 << 20
+MAX_NESTED_VALUES = 1 << 20  # values in the lists and structs of a slice's kept cells, in all
 SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (strings take ten times Arrow's bytes)
 
 
@@ -189,20 +190,18 @@ class ExpansionBudget:
 
 def open_parquet(source, file_bytes: int, columns: list[str] | None = None) -> pq.ParquetFile:
     """A Parquet file ready to read `columns` from (None: all), once its footer passes
-    `check_row_groups`; their dictionary text and bytes columns are read as dictionaries (spend
-    what they expand to on an ExpansionBudget before taking values out), and a row group holding
-    one may have at most MAX_DICTIONARY_ROWS rows."""
+    `check_row_groups`; their text and bytes columns stored with a dictionary in any row group
+    are read as dictionaries in all (spend what they expand to on an ExpansionBudget before taking
+    values out), and then no row group may have over MAX_DICTIONARY_ROWS rows."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
     dictionary = dictionary_columns(pf, columns)
     if not dictionary:
         return pf
     meta = pf.metadata
-    for g in range(meta.num_row_groups):
+    for g in range(meta.num_row_groups):  # every row group: a column is read as a dictionary in all of them
         group = meta.row_group(g)
-        if group.num_rows > MAX_DICTIONARY_ROWS and any(
-                group.column(c).has_dictionary_page and group.column(c).path_in_schema in dictionary
-                for c in range(group.num_columns)):
+        if group.num_rows > MAX_DICTIONARY_ROWS:
             raise LimitError(f"row group {g} holds {group.num_rows} rows, over the {MAX_DICTIONARY_ROWS} mimi reads "
                              "where text is stored with a dictionary; rewrite it with smaller row groups (pyarrow's "
                              "row_group_size)")
@@ -235,10 +234,29 @@ def slices(table: pa.Table, rows: int | None = None) -> Iterator[tuple[int, pa.T
 
 def python_values(column: pa.Array | pa.ChunkedArray) -> list:
     """A column's values as Python objects, a dictionary column's decoded first (taking values
-    from a dictionary one at a time is many times slower); spend its size first."""
+    from a dictionary one at a time is many times slower); spend its size first. LimitError for
+    lists holding over MAX_NESTED_VALUES values in all (a few bytes of Parquet each, but a Python
+    object each)."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if pa.types.is_nested(column.type):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        if sum(_count(chunk) for chunk in chunks) > MAX_NESTED_VALUES:
+            raise LimitError(f"{len(column)} rows hold over {MAX_NESTED_VALUES} values in lists or structs")
     return column.to_pylist()
+
+
+def _count(array: pa.Array) -> int:
+    """How many values `array` holds, counting every level of its lists and structs."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return len(array)
+    if pa.types.is_struct(kind):
+        return len(array) + sum(_count(array.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind) \
+            or pa.types.is_map(kind):
+        return len(array) + _count(array.flatten())
+    return len(array)
 
 
 def plain(table: pa.Table) -> pa.Table:

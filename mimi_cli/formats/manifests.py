@@ -118,6 +118,10 @@ def read_manifest(path: Path, options: ManifestOptions) -> ManifestRows:
         if name is not None and name not in names:
             raise ManifestError(f"{path}: no column {name!r} (its columns: {', '.join(names)})")
     used = list(dict.fromkeys([column, *([options.id_column] if options.id_column else []), *options.keep_columns]))
+    for name in [column, options.id_column]:
+        if name is not None and pa.types.is_nested(types[name]):
+            raise ManifestError(f"{path}: its column {name!r} holds {types[name]}, not text; name the column that "
+                                "holds the audio file with --path-column, and the id with --id-column")
     twice = [name for name in used if names.count(name) > 1]
     if twice:
         raise ManifestError(f"{path}: {names.count(twice[0])} columns are named {twice[0]!r}; name each once")

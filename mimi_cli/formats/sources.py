@@ -400,6 +400,9 @@ class _Collector:
             missing = [c for c in wanted if c not in schema.names]
             if missing:
                 raise InputError(f"{f}: no column {missing[0]!r} (its columns: {', '.join(schema.names)})")
+            if o.id_column and pa.types.is_nested(schema.field(o.id_column).type):
+                raise InputError(f"{f}: its column {o.id_column!r} holds {schema.field(o.id_column).type}, not "
+                                 "text; name the column that holds the ids with --id-column")
             types.update({c: schema.field(c).type for c in o.keep_columns})
             usable.append(f)
         by_path = not o.id_column and _unique_paths(usable, column)

@@ -158,3 +158,33 @@ def test_encoded_audio_is_what_the_file_holds(run, tmp_path):
     result = run("encode", "long.flac", "out", "-q", K, "--max-duration", "5")
     assert result.exit_code == 1 and "over --max-duration 5 s" in errors_of(tmp_path / "out.errors.jsonl")[
         "long.flac"]
+
+
+def test_a_path_column_of_lists_and_a_forged_column_name_earn_one_line(run, tmp_path):
+    """A Parquet manifest whose path column holds lists is refused before anything is read, and a
+    column name carrying a newline cannot print a second line of its own."""
+    paths = pa.ListArray.from_arrays(pa.array([0, 3, 6], pa.int32()), pa.array(["ab"] * 6))
+    pq.write_table(pa.table({"path": paths}), tmp_path / "lists.parquet")
+    result = run("encode", "lists.parquet", "out.parquet", "-q", K)
+    assert result.exit_code == 2 and "its column 'path' holds list<element: string>, not text" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    pq.write_table(pa.table({"path": ["a.wav"], "x\nmimi: encoded 99 files": [1]}), tmp_path / "named.parquet")
+    result = run("encode", "named.parquet", "out.parquet", "-q", K, "--keep-columns", "nope")
+    assert result.exit_code == 2 and "x\\x0amimi: encoded 99 files" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_kept_lists_of_more_values_than_a_slice_may_hold_are_an_error_row(run, tmp_path, monkeypatch):
+    from mimi_cli.formats import limits
+
+    monkeypatch.setattr(limits, "MAX_NESTED_VALUES", 1000)
+    write_corpus(tmp_path, [("x.wav", 24000, 1, 0.3, "WAV", "PCM_16")])
+    blob = (tmp_path / "x.wav").read_bytes()
+    audio = pa.StructArray.from_arrays([pa.array([blob, blob], pa.binary()), pa.array(["a.wav", "b.wav"])],
+                                       names=["bytes", "path"])
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2001], pa.int32()), pa.array(["t"] * 2001))
+    pq.write_table(pa.table({"audio": audio, "tags": tags}), tmp_path / "a.parquet")
+    result = run("encode", "a.parquet", "out.parquet", "-q", K, "--keep-columns", "tags")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = errors_of(tmp_path / "out.errors.jsonl")
+    assert list(errors.values()) == ["cannot read it as Parquet (2 rows hold over 1000 values in lists or structs)"]
