@@ -268,7 +268,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
     columns = [column, *keep]
     try:
         with _open(container) as f:
-            pf = open_parquet(f, container.stat().st_size, columns)
+            pf = open_parquet(f, container.stat().st_size, columns, blobs=(f"{column}.bytes",))
             _check_audio_column(container, pf.schema_arrow, column)
             row, window, window_bytes = 0, 0, 0
             for g, table in row_groups(pf, container.stat().st_size, columns, MAX_ROW_GROUP_BYTES):

@@ -27,8 +27,8 @@ MAX_JSON_BYTES = 1 << 20  # a JSON member of a tar sample
 MAX_EXPANSION = 32
 EXPANSION_SLACK_BYTES = 16 << 20
 READ_BYTES = 1 << 20
-# Rows of a Parquet row group whose columns read include a dictionary one: pyarrow puts every
-# value a writer stored outside the file's dictionary into one in-memory dictionary for the whole
+# Rows of a Parquet row group whose columns read include text read as a dictionary: pyarrow puts
+# every value stored outside the file's dictionary into one in-memory dictionary for the whole
 # row group, so memory grows with its rows. This is pyarrow's default row group size.
 MAX_DICTIONARY_ROWS = 1 << 20
 MAX_NESTED_VALUES = 1 << 20  # values in the lists and structs of a slice's kept cells, in all
@@ -137,17 +137,22 @@ def check_row_groups(pf, file_bytes: int) -> None:
                          "times (a decompression bomb?)")
 
 
-def dictionary_columns(pf, columns: list[str] | None = None) -> list[str]:
+def dictionary_columns(pf, columns: list[str] | None = None, blobs: tuple[str, ...] = ()) -> list[str]:
     """The text and bytes columns (dotted paths) of `columns` (top-level names or dotted paths;
-    None: all) stored with a dictionary: read them as Arrow dictionaries (`read_dictionary=`), so
-    that a value repeated a million times is not copied a million times before `ExpansionBudget`
-    has counted it."""
+    None: all), to read as Arrow dictionaries (`read_dictionary=`), so that a value repeated a
+    million times is not copied a million times before `ExpansionBudget` has counted it. That is
+    every one, whatever the footer says of dictionary pages (a footer can hide one), except
+    `blobs` (audio bytes, distinct in every row), which are read so only where the footer says."""
     meta = pf.metadata
-    return sorted({meta.row_group(g).column(c).path_in_schema for g in range(meta.num_row_groups)
-                   for c in range(meta.num_columns)
-                   if meta.row_group(g).column(c).has_dictionary_page
-                   and meta.row_group(g).column(c).physical_type == "BYTE_ARRAY"
-                   and _selected(meta.row_group(g).column(c).path_in_schema, columns)})
+    found = set()
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            chunk = meta.row_group(g).column(c)
+            path = chunk.path_in_schema
+            if (chunk.physical_type == "BYTE_ARRAY" and _selected(path, columns)
+                    and (path not in blobs or chunk.has_dictionary_page)):
+                found.add(path)
+    return sorted(found)
 
 
 def _selected(path: str, columns: list[str] | None) -> bool:
@@ -188,14 +193,15 @@ class ExpansionBudget:
                              "(a decompression bomb?)")
 
 
-def open_parquet(source, file_bytes: int, columns: list[str] | None = None) -> pq.ParquetFile:
+def open_parquet(source, file_bytes: int, columns: list[str] | None = None, blobs: tuple[str, ...] = ()
+                 ) -> pq.ParquetFile:
     """A Parquet file ready to read `columns` from (None: all), once its footer passes
-    `check_row_groups`; their text and bytes columns stored with a dictionary in any row group
-    are read as dictionaries in all (spend what they expand to on an ExpansionBudget before taking
-    values out), and then no row group may have over MAX_DICTIONARY_ROWS rows."""
+    `check_row_groups`; their text and bytes columns are read as dictionaries (`dictionary_columns`:
+    spend what they expand to on an ExpansionBudget before taking values out), and then no row
+    group may have over MAX_DICTIONARY_ROWS rows."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
-    dictionary = dictionary_columns(pf, columns)
+    dictionary = dictionary_columns(pf, columns, blobs)
     if not dictionary:
         return pf
     meta = pf.metadata
@@ -203,7 +209,7 @@ def open_parquet(source, file_bytes: int, columns: list[str] | None = None) -> p
         group = meta.row_group(g)
         if group.num_rows > MAX_DICTIONARY_ROWS:
             raise LimitError(f"row group {g} holds {group.num_rows} rows, over the {MAX_DICTIONARY_ROWS} mimi reads "
-                             "where text is stored with a dictionary; rewrite it with smaller row groups (pyarrow's "
+                             "at once where it reads text; rewrite it with smaller row groups (pyarrow's "
                              "row_group_size)")
     try:
         return pq.ParquetFile(source, read_dictionary=dictionary)

@@ -73,25 +73,37 @@ def test_json_depth_is_counted_without_recursion():
 
 
 def test_a_row_group_too_many_rows_to_read_as_a_dictionary_is_refused(tmp_path, monkeypatch):
-    """Reading a dictionary column takes memory for every row of its row group at once, so a
-    row group of more rows than pyarrow's default is refused where a column read is stored with a
-    dictionary: by every Parquet reader. Columns not read do not count."""
+    """Text is read as a dictionary, which takes memory for every row of its row group at once,
+    so a row group of more rows than pyarrow's default is refused by every Parquet reader, whatever
+    the footer says of dictionaries. Text columns not read do not count."""
     from mimi_cli.formats import limits
 
     monkeypatch.setattr(limits, "MAX_DICTIONARY_ROWS", 100)
     names = pa.array([f"{i}.wav" for i in range(101)])
     audio = pa.StructArray.from_arrays([pa.nulls(101, pa.binary()), names], names=["bytes", "path"])
     pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet", row_group_size=101)
-    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=101)
+    pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=101, use_dictionary=False)
     with pytest.raises(ContainerError, match="row group 0 holds 101 rows, over the 100 .* smaller row groups"):
         list(parquet_items(tmp_path / "a.parquet", "audio", ()))
     with pytest.raises(ManifestError, match="row group 0 holds 101 rows, over the 100 "):
         read_manifest(tmp_path / "m.parquet", ManifestOptions())
     pq.write_table(pa.table({"path": names}), tmp_path / "m.parquet", row_group_size=100)
     assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths == names.to_pylist()
-    speakers = pa.array(["a"] * 101)  # stored with a dictionary, but not read
-    pq.write_table(pa.table({"path": names, "speaker": speakers}), tmp_path / "m.parquet", row_group_size=101,
-                   use_dictionary=["speaker"])
-    assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths == names.to_pylist()
-    with pytest.raises(ManifestError, match="row group 0 holds 101 rows"):
-        read_manifest(tmp_path / "m.parquet", ManifestOptions(keep_columns=("speaker",)))
+    numbers = pa.table({"path": names, "n": list(range(101))})  # a row group of 101 rows, read without text
+    pq.write_table(numbers, tmp_path / "n.parquet", row_group_size=101)
+    with open(tmp_path / "n.parquet", "rb") as f:
+        assert open_parquet(f, (tmp_path / "n.parquet").stat().st_size, ["n"]).metadata.num_rows == 101
+
+
+def test_text_is_read_as_a_dictionary_whatever_the_footer_says_audio_bytes_as_it_says(tmp_path):
+    """A footer can hide a dictionary page (and with it a value repeated in every row), so every
+    text or bytes column read is read as a dictionary and counted before it is copied out; only
+    audio bytes, distinct in every row, are read as the footer says."""
+    from mimi_cli.formats.limits import dictionary_columns
+
+    audio = pa.StructArray.from_arrays([pa.array([b"x", b"y"]), pa.array(["a.wav", "b.wav"])], names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio, "text": ["t", "u"], "n": [1, 2]}), tmp_path / "a.parquet",
+                   use_dictionary=False)
+    pf = pq.ParquetFile(tmp_path / "a.parquet")
+    assert dictionary_columns(pf) == ["audio.bytes", "audio.path", "text"]
+    assert dictionary_columns(pf, ["audio", "text", "n"], blobs=("audio.bytes",)) == ["audio.path", "text"]
