@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import LimitError, open_parquet, parse_json, python_values, row_groups, slices
+from .limits import LimitError, open_parquet, parse_json, plain_type, python_values, row_groups, slices
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -250,7 +250,7 @@ def _check_audio_column(container: Location, schema: pa.Schema, column: str) -> 
     if len(set(names)) != len(names):
         raise ContainerError(f"{container}: column {column!r} names a field twice ({', '.join(names)}): not audio as "
                              "Hugging Face `datasets` stores it")
-    fields = {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+    fields = {f.name: plain_type(f.type)
               for f in schema.field(column).type}
     binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_null)
     text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_null)
@@ -268,10 +268,11 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
     columns = [column, *keep]
     try:
         with _open(container) as f:
-            pf = open_parquet(f, container.stat().st_size, columns, blobs=(f"{column}.bytes",))
+            file_bytes = container.stat().st_size
+            pf = open_parquet(f, file_bytes, columns, blobs=(f"{column}.bytes",))
             _check_audio_column(container, pf.schema_arrow, column)
             row, window, window_bytes = 0, 0, 0
-            for g, table in row_groups(pf, container.stat().st_size, columns, MAX_ROW_GROUP_BYTES):
+            for g, table in row_groups(pf, file_bytes, columns, MAX_ROW_GROUP_BYTES):
                 size = pf.metadata.row_group(g).total_byte_size
                 if window_bytes and window_bytes + size > WINDOW_BYTES:
                     window, window_bytes = window + 1, 0
@@ -302,12 +303,13 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
     columns = [column if "." in column else f"{column}.path"]
     try:
         with _open(container) as f:
-            pf = open_parquet(f, container.stat().st_size, columns)
+            file_bytes = container.stat().st_size
+            pf = open_parquet(f, file_bytes, columns)
             _check_audio_column(container, pf.schema_arrow, column)
             if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
                 yield [None]  # no row has a path (the footer's row count is not trusted to say how many)
                 return
-            for _, table in row_groups(pf, container.stat().st_size, columns):
+            for _, table in row_groups(pf, file_bytes, columns):
                 for _, part in slices(table):
                     yield _struct_paths(part.column(column).combine_chunks())
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8

@@ -41,8 +41,6 @@ class Digests:
         head, tail = head[order], tail[order]
         hit = np.zeros(len(found), bool)
         for run_head, run_tail in self.runs:
-            if not len(head):
-                break
             left, right = np.searchsorted(run_head, head, "left"), np.searchsorted(run_head, head, "right")
             one = right - left == 1
             hit[one] |= run_tail[left[one]] == tail[one]

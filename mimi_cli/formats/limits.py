@@ -243,8 +243,7 @@ def python_values(column: pa.Array | pa.ChunkedArray) -> list:
     from a dictionary one at a time is many times slower); spend its size first. LimitError for
     lists holding over MAX_NESTED_VALUES values in all (a few bytes of Parquet each, but a Python
     object each)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
+    column = plain_column(column)
     if pa.types.is_nested(column.type):
         chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
         if sum(_count(chunk) for chunk in chunks) > MAX_NESTED_VALUES:
@@ -265,10 +264,19 @@ def _count(array: pa.Array) -> int:
     return len(array)
 
 
+def plain_type(kind: pa.DataType) -> pa.DataType:
+    """A dictionary type as its values' type; any other as it is."""
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def plain_column(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A dictionary column decoded to its values' type (once its size is spent); any other as it is."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
 def plain(table: pa.Table) -> pa.Table:
     """`table` with its top-level dictionary columns as their plain type (once their size is spent)."""
-    return pa.table({name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-                     for name, column in zip(table.column_names, table.columns)})
+    return pa.table({name: plain_column(column) for name, column in zip(table.column_names, table.columns)})
 
 
 def _is_text(kind: pa.DataType) -> bool:

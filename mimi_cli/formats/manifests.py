@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import MimiError
-from .limits import open_parquet, parse_json, python_values, read_lines, row_groups, slices
+from .limits import open_parquet, parse_json, plain_type, python_values, read_lines, row_groups, slices
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -168,7 +168,7 @@ def _read_parquet(path: Path, columns: list[str]) -> tuple[Tables, list[str], di
     iterated, from the same file (a file replaced since is refused)."""
     with path.open("rb") as f:
         known = os.fstat(f.fileno())
-        schema = open_parquet(f, known.st_size, []).schema_arrow
+        schema = open_parquet(f, known.st_size, []).schema_arrow  # the file's own types, nothing as a dictionary
         names = schema.names  # ValueError for names that are not UTF-8
         wanted = [c for c in dict.fromkeys(columns) if c in names]
         open_parquet(f, known.st_size, wanted)  # a row group too large to read is refused now
@@ -187,7 +187,7 @@ def _read_parquet(path: Path, columns: list[str]) -> tuple[Tables, list[str], di
 
 def _types(schema: pa.Schema) -> dict[str, pa.DataType]:
     """Each column's type, a dictionary column's as its values'."""
-    return {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in schema}
+    return {f.name: plain_type(f.type) for f in schema}
 
 
 def _read_jsonl(path: Path, columns: list[str]) -> tuple[pa.Table, list[str]]:
