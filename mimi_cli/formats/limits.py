@@ -217,7 +217,7 @@ def open_parquet(source, file_bytes: int, columns: list[str] | None = None, blob
         raise LimitError(f"its footer names a column {e} that its schema does not have") from None
 
 
-def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str], max_bytes: int | None = None
+def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str] | None, max_bytes: int | None = None
                ) -> Iterator[tuple[int, pa.Table]]:
     """Each row group of `pf` (opened by `open_parquet` for `columns`) as its number and a table
     of `columns`, its values spent on one ExpansionBudget for the file: LimitError past it, or

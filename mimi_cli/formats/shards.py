@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from ..spec import FRAME_SAMPLES, MAX_CODEBOOKS, SAMPLE_RATE
-from .limits import ExpansionBudget, open_parquet, plain
+from .limits import ExpansionBudget, open_parquet, plain, row_groups
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, first_line, readable
@@ -122,10 +122,30 @@ def _codes_array(codes: list[np.ndarray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(outer_offsets), inner)
 
 
+# How shards are stored: zstd with dictionaries; or, where that packs values tighter than a reader
+# lets a downloaded file expand (a long run of one letter, hours of digital silence), plain and
+# uncompressed, which takes on disk the room the values take once read.
+PACKED = {"compression": "zstd"}
+UNPACKED = {"compression": "none", "use_dictionary": False}
+
+
 def write_parquet_atomic(path: Location, table: pa.Table) -> None:
-    """Writes `table` to `path` whole or not at all (OutputError naming the path on failure)."""
+    """Writes `table` to `path` whole or not at all (OutputError naming the path on failure), in a
+    form that mimi's readers accept: what it writes is read back with the bounds a downloaded
+    token dataset is held to (`check_readable`), and written UNPACKED if PACKED goes past them."""
+    for options in (PACKED, UNPACKED):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, **options)
+        data = sink.getvalue()
+        try:
+            check_readable(pa.BufferReader(data), data.size, path)
+            break
+        except DatasetError as e:
+            refused = e
+    else:
+        raise DatasetError(f"cannot write {path} so that mimi can read it back: {refused}")
     with atomic_write(path) as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        f.write(data)
 
 
 class ShardWriter:
@@ -210,10 +230,11 @@ def shard_files(path: Location) -> list[Location]:
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarrow raises on a bad file (and LimitError)
 
 
-def _parquet(shard: Location) -> pq.ParquetFile:
-    """The shard opened (its footer read), or DatasetError if it is no readable Parquet file."""
+def _parquet(shard: Location, source=None, size: int | None = None) -> pq.ParquetFile:
+    """The shard opened (its footer read), or DatasetError if it is no readable Parquet file;
+    `source` and `size`: its bytes, where they are not (yet) at `shard`."""
     try:
-        return open_parquet(readable(shard), shard.stat().st_size)
+        return open_parquet(source or readable(shard), shard.stat().st_size if size is None else size)
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None
 
@@ -271,9 +292,9 @@ def read_table(path: Location, columns: list[str] | None = None, optional: tuple
         if missing:
             raise DatasetError(f"{f}: no column {', '.join(missing)}; this is not a mimi token dataset")
         wanted = columns if columns is None or not optional else [c for c in columns if c in names or c not in optional]
-        table = parquet.read(columns=wanted)
-        ExpansionBudget(f.stat().st_size).spend(table)
-        table = plain(table)
+        groups = [t for _, t in row_groups(parquet, f.stat().st_size, wanted, MAX_ROW_GROUP_BYTES)]
+        table = plain(pa.concat_tables(groups) if groups else parquet.schema_arrow.empty_table())
+        table = table if wanted is None else table.select(wanted)
         if not optional or columns is None:
             return table
         for c in columns:
@@ -288,15 +309,28 @@ def read_table(path: Location, columns: list[str] | None = None, optional: tuple
         raise DatasetError(f"{path}: cannot read token shards ({first_line(e)})") from None
 
 
-def open_shard(shard: Location) -> pq.ParquetFile:
-    """A shard ready to read row groups from: its footer read, its columns and sizes checked."""
-    parquet = _parquet(shard)
+def open_shard(shard: Location, source=None, size: int | None = None) -> pq.ParquetFile:
+    """A shard ready to read row groups from: its footer read, its columns and sizes checked
+    (`source`, `size`: as `_parquet` takes them)."""
+    parquet = _parquet(shard, source, size)
     _check_schema(shard, parquet.schema_arrow)
     for g in range(parquet.metadata.num_row_groups):
         if parquet.metadata.row_group(g).total_byte_size > MAX_ROW_GROUP_BYTES:
             raise DatasetError(f"{shard}: row group {g} holds over {MAX_ROW_GROUP_BYTES >> 30} GiB; "
                                "mimi reads row groups up to that size")
     return parquet
+
+
+def check_readable(source, size: int, shard: Location) -> None:
+    """DatasetError where mimi's readers would refuse the shard `shard` whose bytes are at `source`
+    (`size` of them): its footer, columns and sizes (`open_shard`), and every row group's values
+    against the row group's budget (`read_group`) and the file's (`read_table`)."""
+    parquet = open_shard(shard, source, size)
+    try:
+        for g, table in row_groups(parquet, size, None):
+            ExpansionBudget.row_group(parquet, g).spend(table)
+    except _READ_ERRORS as e:
+        raise DatasetError(f"{shard}: cannot read its rows ({first_line(e)})") from None
 
 
 def read_group(parquet: pq.ParquetFile, shard: Location, group: int, root: Location, codebook_size: int,

@@ -188,3 +188,20 @@ def test_kept_lists_of_more_values_than_a_slice_may_hold_are_an_error_row(run, t
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     errors = errors_of(tmp_path / "out.errors.jsonl")
     assert list(errors.values()) == ["cannot read it as Parquet (2 rows hold over 1000 values in lists or structs)"]
+
+
+def test_a_kept_value_that_packs_past_the_read_bound_is_kept_and_read_back(run, tmp_path):
+    """20 MB of one letter is within what a 0.3 MB input may expand to, but zstd packs it into a
+    few kB of shard: the shard is written so that mimi reads it back (resume, decode, info)."""
+    write_corpus(tmp_path, [("x.wav", 24000, 1, 0.3, "WAV", "PCM_16")])
+    blob = (tmp_path / "x.wav").read_bytes()
+    audio = pa.StructArray.from_arrays([pa.array([blob] * 3, pa.binary()), pa.array(["a.wav", "b.wav", "c.wav"])],
+                                       names=["bytes", "path"])
+    text = ["short", "a" * (20 << 20), "short"]
+    pq.write_table(pa.table({"audio": audio, "text": text, "noise": [os.urandom(100_000) for _ in text]}),
+                   tmp_path / "a.parquet", compression="zstd")
+    for _ in range(2):  # the second run resumes: it reads what the first wrote
+        result = run("encode", "a.parquet", "out.parquet", "-q", K, "--keep-columns", "text")
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert pq.read_table(tmp_path / "out.parquet").column("text").to_pylist() == text
+    assert run("info", "out.parquet").exit_code == 0

@@ -18,6 +18,7 @@ from mimi_cli.formats.shards import (
     SourceInfo,
     iter_rows,
     read_metadata,
+    read_table,
 )
 
 META = {"tool": "mimi-cli", "model": {"source": "synthetic:0"}, "num_codebooks": 2, "codebook_size": 2048,
@@ -140,6 +141,26 @@ def test_bad_rows_anywhere_in_a_big_group_are_the_ones_reported(tmp_path, large)
             assert bad[i] in r["error"], (i, r)
         else:
             assert "error" not in r and r["codes"].dtype == np.int16 and r["codes"].tolist() == want[i], i
+
+
+def test_codes_of_digital_silence_are_written_so_that_they_read_back(tmp_path):
+    """Three hours of one code per codebook pack into a few kB with zstd, past the expansion a
+    downloaded dataset may have: mimi writes its own shard so that its readers take it, and keeps
+    the packed form for shards that fit."""
+    frames = 140_000  # 32 x 140k codes: 18 MB once read, over the 16 MB any file may expand to
+    silent = Row("silence.wav", -1, np.tile(np.arange(32, dtype=np.int16)[:, None], (1, frames)), frames * 1920,
+                 SourceInfo(24000, 1, 100, 0))
+    for directory, rows in (("silent", [silent]), ("speech", good_rows())):
+        w = ShardWriter(tmp_path / directory, META)
+        for r in rows:
+            w.add(r)
+        w.flush()
+    read = list(iter_rows(tmp_path / "silent"))
+    assert "error" not in read[0] and np.array_equal(read[0]["codes"], silent.codes)
+    assert read_table(tmp_path / "silent", ["id"]).column("id").to_pylist() == ["silence.wav"]
+    codecs = {d: pq.ParquetFile(tmp_path / d / "part-00000.parquet").metadata.row_group(0).column(2).compression
+              for d in ("silent", "speech")}
+    assert codecs == {"silent": "UNCOMPRESSED", "speech": "ZSTD"}
 
 
 def test_npy_paths_stay_inside_the_dataset_and_read_only_regular_files(tmp_path):
