@@ -21,7 +21,16 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import LimitError, open_parquet, parse_json, plain_type, python_values, row_groups, slices
+from .limits import (
+    LimitError,
+    open_parquet,
+    paged_dictionary,
+    parse_json,
+    plain_type,
+    python_values,
+    row_groups,
+    slices,
+)
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -101,7 +110,11 @@ def _row_group_bytes(cell: ParquetCell) -> pa.Array:
     if cell.row_group not in _cache.groups:
         try:
             with _open(cell.container) as f:
-                table = pq.ParquetFile(f).read_row_group(cell.row_group, columns=[f"{cell.column}.bytes"])
+                blobs = f"{cell.column}.bytes"  # read as a dictionary where its pages hold one, as it was listed
+                pf = pq.ParquetFile(f)
+                if paged_dictionary(f, cell.container.stat().st_size, pf, cell.row_group, blobs):
+                    pf = pq.ParquetFile(f, read_dictionary=[blobs])
+                table = pf.read_row_group(cell.row_group, columns=[blobs])
         except (pa.ArrowException, OSError, ValueError) as e:
             raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {first_line(e)}") from None
         _cache.groups[cell.row_group] = table.column(0).combine_chunks().field("bytes")

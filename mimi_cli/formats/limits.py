@@ -137,22 +137,35 @@ def check_row_groups(pf, file_bytes: int) -> None:
                          "times (a decompression bomb?)")
 
 
-def dictionary_columns(pf, columns: list[str] | None = None, blobs: tuple[str, ...] = ()) -> list[str]:
+def dictionary_columns(pf, columns: list[str] | None = None, blobs: tuple[str, ...] = (), source=None,
+                       file_bytes: int = 0) -> list[str]:
     """The text and bytes columns (dotted paths) of `columns` (top-level names or dotted paths;
     None: all), to read as Arrow dictionaries (`read_dictionary=`), so that a value repeated a
     million times is not copied a million times before `ExpansionBudget` has counted it. That is
     every one, whatever the footer says of dictionary pages (a footer can hide one), except
-    `blobs` (audio bytes, distinct in every row), which are read so only where the footer says."""
+    `blobs` (audio bytes, distinct in every row), which are read so only where a chunk's page
+    headers hold a dictionary page (`paged_dictionary`; `source` is the file, `file_bytes` long)."""
     meta = pf.metadata
     found = set()
     for g in range(meta.num_row_groups):
         for c in range(meta.num_columns):
             chunk = meta.row_group(g).column(c)
             path = chunk.path_in_schema
-            if (chunk.physical_type == "BYTE_ARRAY" and _selected(path, columns)
-                    and (path not in blobs or chunk.has_dictionary_page)):
+            if chunk.physical_type != "BYTE_ARRAY" or not _selected(path, columns) or path in found:
+                continue
+            if path not in blobs or paged_dictionary(source, file_bytes, pf, g, path):
                 found.add(path)
     return sorted(found)
+
+
+def paged_dictionary(source, file_bytes: int, pf: pq.ParquetFile, group: int, path: str) -> bool:
+    """Whether the chunk of column `path` (dotted) in row group `group` holds a dictionary page,
+    as its page headers say (`pages.chunk_pages`)."""
+    from .pages import chunk_pages
+
+    meta = pf.metadata
+    return any(meta.row_group(group).column(c).path_in_schema == path
+               and chunk_pages(source, file_bytes, meta, group, c).dictionary for c in range(meta.num_columns))
 
 
 def _selected(path: str, columns: list[str] | None) -> bool:
@@ -201,7 +214,7 @@ def open_parquet(source, file_bytes: int, columns: list[str] | None = None, blob
     group may have over MAX_DICTIONARY_ROWS rows."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
-    dictionary = dictionary_columns(pf, columns, blobs)
+    dictionary = dictionary_columns(pf, columns, blobs, source, file_bytes)
     if not dictionary:
         return pf
     meta = pf.metadata

@@ -152,6 +152,26 @@ def test_a_gzip_bomb_costs_no_more_memory_than_a_normal_run(tmp_path, line):
     assert bombed < normal + 500, (normal, bombed)
 
 
+def test_audio_bytes_whose_dictionary_page_the_footer_hides_cost_no_more_memory(tmp_path):
+    """A blob stored once and repeated 6000 times (1.5 GB once copied out) in a small file whose
+    footer hides the dictionary page: an error row, at the memory of a normal run."""
+    from tests.parquet_footer import hide_dictionaries
+
+    write_corpus(tmp_path, [("x.wav", 24000, 1, 0.5, "WAV", "PCM_16")])
+    n = 6000
+    blob = os.urandom(1 << 18)  # within pyarrow's dictionary page size
+    repeated = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([blob], pa.binary()))
+    audio = pa.StructArray.from_arrays([repeated, pa.array(["x.wav"] * n)], names=["bytes", "path"])
+    with pa.BufferOutputStream() as sink:
+        pq.write_table(pa.table({"audio": audio}), sink, compression="zstd", store_schema=False)
+    (tmp_path / "hidden.parquet").write_bytes(hide_dictionaries(sink.getvalue().to_pybytes()))
+    assert (tmp_path / "hidden.parquet").stat().st_size < 2 << 20
+    normal, _ = peak_rss_mb("encode", "x.wav", "ok", "-q", str(K), cwd=tmp_path)
+    bombed, stderr = peak_rss_mb("encode", "hidden.parquet", "out", "-q", str(K), cwd=tmp_path)
+    assert "decompression bomb" in (tmp_path / "out.errors.jsonl").read_text(), stderr
+    assert bombed < normal + 500, (normal, bombed)
+
+
 def test_encoded_audio_is_what_the_file_holds(run, tmp_path):
     """A long FLAC of silence (a compression bomb of audio) stops at --max-duration."""
     sf.write(tmp_path / "long.flac", np.zeros(24000 * 20, np.float32), 24000)

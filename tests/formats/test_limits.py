@@ -95,10 +95,11 @@ def test_a_row_group_too_many_rows_to_read_as_a_dictionary_is_refused(tmp_path, 
         assert open_parquet(f, (tmp_path / "n.parquet").stat().st_size, ["n"]).metadata.num_rows == 101
 
 
-def test_text_is_read_as_a_dictionary_whatever_the_footer_says_audio_bytes_as_it_says(tmp_path):
+def test_text_is_read_as_a_dictionary_whatever_the_footer_says_audio_bytes_as_their_pages_say(tmp_path):
     """A footer can hide a dictionary page (and with it a value repeated in every row), so every
     text or bytes column read is read as a dictionary and counted before it is copied out; only
-    audio bytes, distinct in every row, are read as the footer says."""
+    audio bytes, distinct in every row, are read so only where their page headers hold a dictionary
+    page (test_pages has a footer that hides one)."""
     from mimi_cli.formats.limits import dictionary_columns
 
     audio = pa.StructArray.from_arrays([pa.array([b"x", b"y"]), pa.array(["a.wav", "b.wav"])], names=["bytes", "path"])
@@ -106,4 +107,6 @@ def test_text_is_read_as_a_dictionary_whatever_the_footer_says_audio_bytes_as_it
                    use_dictionary=False)
     pf = pq.ParquetFile(tmp_path / "a.parquet")
     assert dictionary_columns(pf) == ["audio.bytes", "audio.path", "text"]
-    assert dictionary_columns(pf, ["audio", "text", "n"], blobs=("audio.bytes",)) == ["audio.path", "text"]
+    with open(tmp_path / "a.parquet", "rb") as f:
+        assert dictionary_columns(pf, ["audio", "text", "n"], ("audio.bytes",), f,
+                                  (tmp_path / "a.parquet").stat().st_size) == ["audio.path", "text"]

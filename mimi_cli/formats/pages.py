@@ -1,0 +1,198 @@
+"""The page headers of a Parquet column chunk, read as pyarrow will meet them, before it reads the
+pages: what the footer says of a chunk (its dictionary page, its sizes) is not what the reader
+goes by, so a footer can hide a dictionary page whose one value every row repeats.
+
+A chunk's pages start where pyarrow starts them (the footer's data page offset, or its dictionary
+page offset if that comes first) and follow each other, a Thrift header then the page's bytes,
+until the chunk's values are all seen or its bytes end. Headers are in Thrift's compact protocol;
+this module reads the few fields it needs and skips the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .limits import LimitError
+
+DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
+MAX_HEADER_BYTES = 16 << 20  # pyarrow's own bound on one page header
+MAX_THRIFT_DEPTH = 64
+# pyarrow reads up to this much past a chunk's stated end for files of parquet-mr 1.2.8 and before,
+# which left the dictionary page's header out of the chunk's size.
+OLD_WRITER_PADDING = 100
+
+
+@dataclass(frozen=True)
+class ChunkPages:
+    """What a column chunk's page headers say: whether it has a dictionary page, the most bytes
+    one of its pages decompresses to, and the chunk's bytes, headers included, as stored and
+    once decompressed (what an honest footer states as its total sizes)."""
+
+    dictionary: bool
+    largest: int
+    stored: int
+    expanded: int
+
+
+class _Short(Exception):
+    """The header runs past the bytes read so far."""
+
+
+class _Thrift:
+    """A reader of Thrift's compact protocol over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def byte(self) -> int:
+        if self.at >= len(self.data):
+            raise _Short
+        self.at += 1
+        return self.data[self.at - 1]
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ValueError("a Thrift integer over 64 bits")
+
+    def integer(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def skip_bytes(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("a negative Thrift length")
+        if self.at + n > len(self.data):
+            raise _Short
+        self.at += n
+
+    def fields(self):
+        """(field id, type) of each field of a struct, until its end."""
+        last = 0
+        while True:
+            head = self.byte()
+            kind = head & 0x0F
+            if kind == 0:
+                return
+            delta = head >> 4
+            last = last + delta if delta else self.integer()
+            yield last, kind
+
+    def skip(self, kind: int, depth: int = 0) -> None:
+        if depth > MAX_THRIFT_DEPTH:
+            raise ValueError(f"Thrift nested over {MAX_THRIFT_DEPTH} deep")
+        if kind in (1, 2):  # a struct field's boolean is in its type
+            return
+        if kind == 3:
+            self.skip_bytes(1)
+        elif kind in (4, 5, 6):
+            self.varint()
+        elif kind == 7:
+            self.skip_bytes(8)
+        elif kind == 8:
+            self.skip_bytes(self.varint())
+        elif kind in (9, 10):
+            head = self.byte()
+            size, element = head >> 4, head & 0x0F
+            if size == 15:
+                size = self.varint()
+            for _ in range(size):
+                if element in (1, 2):
+                    self.skip_bytes(1)  # a boolean in a list takes a byte
+                else:
+                    self.skip(element, depth + 1)
+        elif kind == 11:
+            size = self.varint()
+            if size:
+                types = self.byte()
+                for _ in range(size):
+                    self.skip(types >> 4, depth + 1)
+                    self.skip(types & 0x0F, depth + 1)
+        elif kind == 12:
+            for _, inner in self.fields():
+                self.skip(inner, depth + 1)
+        else:
+            raise ValueError(f"a Thrift field of unknown type {kind}")
+
+    def struct_ints(self, wanted: set[int]) -> dict[int, int]:
+        """The integer fields `wanted` of the struct that starts here; the others skipped."""
+        found = {}
+        for fid, kind in self.fields():
+            if fid in wanted and kind in (3, 4, 5, 6):
+                found[fid] = self.byte() if kind == 3 else self.integer()
+            else:
+                self.skip(kind)
+        return found
+
+
+@dataclass(frozen=True)
+class _Header:
+    type: int
+    uncompressed: int
+    compressed: int
+    values: int  # a data page's values (with nulls); 0 for other pages
+    length: int  # the header's own bytes
+
+
+def _header(data: bytes) -> _Header:
+    t = _Thrift(data)
+    top: dict[int, int] = {}
+    values = 0
+    for fid, kind in t.fields():
+        if fid in (1, 2, 3) and kind == 5:
+            top[fid] = t.integer()
+        elif fid in (5, 8) and kind == 12:  # data page header (v1, v2): field 1 is num_values
+            values = t.struct_ints({1}).get(1, 0)
+        else:
+            t.skip(kind)
+    if len(top) < 3:
+        raise ValueError("a page header without its type or sizes")
+    return _Header(top[1], top[2], top[3], values, t.at)
+
+
+def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages:
+    """The page headers of column chunk `column` of row group `group` of a Parquet file open as `f`
+    (seekable, `file_bytes` long) whose footer is `meta` (pyarrow FileMetaData); LimitError
+    where they cannot be read as pyarrow would read them."""
+    chunk = meta.row_group(group).column(column)
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+        start = chunk.dictionary_page_offset
+    end = start + chunk.total_compressed_size
+    if start < 0 or chunk.total_compressed_size < 0 or end > file_bytes:
+        raise LimitError(f"row group {group}: a column chunk lies outside the file")
+    if "parquet-mr" in (meta.created_by or ""):
+        end = min(file_bytes, end + OLD_WRITER_PADDING)  # pyarrow's allowance for old parquet-mr files
+    pos, seen, dictionary, largest, expanded = start, 0, False, 0, 0
+    while seen < chunk.num_values and pos < end:
+        header = _read_header(f, pos, end, group)
+        if header.compressed < 0 or header.uncompressed < 0:
+            raise LimitError(f"row group {group}: a page header with a negative size")
+        expanded += header.length + header.uncompressed
+        if header.type == DICTIONARY_PAGE:
+            dictionary = True
+        if header.type in (DATA_PAGE, DATA_PAGE_V2):
+            seen += header.values
+        largest = max(largest, header.uncompressed)
+        pos += header.length + header.compressed
+    return ChunkPages(dictionary, largest, pos - start, expanded)
+
+
+def _read_header(f, pos: int, end: int, group: int) -> _Header:
+    size = 256
+    while True:
+        f.seek(pos)
+        data = f.read(min(size, end - pos))
+        try:
+            return _header(data)
+        except _Short:
+            if len(data) >= end - pos or size >= MAX_HEADER_BYTES:
+                raise LimitError(f"row group {group}: a page header runs past its column chunk") from None
+            size *= 8
+        except (ValueError, IndexError) as e:
+            raise LimitError(f"row group {group}: a page header mimi cannot read ({e})") from None

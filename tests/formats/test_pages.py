@@ -1,0 +1,84 @@
+"""Parquet page headers read as pyarrow meets them: the same sizes an honest footer states, a
+dictionary page a footer hides, and crafted headers answered with LimitError only."""
+from __future__ import annotations
+
+import io
+import itertools
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mimi_cli.formats.containers import ContainerError, parquet_items
+from mimi_cli.formats.limits import LimitError, dictionary_columns
+from mimi_cli.formats.pages import chunk_pages
+from tests.parquet_footer import hide_dictionaries
+
+TABLE = pa.table({"s": [f"v{i % 50}" for i in range(3000)], "b": [bytes([i % 256]) * (i % 300) for i in range(3000)],
+                  "l": [[f"x{i}"] * (i % 4) for i in range(3000)], "n": [None if i % 3 else i for i in range(3000)],
+                  "st": pa.array([{"p": f"p{i}", "q": i} for i in range(3000)])})
+
+
+def written(table=TABLE, **options) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, data_page_size=4096, row_group_size=1000, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("compression,dictionary,version", list(itertools.product(
+    ["none", "zstd", "snappy", "gzip"], [True, False], ["1.0", "2.0"])))
+def test_page_headers_add_up_to_what_an_honest_footer_states(compression, dictionary, version):
+    data = written(compression=compression, use_dictionary=dictionary, data_page_version=version)
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            chunk, pages = meta.row_group(g).column(c), chunk_pages(io.BytesIO(data), len(data), meta, g, c)
+            assert (pages.dictionary, pages.stored, pages.expanded) == (
+                chunk.has_dictionary_page, chunk.total_compressed_size, chunk.total_uncompressed_size)
+            assert 0 < pages.largest < chunk.total_uncompressed_size
+
+
+def test_a_dictionary_page_the_footer_hides_is_found():
+    data = hide_dictionaries(written(pa.table({"s": ["x" * 1000] * 5000})))
+    pf = pq.ParquetFile(io.BytesIO(data))
+    assert not pf.metadata.row_group(0).column(0).has_dictionary_page and pf.read().num_rows == 5000
+    assert chunk_pages(io.BytesIO(data), len(data), pf.metadata, 0, 0).dictionary
+
+
+def test_audio_bytes_a_footer_hides_the_dictionary_of_are_read_as_a_dictionary(tmp_path):
+    """One blob stored once and repeated in every row, its dictionary page hidden: the bytes are
+    read as a dictionary all the same, and the repeats are counted before they are copied out."""
+    blob = random.Random(0).randbytes(1 << 16)
+    audio = pa.StructArray.from_arrays([pa.array([blob] * 2000, pa.binary()), pa.array(["x.wav"] * 2000)],
+                                       names=["bytes", "path"])
+    path = tmp_path / "hidden.parquet"
+    path.write_bytes(hide_dictionaries(written(pa.table({"audio": audio}), compression="zstd")))
+    pf = pq.ParquetFile(path)
+    assert not any(pf.metadata.row_group(g).column(0).has_dictionary_page for g in range(pf.metadata.num_row_groups))
+    with open(path, "rb") as f:
+        assert dictionary_columns(pf, ["audio"], ("audio.bytes",), f, path.stat().st_size) == [
+            "audio.bytes", "audio.path"]
+    with pytest.raises(ContainerError, match="decompression bomb"):
+        list(parquet_items(path, "audio", ()))
+
+
+def test_crafted_page_headers_raise_limit_errors_only():
+    """Seeded byte flips over the pages and the first bytes of headers: LimitError or a reading,
+    never another exception or a loop."""
+    clean = written(pa.table({"s": [f"v{i}" for i in range(3000)], "l": [[i] * 3 for i in range(3000)]}),
+                    compression="none")
+    meta = pq.ParquetFile(io.BytesIO(clean)).metadata
+    rng = random.Random(7)
+    refused = 0
+    for _ in range(400):
+        data = bytearray(clean)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(4, 2000)] = rng.randrange(256)  # the first chunk's headers and pages
+        for g, c in itertools.product(range(meta.num_row_groups), range(meta.num_columns)):
+            try:
+                pages = chunk_pages(io.BytesIO(bytes(data)), len(data), meta, g, c)
+                assert pages.largest >= 0
+            except LimitError:
+                refused += 1
+    assert refused > 5  # the loop did reach the refusals
