@@ -27,6 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.parquet_footer import hide_dictionaries  # noqa: E402  (rewrites footers as an attacker would)
+
 MB = 1 << 20
 CASE_TIMEOUT_S = 1800
 # A case of millions of good items is a corpus of that size: it is stopped (SIGTERM) after STOP_S,
@@ -139,6 +142,21 @@ def build(root: Path) -> dict[str, list[str]]:
     cases["Parquet manifest: 12 million paths to missing files (9.3 MB)"] = ["encode", "manifest12m.parquet",
                                                                              "out-m12m"]
     del names, audio
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (1_000_000, 8), dtype=np.uint8)
+    long_paths = pa.array(["d/" * 130 + row.tobytes().hex() + ".wav" for row in noise])  # 280 bytes, distinct
+    pq.write_table(pa.table({"path": long_paths}), root / "long.parquet", compression="zstd")
+    cases["Parquet manifest: a million distinct 280-byte paths in one row group (9.9 MB)"] = [
+        "encode", "long.parquet", "out-long"]
+    del long_paths, noise
+    n = 6000  # a 256 kB blob stored once, repeated in every row: 1.5 GB once copied out
+    repeated = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([os.urandom(1 << 18)]))
+    audio = pa.StructArray.from_arrays([repeated, pa.array(["x.wav"] * n)], names=["bytes", "path"])
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"audio": audio}), sink, compression="zstd", store_schema=False)
+    (root / "hidden.parquet").write_bytes(hide_dictionaries(sink.getvalue()))
+    cases["audio Parquet: a dictionary page its footer hides, repeated 6000 times"] = [
+        "encode", "hidden.parquet", "out-hidden"]
     pq.write_table(pa.table({"path": ["p" * MB] * 2000}), root / "zstd.parquet", compression="zstd",
                    use_dictionary=False)
     cases["Parquet manifest: 2 GB of zstd zeros"] = ["encode", "zstd.parquet", "out-zstd"]

@@ -21,16 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import (
-    LimitError,
-    open_parquet,
-    paged_dictionary,
-    parse_json,
-    plain_type,
-    python_values,
-    row_groups,
-    slices,
-)
+from .limits import LimitError, batches, open_parquet, paged_dictionary, parse_json, plain_type, python_values
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -282,29 +273,30 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
     try:
         with _open(container) as f:
             file_bytes = container.stat().st_size
-            pf = open_parquet(f, file_bytes, columns, blobs=(f"{column}.bytes",))
+            blobs = (f"{column}.bytes",)
+            pf = open_parquet(f, file_bytes, columns, streamed=True)
             _check_audio_column(container, pf.schema_arrow, column)
-            row, window, window_bytes = 0, 0, 0
-            for g, table in row_groups(pf, file_bytes, columns, MAX_ROW_GROUP_BYTES):
-                size = pf.metadata.row_group(g).total_byte_size
-                if window_bytes and window_bytes + size > WINDOW_BYTES:
-                    window, window_bytes = window + 1, 0
-                window_bytes += size
-                for start, part in slices(table):
-                    audio = part.column(column).combine_chunks()
-                    data, paths = audio.field("bytes"), _struct_paths(audio)
-                    kept = {c: python_values(part.column(c)) for c in keep}
-                    valid = audio.is_valid().to_pylist()
-                    for i in range(part.num_rows):
-                        item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in keep})
-                        blob = data[i].as_py() if valid[i] else None
-                        if blob is not None:
-                            item.member = ParquetCell(container, column, g, start + i, window)
-                            _described(item, blob)
-                        elif not paths[i]:
-                            item.error = "the row holds no audio (its bytes and path are null)"
-                        yield item
-                        row += 1
+            row, window, window_bytes, last = 0, 0, 0, -1
+            for g, start, part in batches(pf, f, file_bytes, columns, blobs, MAX_ROW_GROUP_BYTES):
+                if g != last:
+                    size = pf.metadata.row_group(g).total_byte_size
+                    if window_bytes and window_bytes + size > WINDOW_BYTES:
+                        window, window_bytes = window + 1, 0
+                    window_bytes, last = window_bytes + size, g
+                audio = part.column(column).combine_chunks()
+                data, paths = audio.field("bytes"), _struct_paths(audio)
+                kept = {c: python_values(part.column(c)) for c in keep}
+                valid = audio.is_valid().to_pylist()
+                for i in range(part.num_rows):
+                    item = Item(str(row), None, path=paths[i], fields={c: kept[c][i] for c in keep})
+                    blob = data[i].as_py() if valid[i] else None
+                    if blob is not None:
+                        item.member = ParquetCell(container, column, g, start + i, window)
+                        _described(item, blob)
+                    elif not paths[i]:
+                        item.error = "the row holds no audio (its bytes and path are null)"
+                    yield item
+                    row += 1
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 
@@ -317,14 +309,13 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
     try:
         with _open(container) as f:
             file_bytes = container.stat().st_size
-            pf = open_parquet(f, file_bytes, columns)
+            pf = open_parquet(f, file_bytes, columns, streamed=True)
             _check_audio_column(container, pf.schema_arrow, column)
             if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
                 yield [None]  # no row has a path (the footer's row count is not trusted to say how many)
                 return
-            for _, table in row_groups(pf, file_bytes, columns):
-                for _, part in slices(table):
-                    yield _struct_paths(part.column(column).combine_chunks())
+            for _, _, part in batches(pf, f, file_bytes, columns):
+                yield _struct_paths(part.column(column).combine_chunks())
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None
 

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,6 +34,11 @@ READ_BYTES = 1 << 20
 MAX_DICTIONARY_ROWS = 1 << 20
 MAX_NESTED_VALUES = 1 << 20  # values in the lists and structs of a slice's kept cells, in all
 SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (strings take ten times Arrow's bytes)
+# A streamed read (`batches`) takes rows in batches that the page headers show cannot hold more
+# than this once read, and refuses a page of text (not audio) that decompresses to more than
+# MAX_TEXT_PAGE_BYTES (a manifest line is at most MAX_LINE_BYTES).
+BATCH_BYTES = 64 << 20
+MAX_TEXT_PAGE_BYTES = 32 << 20
 
 
 class LimitError(MimiError, ValueError):
@@ -137,25 +143,17 @@ def check_row_groups(pf, file_bytes: int) -> None:
                          "times (a decompression bomb?)")
 
 
-def dictionary_columns(pf, columns: list[str] | None = None, blobs: tuple[str, ...] = (), source=None,
-                       file_bytes: int = 0) -> list[str]:
+def dictionary_columns(pf, columns: list[str] | None = None, streamed: bool = False) -> list[str]:
     """The text and bytes columns (dotted paths) of `columns` (top-level names or dotted paths;
     None: all), to read as Arrow dictionaries (`read_dictionary=`), so that a value repeated a
-    million times is not copied a million times before `ExpansionBudget` has counted it. That is
-    every one, whatever the footer says of dictionary pages (a footer can hide one), except
-    `blobs` (audio bytes, distinct in every row), which are read so only where a chunk's page
-    headers hold a dictionary page (`paged_dictionary`; `source` is the file, `file_bytes` long)."""
-    meta = pf.metadata
-    found = set()
-    for g in range(meta.num_row_groups):
-        for c in range(meta.num_columns):
-            chunk = meta.row_group(g).column(c)
-            path = chunk.path_in_schema
-            if chunk.physical_type != "BYTE_ARRAY" or not _selected(path, columns) or path in found:
-                continue
-            if path not in blobs or paged_dictionary(source, file_bytes, pf, g, path):
-                found.add(path)
-    return sorted(found)
+    million times is not copied a million times before `ExpansionBudget` has counted it: every
+    one, whatever the footer says of dictionary pages (a footer can hide one). `streamed`: for
+    `batches`, which bounds each batch of rows by their pages instead, so only text inside lists
+    (where a row's values are not bounded by its pages)."""
+    meta, schema = pf.metadata, pf.schema
+    return sorted(schema.column(c).path for c in range(meta.num_columns)
+                  if schema.column(c).physical_type == "BYTE_ARRAY" and _selected(schema.column(c).path, columns)
+                  and (not streamed or schema.column(c).max_repetition_level > 0))
 
 
 def paged_dictionary(source, file_bytes: int, pf: pq.ParquetFile, group: int, path: str) -> bool:
@@ -206,15 +204,15 @@ class ExpansionBudget:
                              "(a decompression bomb?)")
 
 
-def open_parquet(source, file_bytes: int, columns: list[str] | None = None, blobs: tuple[str, ...] = ()
+def open_parquet(source, file_bytes: int, columns: list[str] | None = None, streamed: bool = False
                  ) -> pq.ParquetFile:
     """A Parquet file ready to read `columns` from (None: all), once its footer passes
     `check_row_groups`; their text and bytes columns are read as dictionaries (`dictionary_columns`:
     spend what they expand to on an ExpansionBudget before taking values out), and then no row
-    group may have over MAX_DICTIONARY_ROWS rows."""
+    group may have over MAX_DICTIONARY_ROWS rows. `streamed`: to read with `batches`."""
     pf = pq.ParquetFile(source)
     check_row_groups(pf, file_bytes)
-    dictionary = dictionary_columns(pf, columns, blobs, source, file_bytes)
+    dictionary = dictionary_columns(pf, columns, streamed)
     if not dictionary:
         return pf
     meta = pf.metadata
@@ -242,6 +240,112 @@ def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str] | None, m
         table = pf.read_row_group(g, columns=columns)
         budget.spend(table)
         yield g, table
+
+
+def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blobs: tuple[str, ...] = (),
+            max_bytes: int | None = None) -> Iterator[tuple[int, int, pa.Table]]:
+    """Each row group of `pf` (opened by `open_parquet(..., streamed=True)` from `source`, of
+    `file_bytes`) as tables of `columns`, each with its row group and its first row there: at most
+    SLICE_ROWS rows, read in batches that the page headers show hold at most about BATCH_BYTES
+    (`batch_rows`), so a row group of long distinct text is never all in memory at once. Values are
+    spent on one ExpansionBudget for the file: LimitError past it, or before reading a row group
+    whose footer states over `max_bytes`, or one whose text pages are over MAX_TEXT_PAGE_BYTES
+    (`blobs`, audio bytes, are not held to that)."""
+    budget = ExpansionBudget(file_bytes)
+    dictionaries = _Dictionaries(source, pf, columns)
+    for g in range(pf.metadata.num_row_groups):
+        if max_bytes is not None and pf.metadata.row_group(g).total_byte_size > max_bytes:
+            raise LimitError(f"row group {g} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
+        rows = batch_rows(pf, source, file_bytes, g, columns, blobs, dictionaries)
+        start, pending = 0, []
+        for batch in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=False):
+            table = pa.Table.from_batches([batch])
+            budget.spend(table)
+            pending.append(table)
+            held = sum(t.num_rows for t in pending)
+            if held >= SLICE_ROWS or sum(t.nbytes for t in pending) >= BATCH_BYTES:
+                yield g, start, pa.concat_tables(pending)
+                start, pending = start + held, []
+        if pending:
+            yield g, start, pa.concat_tables(pending)
+
+
+def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns: list[str],
+               blobs: tuple[str, ...] = (), dictionaries: _Dictionaries | None = None) -> int:
+    """The most rows (a power of two, at most SLICE_ROWS) a batch of row group `group` may take
+    so that it holds at most BATCH_BYTES once read, judged from the page headers of the flat
+    columns read (`pages.chunk_pages`): a row's plain value lies within its page, and a value
+    from a dictionary is at most the dictionary's longest (its page's size where pyarrow does not
+    meet the dictionary first). Columns inside lists are not bounded by rows (their text is read
+    as a dictionary, and their values are counted as they are taken out, `python_values`)."""
+    from .pages import chunk_pages
+
+    meta, schema = pf.metadata, pf.schema
+    rows = meta.row_group(group).num_rows
+    fixed = 0  # bytes a row takes in every flat column whatever its pages
+    windows = []  # per text column: (page row starts, page byte sums, its longest dictionary value)
+    for c in range(meta.num_columns):
+        leaf, chunk = schema.column(c), meta.row_group(group).column(c)
+        if not _selected(leaf.path, columns) or leaf.max_repetition_level > 0:
+            continue
+        fixed += 16 + (max(0, leaf.length or 0) if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0)
+        if chunk.physical_type != "BYTE_ARRAY":
+            continue
+        pages = chunk_pages(source, file_bytes, meta, group, c)
+        if pages.largest > MAX_TEXT_PAGE_BYTES and leaf.path not in blobs:
+            raise LimitError(f"row group {group}: a page of column {leaf.path!r} holds over "
+                             f"{MAX_TEXT_PAGE_BYTES >> 20} MiB of text")
+        longest = 0
+        if pages.dictionary:
+            longest = pages.dictionary_bytes
+            if pages.dictionary_first and longest * SLICE_ROWS > BATCH_BYTES:
+                dictionaries = dictionaries or _Dictionaries(source, pf, columns)
+                found = dictionaries.longest(group, leaf.path)
+                longest = longest if found is None else found
+        starts = np.cumsum([0] + [n for n, _ in pages.data])
+        sizes = np.cumsum([0] + [u for _, u in pages.data])
+        windows.append((starts, sizes, longest))
+    batch = SLICE_ROWS
+    while batch > 1 and _batch_bytes(batch, rows, fixed, windows) > BATCH_BYTES:
+        batch //= 2
+    return batch
+
+
+def _batch_bytes(batch: int, rows: int, fixed: int, windows) -> int:
+    """The most bytes a batch of `batch` rows can hold, over every batch of the row group."""
+    first = np.arange(0, max(rows, 1), batch)
+    last = np.minimum(first + batch, max(rows, 1)) - 1
+    total = batch * fixed
+    for starts, sizes, longest in windows:
+        a = np.clip(np.searchsorted(starts, first, "right") - 1, 0, len(sizes) - 2)
+        b = np.clip(np.searchsorted(starts, last, "right") - 1, 0, len(sizes) - 2)
+        paged = int((sizes[b + 1] - sizes[a]).max()) if len(sizes) > 1 else 0
+        total += paged + batch * longest
+    return total
+
+
+class _Dictionaries:
+    """The longest value of a column chunk's dictionary, as pyarrow reads it: the first row read
+    as a dictionary, which brings the chunk's dictionary page whole; None where it cannot tell."""
+
+    def __init__(self, source, pf: pq.ParquetFile, columns: list[str]) -> None:
+        self.source, self.pf, self.columns = source, pf, columns
+        self.reader: pq.ParquetFile | None = None
+
+    def longest(self, group: int, path: str) -> int | None:
+        if self.reader is None:
+            texts = [self.pf.schema.column(c).path for c in range(self.pf.metadata.num_columns)
+                     if self.pf.schema.column(c).physical_type == "BYTE_ARRAY"
+                     and _selected(self.pf.schema.column(c).path, self.columns)]
+            self.reader = pq.ParquetFile(self.source, read_dictionary=texts)
+        batch = next(self.reader.iter_batches(batch_size=1, row_groups=[group], columns=[path], use_threads=False),
+                     None)
+        array = None if batch is None else batch.column(0)
+        for name in path.split(".")[1:]:  # a struct's field (a top-level name with a dot in it: no dictionary)
+            array = array.field(name) if array is not None and pa.types.is_struct(array.type) else None
+        if array is None or not pa.types.is_dictionary(array.type):
+            return None
+        return int(pc.max(pc.binary_length(array.dictionary)).as_py() or 0)
 
 
 def slices(table: pa.Table, rows: int | None = None) -> Iterator[tuple[int, pa.Table]]:

@@ -21,20 +21,28 @@ MAX_THRIFT_DEPTH = 64
 OLD_WRITER_PADDING = 100
 
 
+DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
+
+
 @dataclass(frozen=True)
 class ChunkPages:
-    """What a column chunk's page headers say: whether it has a dictionary page, the most bytes
-    one of its pages decompresses to, and the chunk's bytes, headers included, as stored and
-    once decompressed (what an honest footer states as its total sizes)."""
+    """What a column chunk's page headers say: whether it has a dictionary page and the most
+    bytes one decompresses to; whether pyarrow meets that dictionary, whole, at the chunk's first
+    value (a dictionary page, then a data page of dictionary indices); each data page's values
+    and decompressed bytes, in order; the most bytes any page decompresses to; and the chunk's
+    bytes, headers included, as stored and once decompressed (what an honest footer states)."""
 
     dictionary: bool
+    dictionary_bytes: int
+    dictionary_first: bool
+    data: tuple[tuple[int, int], ...]
     largest: int
     stored: int
     expanded: int
 
 
-class _Short(Exception):
-    """The header runs past the bytes read so far."""
+class _Short(LimitError):
+    """The header runs past the bytes read so far (read more, or refuse it)."""
 
 
 class _Thrift:
@@ -136,23 +144,25 @@ class _Header:
     uncompressed: int
     compressed: int
     values: int  # a data page's values (with nulls); 0 for other pages
+    encoding: int  # a data page's encoding of its values; -1 for other pages
     length: int  # the header's own bytes
 
 
 def _header(data: bytes) -> _Header:
     t = _Thrift(data)
     top: dict[int, int] = {}
-    values = 0
+    values, encoding = 0, -1
     for fid, kind in t.fields():
         if fid in (1, 2, 3) and kind == 5:
             top[fid] = t.integer()
-        elif fid in (5, 8) and kind == 12:  # data page header (v1, v2): field 1 is num_values
-            values = t.struct_ints({1}).get(1, 0)
+        elif fid in (5, 8) and kind == 12:  # data page header v1 (values: 1, encoding: 2), v2 (1, 4)
+            found = t.struct_ints({1, 2 if fid == 5 else 4})
+            values, encoding = found.get(1, 0), found.get(2 if fid == 5 else 4, -1)
         else:
             t.skip(kind)
     if len(top) < 3:
         raise ValueError("a page header without its type or sizes")
-    return _Header(top[1], top[2], top[3], values, t.at)
+    return _Header(top[1], top[2], top[3], values, encoding, t.at)
 
 
 def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages:
@@ -168,19 +178,26 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
         raise LimitError(f"row group {group}: a column chunk lies outside the file")
     if "parquet-mr" in (meta.created_by or ""):
         end = min(file_bytes, end + OLD_WRITER_PADDING)  # pyarrow's allowance for old parquet-mr files
-    pos, seen, dictionary, largest, expanded = start, 0, False, 0, 0
+    pos, seen, largest, expanded = start, 0, 0, 0
+    dictionary: int | None = None  # the most bytes a dictionary page decompresses to
+    first: bool | None = None  # whether the first data page comes after a dictionary page, in its indices
+    data = []
     while seen < chunk.num_values and pos < end:
         header = _read_header(f, pos, end, group)
-        if header.compressed < 0 or header.uncompressed < 0:
+        if header.compressed < 0 or header.uncompressed < 0 or header.values < 0:
             raise LimitError(f"row group {group}: a page header with a negative size")
         expanded += header.length + header.uncompressed
         if header.type == DICTIONARY_PAGE:
-            dictionary = True
+            dictionary = max(dictionary or 0, header.uncompressed)
         if header.type in (DATA_PAGE, DATA_PAGE_V2):
+            if first is None:
+                first = dictionary is not None and header.encoding in DICTIONARY_ENCODINGS
             seen += header.values
+            data.append((header.values, header.uncompressed))
         largest = max(largest, header.uncompressed)
         pos += header.length + header.compressed
-    return ChunkPages(dictionary, largest, pos - start, expanded)
+    return ChunkPages(dictionary is not None, dictionary or 0, bool(first), tuple(data), largest, pos - start,
+                      expanded)
 
 
 def _read_header(f, pos: int, end: int, group: int) -> _Header:

@@ -1,6 +1,7 @@
 """Nothing lost, nothing overwritten: ids, confinement, malformed datasets, full disks, through the CLI."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -163,18 +164,25 @@ def test_out_of_range_options_are_usage_errors(run, tmp_path, args, message):
 
 # -- a full disk ----------------------------------------------------------------------------------
 def _refuse_after(monkeypatch, calls: int):
-    """pq.write_table fails like a full disk from the `calls`-th shard on, after writing part of it."""
-    real = pq.write_table
+    """Writing a shard fails like a full disk from the `calls`-th shard on, after writing part of it."""
+    real = shards.atomic_write
     count = {"n": 0}
 
-    def write_table(table, where, **kw):
-        count["n"] += 1
-        if count["n"] >= calls:
-            where.write(b"PAR1 half a shard")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(table, where, **kw)
+    class Full:
+        def __init__(self, f):
+            self.f = f
 
-    monkeypatch.setattr(shards.pq, "write_table", write_table)
+        def write(self, data):
+            self.f.write(b"PAR1 half a shard")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    @contextlib.contextmanager
+    def atomic_write(path):
+        with real(path) as f:
+            count["n"] += 1
+            yield Full(f) if count["n"] >= calls else f
+
+    monkeypatch.setattr(shards, "atomic_write", atomic_write)
     return real
 
 
@@ -188,7 +196,7 @@ def test_disk_full_while_encoding(run, tmp_path, monkeypatch):
     assert line.startswith("mimi: error: cannot write ") and "out/part-00002.parquet: no space left on device" in line
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert len(ids_of(tmp_path / "out")) == 2  # the finished shards are kept
-    monkeypatch.setattr(shards.pq, "write_table", real)
+    monkeypatch.setattr(shards, "atomic_write", real)
     assert run("encode", "in", "out", "-q", K).exit_code == 0
     assert ids_of(tmp_path / "out") == [f"{i}.wav" for i in range(5)]
     assert codes_by_id(tmp_path / "out") == codes_by_id(tmp_path / "ref")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mimi_cli.formats.containers import ContainerError, parquet_items
-from mimi_cli.formats.limits import LimitError, dictionary_columns
+from mimi_cli.formats.limits import LimitError, paged_dictionary
 from mimi_cli.formats.pages import chunk_pages
 from tests.parquet_footer import hide_dictionaries
 
@@ -46,9 +46,9 @@ def test_a_dictionary_page_the_footer_hides_is_found():
     assert chunk_pages(io.BytesIO(data), len(data), pf.metadata, 0, 0).dictionary
 
 
-def test_audio_bytes_a_footer_hides_the_dictionary_of_are_read_as_a_dictionary(tmp_path):
-    """One blob stored once and repeated in every row, its dictionary page hidden: the bytes are
-    read as a dictionary all the same, and the repeats are counted before they are copied out."""
+def test_audio_bytes_a_footer_hides_the_dictionary_of_are_counted_before_they_are_copied(tmp_path):
+    """One blob stored once and repeated in every row, its dictionary page hidden: listed a batch
+    the dictionary bounds at a time and refused, and read as a dictionary when encoded."""
     blob = random.Random(0).randbytes(1 << 16)
     audio = pa.StructArray.from_arrays([pa.array([blob] * 2000, pa.binary()), pa.array(["x.wav"] * 2000)],
                                        names=["bytes", "path"])
@@ -57,8 +57,8 @@ def test_audio_bytes_a_footer_hides_the_dictionary_of_are_read_as_a_dictionary(t
     pf = pq.ParquetFile(path)
     assert not any(pf.metadata.row_group(g).column(0).has_dictionary_page for g in range(pf.metadata.num_row_groups))
     with open(path, "rb") as f:
-        assert dictionary_columns(pf, ["audio"], ("audio.bytes",), f, path.stat().st_size) == [
-            "audio.bytes", "audio.path"]
+        assert all(paged_dictionary(f, path.stat().st_size, pf, g, "audio.bytes")
+                   for g in range(pf.metadata.num_row_groups))
     with pytest.raises(ContainerError, match="decompression bomb"):
         list(parquet_items(path, "audio", ()))
 
@@ -82,3 +82,51 @@ def test_crafted_page_headers_raise_limit_errors_only():
             except LimitError:
                 refused += 1
     assert refused > 5  # the loop did reach the refusals
+
+
+def _windows_bytes(path, column: str, rows: int) -> int:
+    """The most bytes a batch of `rows` rows of `column` takes once read plain."""
+    values = pq.read_table(path, columns=[column]).column(0).combine_chunks()
+    return max(values.slice(i, rows).nbytes for i in range(0, len(values), rows))
+
+
+@pytest.mark.parametrize("case", ["long distinct", "one long value", "one long value, hidden", "short"])
+def test_a_batch_of_rows_holds_what_its_pages_allow_and_no_more(tmp_path, monkeypatch, case):
+    """Rows are read in batches whose size the page headers bound: long distinct values, and one
+    long value that a dictionary repeats in every row (named in the footer or hidden), make small
+    batches; short values, whole slices."""
+    from mimi_cli.formats import limits
+    from mimi_cli.formats.limits import batch_rows, batches, open_parquet
+
+    monkeypatch.setattr(limits, "BATCH_BYTES", 256 << 10)
+    rng = random.Random(3)
+    values = {"long distinct": [rng.randbytes(600).hex() for _ in range(3000)],
+              "one long value": ["x" * (100 << 10)] * 3000, "one long value, hidden": ["x" * (100 << 10)] * 3000,
+              "short": [f"{i}.wav" for i in range(3000)]}[case]
+    path = tmp_path / "t.parquet"
+    path.write_bytes(written(pa.table({"path": values}), compression="zstd"))
+    if case.endswith("hidden"):
+        path.write_bytes(hide_dictionaries(path.read_bytes()))
+    with open(path, "rb") as f:
+        pf = open_parquet(f, path.stat().st_size, ["path"], streamed=True)
+        rows = batch_rows(pf, f, path.stat().st_size, 0, ["path"])
+        assert _windows_bytes(path, "path", rows) <= limits.BATCH_BYTES
+        assert (rows == limits.SLICE_ROWS) == (case == "short")
+        if not case.startswith("one long"):  # those are past the expansion bound
+            read = [v for _, _, t in batches(pf, f, path.stat().st_size, ["path"]) for v in t.column(0).to_pylist()]
+            assert read == values
+
+
+def test_a_page_of_text_past_the_cap_is_refused_audio_is_not(tmp_path, monkeypatch):
+    from mimi_cli.formats import limits
+    from mimi_cli.formats.manifests import ManifestError, ManifestOptions, read_manifest
+
+    monkeypatch.setattr(limits, "MAX_TEXT_PAGE_BYTES", 64 << 10)
+    blob = random.Random(1).randbytes(100 << 10)
+    pq.write_table(pa.table({"path": ["a.wav", blob.hex()[:100_000]]}), tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match="a page of column 'path' holds over 0 MiB of text"):
+        next(read_manifest(tmp_path / "m.parquet", ManifestOptions()).chunks())
+    audio = pa.StructArray.from_arrays([pa.array([blob, blob[:10]]), pa.array(["a.wav", "b.wav"])],
+                                       names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet")
+    assert [item.size for item in parquet_items(tmp_path / "a.parquet", "audio", ())] == [len(blob), 10]
