@@ -276,17 +276,23 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
     so that it holds at most BATCH_BYTES once read, judged from the page headers of the flat
     columns read (`pages.chunk_pages`): a row's plain value lies within its page, and a value
     from a dictionary is at most the dictionary's longest (its page's size where pyarrow does not
-    meet the dictionary first). Columns inside lists are not bounded by rows (their text is read
-    as a dictionary, and their values are counted as they are taken out, `python_values`)."""
+    meet the dictionary first). Columns inside lists are not bounded by rows: their text is read
+    as a dictionary, which pyarrow builds whole for the row group, so its pages may take at most
+    BATCH_BYTES (LimitError), and their values are counted as they are taken out (`python_values`)."""
     from .pages import chunk_pages
 
     meta, schema = pf.metadata, pf.schema
     rows = meta.row_group(group).num_rows
     fixed = 0  # bytes a row takes in every flat column whatever its pages
     windows = []  # per text column: (page row starts, page byte sums, its longest dictionary value)
+    listed = 0  # bytes of the pages of text inside lists, which pyarrow holds whole as a dictionary
     for c in range(meta.num_columns):
         leaf, chunk = schema.column(c), meta.row_group(group).column(c)
-        if not _selected(leaf.path, columns) or leaf.max_repetition_level > 0:
+        if not _selected(leaf.path, columns):
+            continue
+        if leaf.max_repetition_level > 0:
+            if chunk.physical_type == "BYTE_ARRAY":
+                listed += chunk_pages(source, file_bytes, meta, group, c).expanded
             continue
         fixed += 16 + (max(0, leaf.length or 0) if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0)
         if chunk.physical_type != "BYTE_ARRAY":
@@ -298,13 +304,16 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
         longest = 0
         if pages.dictionary:
             longest = pages.dictionary_bytes
-            if pages.dictionary_first and longest * SLICE_ROWS > BATCH_BYTES:
+            if pages.dictionary_first and longest * min(rows, SLICE_ROWS) > BATCH_BYTES:
                 dictionaries = dictionaries or _Dictionaries(source, pf, columns)
                 found = dictionaries.longest(group, leaf.path)
                 longest = longest if found is None else found
         starts = np.cumsum([0] + [n for n, _ in pages.data])
         sizes = np.cumsum([0] + [u for _, u in pages.data])
         windows.append((starts, sizes, longest))
+    if listed > BATCH_BYTES:
+        raise LimitError(f"row group {group}: its text inside lists takes {listed >> 20} MiB once read, over the "
+                         f"{BATCH_BYTES >> 20} MiB mimi reads at once; rewrite it with smaller row groups")
     batch = SLICE_ROWS
     while batch > 1 and _batch_bytes(batch, rows, fixed, windows) > BATCH_BYTES:
         batch //= 2
@@ -315,12 +324,12 @@ def _batch_bytes(batch: int, rows: int, fixed: int, windows) -> int:
     """The most bytes a batch of `batch` rows can hold, over every batch of the row group."""
     first = np.arange(0, max(rows, 1), batch)
     last = np.minimum(first + batch, max(rows, 1)) - 1
-    total = batch * fixed
+    total = min(batch, rows) * fixed
     for starts, sizes, longest in windows:
         a = np.clip(np.searchsorted(starts, first, "right") - 1, 0, len(sizes) - 2)
         b = np.clip(np.searchsorted(starts, last, "right") - 1, 0, len(sizes) - 2)
         paged = int((sizes[b + 1] - sizes[a]).max()) if len(sizes) > 1 else 0
-        total += paged + batch * longest
+        total += paged + min(batch, rows) * longest
     return total
 
 

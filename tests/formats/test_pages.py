@@ -130,3 +130,20 @@ def test_a_page_of_text_past_the_cap_is_refused_audio_is_not(tmp_path, monkeypat
                                        names=["bytes", "path"])
     pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet")
     assert [item.size for item in parquet_items(tmp_path / "a.parquet", "audio", ())] == [len(blob), 10]
+
+
+def test_text_inside_lists_past_what_is_read_at_once_is_refused(tmp_path, monkeypatch):
+    """Text inside lists is read as a dictionary, which pyarrow builds whole for a row group, so
+    its pages may take at most BATCH_BYTES once read; short lists of it are read as they were."""
+    from mimi_cli.formats import limits
+    from mimi_cli.formats.manifests import ManifestError, ManifestOptions, read_manifest
+
+    monkeypatch.setattr(limits, "BATCH_BYTES", 256 << 10)
+    rng = random.Random(5)
+    tags = [[rng.randbytes(200).hex()] for _ in range(1000)]  # 400 kB of distinct text
+    pq.write_table(pa.table({"path": [f"{i}.wav" for i in range(1000)], "tags": tags}), tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match="its text inside lists takes 0 MiB once read, over the 0 MiB"):
+        next(read_manifest(tmp_path / "m.parquet", ManifestOptions(keep_columns=("tags",))).chunks())
+    assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths[:2] == ["0.wav", "1.wav"]
+    pq.write_table(pa.table({"path": ["a.wav"], "tags": [["x", "y"]]}), tmp_path / "s.parquet")
+    assert read_manifest(tmp_path / "s.parquet", ManifestOptions(keep_columns=("tags",))).kept == {"tags": [["x", "y"]]}
