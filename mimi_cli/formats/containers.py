@@ -314,7 +314,7 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
             if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
                 yield [None]  # no row has a path (the footer's row count is not trusted to say how many)
                 return
-            for _, _, part in batches(pf, f, file_bytes, columns):
+            for _, _, part in batches(pf, f, file_bytes, columns, (f"{column}.bytes",)):
                 yield _struct_paths(part.column(column).combine_chunks())
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: LimitError, and text that is not UTF-8
         raise ContainerError(f"{container}: cannot read it as Parquet ({first_line(e)})") from None

@@ -125,6 +125,10 @@ def check_row_groups(pf, file_bytes: int) -> None:
     fixed-width column's value count times its width (dictionary and run-length encoding let a
     few bytes stand for millions of values, which the stated sizes do not show)."""
     meta = pf.metadata
+    for g in range(meta.num_row_groups):
+        if meta.row_group(g).num_columns != meta.num_columns:
+            raise LimitError(f"row group {g} lists {meta.row_group(g).num_columns} column chunks, its schema "
+                             f"{meta.num_columns} columns")
     limit = expansion_limit(file_bytes)
     expanded = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
     counted = stored = 0
@@ -194,6 +198,11 @@ class ExpansionBudget:
                     kind = array.type
                     if pa.types.is_struct(kind):
                         pending.extend(array.field(i) for i in range(kind.num_fields))
+                    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+                        self.used += 8 * len(array)  # offsets; the values these rows hold, not the whole child
+                        pending.append(array.flatten())
+                    elif pa.types.is_fixed_size_list(kind):
+                        pending.append(array.flatten())
                     elif pa.types.is_dictionary(kind) and _is_text(kind.value_type):
                         lengths = pc.binary_length(array.dictionary)
                         self.used += int(pc.sum(pc.take(lengths, array.indices)).as_py() or 0)  # nulls: none
@@ -249,87 +258,100 @@ def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blo
     SLICE_ROWS rows, read in batches that the page headers show hold at most about BATCH_BYTES
     (`batch_rows`), so a row group of long distinct text is never all in memory at once. Values are
     spent on one ExpansionBudget for the file: LimitError past it, or before reading a row group
-    whose footer states over `max_bytes`, or one whose text pages are over MAX_TEXT_PAGE_BYTES
-    (`blobs`, audio bytes, are not held to that)."""
+    whose footer states over `max_bytes`, or whose pages `batch_rows` refuses."""
     budget = ExpansionBudget(file_bytes)
     dictionaries = _Dictionaries(source, pf, columns)
     for g in range(pf.metadata.num_row_groups):
         if max_bytes is not None and pf.metadata.row_group(g).total_byte_size > max_bytes:
             raise LimitError(f"row group {g} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
         rows = batch_rows(pf, source, file_bytes, g, columns, blobs, dictionaries)
-        start, pending = 0, []
+        start, pending, held, size = 0, [], 0, 0
         for batch in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=False):
             table = pa.Table.from_batches([batch])
             budget.spend(table)
-            pending.append(table)
-            held = sum(t.num_rows for t in pending)
-            if held >= SLICE_ROWS or sum(t.nbytes for t in pending) >= BATCH_BYTES:
+            if pending and (held + table.num_rows > SLICE_ROWS or size + table.nbytes > BATCH_BYTES):
                 yield g, start, pa.concat_tables(pending)
-                start, pending = start + held, []
+                start, pending, held, size = start + held, [], 0, 0
+            pending.append(table)
+            held, size = held + table.num_rows, size + table.nbytes
         if pending:
             yield g, start, pa.concat_tables(pending)
+
+
+_WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12, "BYTE_ARRAY": 4}
 
 
 def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns: list[str],
                blobs: tuple[str, ...] = (), dictionaries: _Dictionaries | None = None) -> int:
     """The most rows (a power of two, at most SLICE_ROWS) a batch of row group `group` may take
-    so that it holds at most BATCH_BYTES once read, judged from the page headers of the flat
-    columns read (`pages.chunk_pages`): a row's plain value lies within its page, and a value
-    from a dictionary is at most the dictionary's longest (its page's size where pyarrow does not
-    meet the dictionary first). Columns inside lists are not bounded by rows: their text is read
-    as a dictionary, which pyarrow builds whole for the row group, so its pages may take at most
-    BATCH_BYTES (LimitError), and their values are counted as they are taken out (`python_values`)."""
+    so that it holds at most BATCH_BYTES once read (or, where one row's pages are larger, no more
+    than they are), judged from the page headers of the columns read (`pages.chunk_pages`): a page
+    is held whole while its rows are read, takes at most its values times their width once
+    decoded, a plain value lies within its page, and a value from a dictionary is at most the
+    dictionary's longest (read by pyarrow where it meets the dictionary first, else the dictionary
+    page's size). LimitError for a page over what the whole file may expand to, a page of text
+    (not `blobs`, audio bytes) over MAX_TEXT_PAGE_BYTES, and columns inside lists (whose rows
+    their pages do not bound) over BATCH_BYTES in all."""
     from .pages import chunk_pages
 
     meta, schema = pf.metadata, pf.schema
     rows = meta.row_group(group).num_rows
-    fixed = 0  # bytes a row takes in every flat column whatever its pages
-    windows = []  # per text column: (page row starts, page byte sums, its longest dictionary value)
-    listed = 0  # bytes of the pages of text inside lists, which pyarrow holds whole as a dictionary
+    windows = []  # per flat column: (its pages' first rows, their rows, their bytes once read, a row's own bytes)
+    listed = 0  # bytes of the pages of columns inside lists
     for c in range(meta.num_columns):
         leaf, chunk = schema.column(c), meta.row_group(group).column(c)
         if not _selected(leaf.path, columns):
             continue
-        if leaf.max_repetition_level > 0:
-            if chunk.physical_type == "BYTE_ARRAY":
-                listed += chunk_pages(source, file_bytes, meta, group, c).expanded
-            continue
-        fixed += 16 + (max(0, leaf.length or 0) if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0)
-        if chunk.physical_type != "BYTE_ARRAY":
-            continue
+        width = leaf.length if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else _WIDTH.get(chunk.physical_type, 8)
         pages = chunk_pages(source, file_bytes, meta, group, c)
-        if pages.largest > MAX_TEXT_PAGE_BYTES and leaf.path not in blobs:
+        if pages.largest > expansion_limit(file_bytes):
+            raise LimitError(f"row group {group}: a page of column {leaf.path!r} decompresses to {pages.largest} "
+                             f"bytes, over {MAX_EXPANSION} times the file's size")
+        if chunk.physical_type == "BYTE_ARRAY" and pages.largest > MAX_TEXT_PAGE_BYTES and leaf.path not in blobs:
             raise LimitError(f"row group {group}: a page of column {leaf.path!r} holds over "
                              f"{MAX_TEXT_PAGE_BYTES >> 20} MiB of text")
-        longest = 0
+        sizes = [u + n * max(0, width or 0) for n, u in pages.data]
+        if leaf.max_repetition_level > 0:
+            listed += sum(sizes) + pages.dictionary_bytes
+            continue
+        per_row = 16  # offsets, validity
         if pages.dictionary:
-            longest = pages.dictionary_bytes
-            if pages.dictionary_first and longest * min(rows, SLICE_ROWS) > BATCH_BYTES:
+            per_row += pages.dictionary_bytes
+            if pages.dictionary_first and pages.dictionary_bytes * min(rows, SLICE_ROWS) > BATCH_BYTES:
                 dictionaries = dictionaries or _Dictionaries(source, pf, columns)
                 found = dictionaries.longest(group, leaf.path)
-                longest = longest if found is None else found
-        starts = np.cumsum([0] + [n for n, _ in pages.data])
-        sizes = np.cumsum([0] + [u for _, u in pages.data])
-        windows.append((starts, sizes, longest))
+                per_row = 16 + (pages.dictionary_bytes if found is None else found)
+        counts = np.array([max(n, 1) for n, _ in pages.data], np.int64)  # a page of no values is still read
+        windows.append((np.cumsum(counts) - counts, counts, np.array(sizes, np.int64), per_row))
     if listed > BATCH_BYTES:
-        raise LimitError(f"row group {group}: its text inside lists takes {listed >> 20} MiB once read, over the "
+        raise LimitError(f"row group {group}: its columns inside lists take {listed >> 20} MiB once read, over the "
                          f"{BATCH_BYTES >> 20} MiB mimi reads at once; rewrite it with smaller row groups")
+    allowed = max(BATCH_BYTES, _batch_bytes(1, rows, windows))  # a row's own pages are read whatever the batch
     batch = SLICE_ROWS
-    while batch > 1 and _batch_bytes(batch, rows, fixed, windows) > BATCH_BYTES:
+    while batch > 1 and _batch_bytes(batch, rows, windows) > allowed:
         batch //= 2
     return batch
 
 
-def _batch_bytes(batch: int, rows: int, fixed: int, windows) -> int:
-    """The most bytes a batch of `batch` rows can hold, over every batch of the row group."""
-    first = np.arange(0, max(rows, 1), batch)
-    last = np.minimum(first + batch, max(rows, 1)) - 1
-    total = min(batch, rows) * fixed
-    for starts, sizes, longest in windows:
-        a = np.clip(np.searchsorted(starts, first, "right") - 1, 0, len(sizes) - 2)
-        b = np.clip(np.searchsorted(starts, last, "right") - 1, 0, len(sizes) - 2)
-        paged = int((sizes[b + 1] - sizes[a]).max()) if len(sizes) > 1 else 0
-        total += paged + min(batch, rows) * longest
+def _batch_bytes(batch: int, rows: int, windows) -> int:
+    """The most bytes a batch of `batch` rows can hold, over every batch of the row group: per
+    column, the pages it overlaps (computed over the pages, not the rows: a footer's row count
+    is not trusted) and its rows' own bytes."""
+    total = 0
+    for starts, counts, sizes, per_row in windows:
+        total += min(batch, max(rows, 1)) * per_row
+        if not len(sizes):
+            continue
+        first, last = starts // batch, (starts + counts - 1) // batch  # the batches each page overlaps
+        order = np.argsort(first, kind="stable")
+        by_first, added = first[order], np.cumsum(sizes[order])
+        order = np.argsort(last, kind="stable")
+        by_last, removed = last[order], np.cumsum(sizes[order])
+        candidates = np.unique(first)  # a batch's sum only rises where a page begins
+        opened = added[np.searchsorted(by_first, candidates, "right") - 1]
+        closed_at = np.searchsorted(by_last, candidates, "left") - 1
+        closed = np.where(closed_at >= 0, removed[np.maximum(closed_at, 0)], 0)
+        total += int((opened - closed).max())
     return total
 
 
@@ -347,11 +369,14 @@ class _Dictionaries:
                      if self.pf.schema.column(c).physical_type == "BYTE_ARRAY"
                      and _selected(self.pf.schema.column(c).path, self.columns)]
             self.reader = pq.ParquetFile(self.source, read_dictionary=texts)
-        batch = next(self.reader.iter_batches(batch_size=1, row_groups=[group], columns=[path], use_threads=False),
-                     None)
-        array = None if batch is None else batch.column(0)
-        for name in path.split(".")[1:]:  # a struct's field (a top-level name with a dot in it: no dictionary)
-            array = array.field(name) if array is not None and pa.types.is_struct(array.type) else None
+        try:
+            batch = next(self.reader.iter_batches(batch_size=1, row_groups=[group], columns=[path],
+                                                  use_threads=False), None)
+            array = None if batch is None else batch.column(0)
+            while array is not None and pa.types.is_struct(array.type):  # down to the one field read
+                array = array.field(0) if array.type.num_fields == 1 else None
+        except (KeyError, IndexError, ValueError, pa.ArrowException):  # then the dictionary page's size bounds it
+            return None
         if array is None or not pa.types.is_dictionary(array.type):
             return None
         return int(pc.max(pc.binary_length(array.dictionary)).as_py() or 0)

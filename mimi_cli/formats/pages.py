@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .limits import LimitError
 
-DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
+DATA_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 2, 3
 MAX_HEADER_BYTES = 16 << 20  # pyarrow's own bound on one page header
 MAX_THRIFT_DEPTH = 64
 # pyarrow reads up to this much past a chunk's stated end for files of parquet-mr 1.2.8 and before,
@@ -68,8 +68,10 @@ class _Thrift:
             if shift > 63:
                 raise ValueError("a Thrift integer over 64 bits")
 
-    def integer(self) -> int:
-        n = self.varint()
+    def integer(self, bits: int = 64) -> int:
+        """A zigzag integer of `bits` (16, 32, 64), cut to that width before it is decoded, as
+        Thrift's own readers do (a varint may carry more bits than its type)."""
+        n = self.varint() & ((1 << bits) - 1)
         return (n >> 1) ^ -(n & 1)
 
     def skip_bytes(self, n: int) -> None:
@@ -88,7 +90,7 @@ class _Thrift:
             if kind == 0:
                 return
             delta = head >> 4
-            last = last + delta if delta else self.integer()
+            last = last + delta if delta else self.integer(16)
             yield last, kind
 
     def skip(self, kind: int, depth: int = 0) -> None:
@@ -99,7 +101,7 @@ class _Thrift:
         if kind == 3:
             self.skip_bytes(1)
         elif kind in (4, 5, 6):
-            self.varint()
+            self.varint()  # any width: only skipped
         elif kind == 7:
             self.skip_bytes(8)
         elif kind == 8:
@@ -119,8 +121,11 @@ class _Thrift:
             if size:
                 types = self.byte()
                 for _ in range(size):
-                    self.skip(types >> 4, depth + 1)
-                    self.skip(types & 0x0F, depth + 1)
+                    for kind in (types >> 4, types & 0x0F):
+                        if kind in (1, 2):
+                            self.skip_bytes(1)  # a boolean in a map takes a byte
+                        else:
+                            self.skip(kind, depth + 1)
         elif kind == 12:
             for _, inner in self.fields():
                 self.skip(inner, depth + 1)
@@ -132,7 +137,7 @@ class _Thrift:
         found = {}
         for fid, kind in self.fields():
             if fid in wanted and kind in (3, 4, 5, 6):
-                found[fid] = self.byte() if kind == 3 else self.integer()
+                found[fid] = self.byte() if kind == 3 else self.integer({4: 16, 5: 32, 6: 64}[kind])
             else:
                 self.skip(kind)
         return found
@@ -141,7 +146,7 @@ class _Thrift:
 @dataclass(frozen=True)
 class _Header:
     type: int
-    uncompressed: int
+    uncompressed: int  # the most bytes the page takes once read: its stated size, or its stored one if larger
     compressed: int
     values: int  # a data page's values (with nulls); 0 for other pages
     encoding: int  # a data page's encoding of its values; -1 for other pages
@@ -151,18 +156,22 @@ class _Header:
 def _header(data: bytes) -> _Header:
     t = _Thrift(data)
     top: dict[int, int] = {}
-    values, encoding = 0, -1
+    found: dict[int, dict[int, int]] = {}  # data page header v1 (values: 1, encoding: 2), v2 (values: 1, encoding: 4)
     for fid, kind in t.fields():
         if fid in (1, 2, 3) and kind == 5:
-            top[fid] = t.integer()
-        elif fid in (5, 8) and kind == 12:  # data page header v1 (values: 1, encoding: 2), v2 (1, 4)
-            found = t.struct_ints({1, 2 if fid == 5 else 4})
-            values, encoding = found.get(1, 0), found.get(2 if fid == 5 else 4, -1)
+            top[fid] = t.integer(32)
+        elif fid in (5, 8) and kind == 12:
+            found[fid] = t.struct_ints({1, 2 if fid == 5 else 4})
         else:
             t.skip(kind)
     if len(top) < 3:
         raise ValueError("a page header without its type or sizes")
-    return _Header(top[1], top[2], top[3], values, encoding, t.at)
+    # pyarrow reads the header its page type names, and a page's bytes are at least what is stored
+    # (an uncompressed page is held at its stored size, whatever the other size says).
+    version = {DATA_PAGE: 5, DATA_PAGE_V2: 8}.get(top[1])
+    fields = found.get(version, {})
+    values, encoding = fields.get(1, 0), fields.get(2 if version == 5 else 4, -1)
+    return _Header(top[1], max(top[2], top[3]), top[3], values, encoding, t.at)
 
 
 def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages:
@@ -176,8 +185,8 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
     end = start + chunk.total_compressed_size
     if start < 0 or chunk.total_compressed_size < 0 or end > file_bytes:
         raise LimitError(f"row group {group}: a column chunk lies outside the file")
-    if "parquet-mr" in (meta.created_by or ""):
-        end = min(file_bytes, end + OLD_WRITER_PADDING)  # pyarrow's allowance for old parquet-mr files
+    if "parquet-mr" in (meta.created_by or ""):  # pyarrow pads versions before 1.2.9; reading more is harmless
+        end = min(file_bytes, end + OLD_WRITER_PADDING)
     pos, seen, largest, expanded = start, 0, 0, 0
     dictionary: int | None = None  # the most bytes a dictionary page decompresses to
     first: bool | None = None  # whether the first data page comes after a dictionary page, in its indices
@@ -186,6 +195,8 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
         header = _read_header(f, pos, end, group)
         if header.compressed < 0 or header.uncompressed < 0 or header.values < 0:
             raise LimitError(f"row group {group}: a page header with a negative size")
+        if pos + header.length + header.compressed > end:
+            raise LimitError(f"row group {group}: a page runs past its column chunk")
         expanded += header.length + header.uncompressed
         if header.type == DICTIONARY_PAGE:
             dictionary = max(dictionary or 0, header.uncompressed)
@@ -210,6 +221,6 @@ def _read_header(f, pos: int, end: int, group: int) -> _Header:
         except _Short:
             if len(data) >= end - pos or size >= MAX_HEADER_BYTES:
                 raise LimitError(f"row group {group}: a page header runs past its column chunk") from None
-            size *= 8
+            size = min(size * 8, MAX_HEADER_BYTES)
         except (ValueError, IndexError) as e:
             raise LimitError(f"row group {group}: a page header mimi cannot read ({e})") from None
