@@ -310,6 +310,9 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
         if chunk.physical_type == "BYTE_ARRAY" and pages.largest > MAX_TEXT_PAGE_BYTES and leaf.path not in blobs:
             raise LimitError(f"row group {group}: a page of column {leaf.path!r} holds over "
                              f"{MAX_TEXT_PAGE_BYTES >> 20} MiB of text")
+        if pages.packed > BATCH_BYTES:  # a page held whole that packs as no audio does
+            raise LimitError(f"row group {group}: a page of column {leaf.path!r} decompresses to {pages.packed} "
+                             "bytes, over 8 times what it takes in the file (a decompression bomb?)")
         sizes = [u + n * max(0, width or 0) for n, u in pages.data]
         if leaf.max_repetition_level > 0:
             listed += sum(sizes) + pages.dictionary_bytes

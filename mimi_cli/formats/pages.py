@@ -22,6 +22,7 @@ OLD_WRITER_PADDING = 100
 
 
 DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
+PACKED = 8  # audio compresses two or three times at most; a page packed tighter than this is worth a look
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ChunkPages:
     dictionary_first: bool
     data: tuple[tuple[int, int], ...]
     largest: int
+    packed: int  # the most bytes a page decompresses to that is over PACKED times its stored bytes (0: none)
     stored: int
     expanded: int
 
@@ -187,7 +189,7 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
         raise LimitError(f"row group {group}: a column chunk lies outside the file")
     if "parquet-mr" in (meta.created_by or ""):  # pyarrow pads versions before 1.2.9; reading more is harmless
         end = min(file_bytes, end + OLD_WRITER_PADDING)
-    pos, seen, largest, expanded = start, 0, 0, 0
+    pos, seen, largest, packed, expanded = start, 0, 0, 0, 0
     dictionary: int | None = None  # the most bytes a dictionary page decompresses to
     first: bool | None = None  # whether the first data page comes after a dictionary page, in its indices
     data = []
@@ -206,9 +208,11 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
             seen += header.values
             data.append((header.values, header.uncompressed))
         largest = max(largest, header.uncompressed)
+        if header.uncompressed > PACKED * header.compressed:
+            packed = max(packed, header.uncompressed)
         pos += header.length + header.compressed
-    return ChunkPages(dictionary is not None, dictionary or 0, bool(first), tuple(data), largest, pos - start,
-                      expanded)
+    return ChunkPages(dictionary is not None, dictionary or 0, bool(first), tuple(data), largest, packed,
+                      pos - start, expanded)
 
 
 def _read_header(f, pos: int, end: int, group: int) -> _Header:

@@ -147,3 +147,23 @@ def test_columns_inside_lists_past_what_is_read_at_once_are_refused(tmp_path, mo
     assert read_manifest(tmp_path / "m.parquet", ManifestOptions()).paths[:2] == ["0.wav", "1.wav"]
     pq.write_table(pa.table({"path": ["a.wav"], "tags": [["x", "y"]]}), tmp_path / "s.parquet")
     assert read_manifest(tmp_path / "s.parquet", ManifestOptions(keep_columns=("tags",))).kept == {"tags": [["x", "y"]]}
+
+
+def test_an_audio_page_that_packs_as_no_audio_does_is_refused(tmp_path, monkeypatch):
+    """A cell's page is held whole while it is read: one over BATCH_BYTES that decompresses to over
+    8 times what it takes in the file (silence, a bomb) is refused; noise of the same size is read."""
+    from mimi_cli.formats import limits
+
+    monkeypatch.setattr(limits, "BATCH_BYTES", 1 << 20)
+    noise = random.Random(2).randbytes(4 << 20)
+    for name, blob, refused in (("noise", noise, False), ("zeros", bytes(4 << 20), True)):
+        audio = pa.StructArray.from_arrays([pa.array([noise[:2 << 20], blob]), pa.array(["a.wav", "b.wav"])],
+                                           names=["bytes", "path"])
+        pq.write_table(pa.table({"audio": audio}), tmp_path / f"{name}.parquet", compression="zstd",
+                       use_dictionary=False, write_batch_size=1, data_page_size=1 << 16)  # a page a cell
+        if refused:
+            with pytest.raises(ContainerError, match="over 8 times what it takes in the file"):
+                list(parquet_items(tmp_path / f"{name}.parquet", "audio", ()))
+        else:
+            assert [item.size for item in parquet_items(tmp_path / f"{name}.parquet", "audio", ())] == [
+                2 << 20, 4 << 20]
