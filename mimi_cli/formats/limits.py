@@ -198,7 +198,10 @@ class ExpansionBudget:
                     kind = array.type
                     if pa.types.is_struct(kind):
                         pending.extend(array.field(i) for i in range(kind.num_fields))
-                    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+                    elif pa.types.is_map(kind):
+                        self.used += 8 * len(array)
+                        pending.extend(_map_values(array))
+                    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
                         self.used += 8 * len(array)  # offsets; the values these rows hold, not the whole child
                         pending.append(array.flatten())
                     elif pa.types.is_fixed_size_list(kind):
@@ -298,6 +301,7 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
     rows = meta.row_group(group).num_rows
     windows = []  # per flat column: (its pages' first rows, their rows, their bytes once read, a row's own bytes)
     listed = 0  # bytes of the pages of columns inside lists
+    biggest = 0  # the largest page of any column, once read
     for c in range(meta.num_columns):
         leaf, chunk = schema.column(c), meta.row_group(group).column(c)
         if not _selected(leaf.path, columns):
@@ -314,22 +318,27 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
             raise LimitError(f"row group {group}: a page of column {leaf.path!r} decompresses to {pages.packed} "
                              "bytes, over 8 times what it takes in the file (a decompression bomb?)")
         sizes = [u + n * max(0, width or 0) for n, u in pages.data]
+        biggest = max([biggest, *sizes])
         if leaf.max_repetition_level > 0:
             listed += sum(sizes) + pages.dictionary_bytes
             continue
-        per_row = 16  # offsets, validity
+        per_row = 16 + pages.delta  # offsets, validity; a prefix-coded value is at most its page
         if pages.dictionary:
             per_row += pages.dictionary_bytes
             if pages.dictionary_first and pages.dictionary_bytes * min(rows, SLICE_ROWS) > BATCH_BYTES:
                 dictionaries = dictionaries or _Dictionaries(source, pf, columns)
                 found = dictionaries.longest(group, leaf.path)
-                per_row = 16 + (pages.dictionary_bytes if found is None else found)
+                per_row = 16 + pages.delta + (pages.dictionary_bytes if found is None else found)
         counts = np.array([max(n, 1) for n, _ in pages.data], np.int64)  # a page of no values is still read
         windows.append((np.cumsum(counts) - counts, counts, np.array(sizes, np.int64), per_row))
     if listed > BATCH_BYTES:
         raise LimitError(f"row group {group}: its columns inside lists take {listed >> 20} MiB once read, over the "
                          f"{BATCH_BYTES >> 20} MiB mimi reads at once; rewrite it with smaller row groups")
-    allowed = max(BATCH_BYTES, _batch_bytes(1, rows, windows))  # a row's own pages are read whatever the batch
+    one_row = _batch_bytes(1, rows, windows)  # a row's own pages are read whatever the batch
+    if one_row > BATCH_BYTES + biggest:
+        raise LimitError(f"row group {group}: one row's pages take {one_row} bytes once read, more than "
+                         f"{BATCH_BYTES >> 20} MiB besides its largest page")
+    allowed = max(BATCH_BYTES, one_row)
     batch = SLICE_ROWS
     while batch > 1 and _batch_bytes(batch, rows, windows) > allowed:
         batch //= 2
@@ -412,10 +421,18 @@ def _count(array: pa.Array) -> int:
         return len(array)
     if pa.types.is_struct(kind):
         return len(array) + sum(_count(array.field(i)) for i in range(kind.num_fields))
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind) \
-            or pa.types.is_map(kind):
+    if pa.types.is_map(kind):
+        return len(array) + sum(_count(values) for values in _map_values(array))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         return len(array) + _count(array.flatten())
     return len(array)
+
+
+def _map_values(array: pa.MapArray) -> list[pa.Array]:
+    """The keys and items of a map column's rows (`flatten` has no kernel for dictionary items)."""
+    offsets = array.offsets.to_numpy(zero_copy_only=False)
+    start, stop = int(offsets[0]), int(offsets[-1])
+    return [array.keys.slice(start, stop - start), array.items.slice(start, stop - start)]
 
 
 def plain_type(kind: pa.DataType) -> pa.DataType:

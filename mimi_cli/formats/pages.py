@@ -22,6 +22,7 @@ OLD_WRITER_PADDING = 100
 
 
 DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
+DELTA_BYTE_ARRAY = 7
 PACKED = 8  # audio compresses two or three times at most; a page packed tighter than this is worth a look
 
 
@@ -39,6 +40,7 @@ class ChunkPages:
     data: tuple[tuple[int, int], ...]
     largest: int
     packed: int  # the most bytes a page decompresses to that is over PACKED times its stored bytes (0: none)
+    delta: int  # the most bytes a page of prefix-coded values (DELTA_BYTE_ARRAY) decompresses to (0: none)
     stored: int
     expanded: int
 
@@ -189,7 +191,7 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
         raise LimitError(f"row group {group}: a column chunk lies outside the file")
     if "parquet-mr" in (meta.created_by or ""):  # pyarrow pads versions before 1.2.9; reading more is harmless
         end = min(file_bytes, end + OLD_WRITER_PADDING)
-    pos, seen, largest, packed, expanded = start, 0, 0, 0, 0
+    pos, seen, largest, packed, expanded, delta = start, 0, 0, 0, 0, 0
     dictionary: int | None = None  # the most bytes a dictionary page decompresses to
     first: bool | None = None  # whether the first data page comes after a dictionary page, in its indices
     data = []
@@ -207,11 +209,13 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
                 first = dictionary is not None and header.encoding in DICTIONARY_ENCODINGS
             seen += header.values
             data.append((header.values, header.uncompressed))
+            if header.encoding == DELTA_BYTE_ARRAY:  # a value takes its prefix from the one before: up to the page
+                delta = max(delta, header.uncompressed)
         largest = max(largest, header.uncompressed)
         if header.uncompressed > PACKED * header.compressed:
             packed = max(packed, header.uncompressed)
         pos += header.length + header.compressed
-    return ChunkPages(dictionary is not None, dictionary or 0, bool(first), tuple(data), largest, packed,
+    return ChunkPages(dictionary is not None, dictionary or 0, bool(first), tuple(data), largest, packed, delta,
                       pos - start, expanded)
 
 

@@ -167,3 +167,11 @@ def test_an_audio_page_that_packs_as_no_audio_does_is_refused(tmp_path, monkeypa
         else:
             assert [item.size for item in parquet_items(tmp_path / f"{name}.parquet", "audio", ())] == [
                 2 << 20, 4 << 20]
+
+
+def test_a_kept_map_of_text_is_read(tmp_path):
+    audio = pa.StructArray.from_arrays([pa.array([b"x", b"y"]), pa.array(["a.wav", "b.wav"])], names=["bytes", "path"])
+    tags = pa.array([[("k", "v")], [("k2", "v2"), ("k3", "v3")]], pa.map_(pa.string(), pa.string()))
+    pq.write_table(pa.table({"audio": audio, "tags": tags}), tmp_path / "a.parquet")
+    assert [item.fields["tags"] for item in parquet_items(tmp_path / "a.parquet", "audio", ("tags",))] == [
+        [("k", "v")], [("k2", "v2"), ("k3", "v3")]]
