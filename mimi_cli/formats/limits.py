@@ -247,11 +247,16 @@ def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str] | None, m
     before reading a row group whose footer states over `max_bytes`."""
     budget = ExpansionBudget(file_bytes)
     for g in range(pf.metadata.num_row_groups):
-        if max_bytes is not None and pf.metadata.row_group(g).total_byte_size > max_bytes:
-            raise LimitError(f"row group {g} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
+        _check_group_bytes(pf, g, max_bytes)
         table = pf.read_row_group(g, columns=columns)
         budget.spend(table)
         yield g, table
+
+
+def _check_group_bytes(pf: pq.ParquetFile, group: int, max_bytes: int | None) -> None:
+    """LimitError before reading a row group whose footer states over `max_bytes` (None: any)."""
+    if max_bytes is not None and pf.metadata.row_group(group).total_byte_size > max_bytes:
+        raise LimitError(f"row group {group} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
 
 
 def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blobs: tuple[str, ...] = (),
@@ -265,8 +270,7 @@ def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blo
     budget = ExpansionBudget(file_bytes)
     dictionaries = _Dictionaries(source, pf, columns)
     for g in range(pf.metadata.num_row_groups):
-        if max_bytes is not None and pf.metadata.row_group(g).total_byte_size > max_bytes:
-            raise LimitError(f"row group {g} holds over {max_bytes >> 30} GiB; rewrite it with smaller row groups")
+        _check_group_bytes(pf, g, max_bytes)
         rows = batch_rows(pf, source, file_bytes, g, columns, blobs, dictionaries)
         start, pending, held, size = 0, [], 0, 0
         for batch in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=False):
@@ -322,13 +326,12 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
         if leaf.max_repetition_level > 0:
             listed += sum(sizes) + pages.dictionary_bytes
             continue
-        per_row = 16 + pages.delta  # offsets, validity; a prefix-coded value is at most its page
-        if pages.dictionary:
-            per_row += pages.dictionary_bytes
-            if pages.dictionary_first and pages.dictionary_bytes * min(rows, SLICE_ROWS) > BATCH_BYTES:
-                dictionaries = dictionaries or _Dictionaries(source, pf, columns)
-                found = dictionaries.longest(group, leaf.path)
-                per_row = 16 + pages.delta + (pages.dictionary_bytes if found is None else found)
+        longest = pages.dictionary_bytes  # a dictionary value (0: no dictionary)
+        if pages.dictionary_first and longest * min(rows, SLICE_ROWS) > BATCH_BYTES:
+            dictionaries = dictionaries or _Dictionaries(source, pf, columns)
+            found = dictionaries.longest(group, leaf.path)
+            longest = longest if found is None else found
+        per_row = 16 + pages.delta + longest  # offsets, validity; a prefix-coded value is at most its page
         counts = np.array([max(n, 1) for n, _ in pages.data], np.int64)  # a page of no values is still read
         windows.append((np.cumsum(counts) - counts, counts, np.array(sizes, np.int64), per_row))
     if listed > BATCH_BYTES:
@@ -377,10 +380,7 @@ class _Dictionaries:
 
     def longest(self, group: int, path: str) -> int | None:
         if self.reader is None:
-            texts = [self.pf.schema.column(c).path for c in range(self.pf.metadata.num_columns)
-                     if self.pf.schema.column(c).physical_type == "BYTE_ARRAY"
-                     and _selected(self.pf.schema.column(c).path, self.columns)]
-            self.reader = pq.ParquetFile(self.source, read_dictionary=texts)
+            self.reader = pq.ParquetFile(self.source, read_dictionary=dictionary_columns(self.pf, self.columns))
         try:
             batch = next(self.reader.iter_batches(batch_size=1, row_groups=[group], columns=[path],
                                                   use_threads=False), None)
