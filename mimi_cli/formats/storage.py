@@ -177,13 +177,14 @@ def os_reason(e: OSError) -> str:
 
 @contextmanager
 def atomic_write(path: Location) -> Iterator[BinaryIO]:
-    """A binary file to write `path` through: written as `.name.tmp` beside it and renamed over
-    `path` only once complete, so readers and later runs never see half a file.
+    """A binary file to write `path` through: written as `.name.PID.tmp` beside it and renamed over
+    `path` only once complete, so readers and later runs never see half a file. The process id
+    keeps two writers of one name (array jobs sharing an OUTPUT) off each other's temporary.
 
     On any failure the temporary file is removed; an OSError (a full disk, say) becomes an
     OutputError naming `path`.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with (tmp.open("wb") if isinstance(tmp, RemotePath) else create_new(tmp)) as f:

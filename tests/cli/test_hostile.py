@@ -40,11 +40,11 @@ def test_planted_staging_and_temporaries_are_replaced_not_followed(run, tmp_path
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / ".out.parquet.parts").symlink_to(elsewhere)
-    (tmp_path / ".out.parquet.tmp").symlink_to(victim)
-    (tmp_path / ".out.mimi.json.tmp").symlink_to(victim)
+    (tmp_path / f".out.parquet.{os.getpid()}.tmp").symlink_to(victim)
+    (tmp_path / f".out.mimi.json.{os.getpid()}.tmp").symlink_to(victim)
     result = run("encode", "x.wav", "missing.wav", "out.parquet", "-q", K)  # missing.wav: an errors file too
     assert result.exit_code == 1, result.output
-    (tmp_path / ".out.errors.jsonl.tmp").symlink_to(victim)
+    (tmp_path / f".out.errors.jsonl.{os.getpid()}.tmp").symlink_to(victim)
     assert run("encode", "x.wav", "missing.wav", "out.parquet", "-q", K).exit_code == 1
     assert victim.read_bytes() == b"precious" and list(elsewhere.iterdir()) == []
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 1

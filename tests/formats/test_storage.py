@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,8 +15,22 @@ def test_atomic_write_replaces_only_when_complete(tmp_path):
     target = tmp_path / "sub" / "x.bin"
     with atomic_write(target) as f:
         f.write(b"new")
-        assert not target.exists() and (tmp_path / "sub" / ".x.bin.tmp").exists()
-    assert target.read_bytes() == b"new" and not (tmp_path / "sub" / ".x.bin.tmp").exists()
+        assert not target.exists() and (tmp_path / "sub" / f".x.bin.{os.getpid()}.tmp").exists()
+    assert target.read_bytes() == b"new" and list((tmp_path / "sub").iterdir()) == [target]
+
+
+def test_two_writers_of_one_name_do_not_share_a_temporary(tmp_path):
+    """Array jobs write the same sidecar at once: neither may remove or rename the other's file."""
+    target = tmp_path / "x.bin"
+    with atomic_write(target) as f:
+        f.write(b"first, still writing")
+        other = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                "from mimi_cli.formats.storage import atomic_write\n"
+                                "with atomic_write(Path(sys.argv[1])) as g: g.write(b'second')", str(target)],
+                               capture_output=True, text=True)
+        assert other.returncode == 0, other.stderr
+        assert target.read_bytes() == b"second"
+    assert target.read_bytes() == b"first, still writing"
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -53,7 +70,7 @@ def test_a_link_planted_at_the_temporary_name_is_replaced_not_followed(tmp_path)
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / ".x.bin.tmp").symlink_to(victim)
+    (tmp_path / "out" / f".x.bin.{os.getpid()}.tmp").symlink_to(victim)
     with atomic_write(tmp_path / "out" / "x.bin") as f:
         f.write(b"ours")
     assert victim.read_bytes() == b"precious" and (tmp_path / "out" / "x.bin").read_bytes() == b"ours"
