@@ -21,7 +21,16 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
-from .limits import LimitError, batches, open_parquet, paged_dictionary, parse_json, plain_type, python_values
+from .limits import (
+    LimitError,
+    batches,
+    open_parquet,
+    paged_dictionary,
+    parquet_footer,
+    parse_json,
+    plain_type,
+    python_values,
+)
 from .storage import Location, RemotePath, first_line
 from .tar import TarDamage, tar_entries
 
@@ -102,9 +111,10 @@ def _row_group_bytes(cell: ParquetCell) -> pa.Array:
         try:
             with _open(cell.container) as f:
                 blobs = f"{cell.column}.bytes"  # read as a dictionary where its pages hold one, as it was listed
-                pf = pq.ParquetFile(f)
-                if paged_dictionary(f, cell.container.stat().st_size, pf, cell.row_group, blobs):
-                    pf = pq.ParquetFile(f, read_dictionary=[blobs])
+                size = cell.container.stat().st_size
+                metadata = parquet_footer(cell.container, f, size)
+                dictionary = [blobs] if paged_dictionary(f, size, metadata, cell.row_group, blobs) else None
+                pf = pq.ParquetFile(f, metadata=metadata, read_dictionary=dictionary)
                 table = pf.read_row_group(cell.row_group, columns=[blobs])
         except (pa.ArrowException, OSError, ValueError) as e:
             raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {first_line(e)}") from None
@@ -274,7 +284,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
         with _open(container) as f:
             file_bytes = container.stat().st_size
             blobs = (f"{column}.bytes",)
-            pf = open_parquet(f, file_bytes, columns, streamed=True)
+            pf = open_parquet(f, file_bytes, columns, streamed=True, metadata=parquet_footer(container, f, file_bytes))
             _check_audio_column(container, pf.schema_arrow, column)
             row, window, window_bytes, last = 0, 0, 0, -1
             for g, start, part in batches(pf, f, file_bytes, columns, blobs, MAX_ROW_GROUP_BYTES):
@@ -309,7 +319,7 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
     try:
         with _open(container) as f:
             file_bytes = container.stat().st_size
-            pf = open_parquet(f, file_bytes, columns, streamed=True)
+            pf = open_parquet(f, file_bytes, columns, streamed=True, metadata=parquet_footer(container, f, file_bytes))
             _check_audio_column(container, pf.schema_arrow, column)
             if "path" not in [field.name for field in pf.schema_arrow.field(column).type]:
                 yield [None]  # no row has a path (the footer's row count is not trusted to say how many)

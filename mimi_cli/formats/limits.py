@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,9 @@ SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (st
 # MAX_TEXT_PAGE_BYTES (a manifest line is at most MAX_LINE_BYTES).
 BATCH_BYTES = 64 << 20
 MAX_TEXT_PAGE_BYTES = 32 << 20
+# A Parquet footer parses to up to about 32 times its bytes (a C++ structure per column chunk);
+# a footer this size describes tens of thousands of row groups.
+MAX_FOOTER_BYTES = 4 << 20
 
 
 class LimitError(MimiError, ValueError):
@@ -160,14 +165,29 @@ def dictionary_columns(pf, columns: list[str] | None = None, streamed: bool = Fa
                   and (not streamed or schema.column(c).max_repetition_level > 0))
 
 
-def paged_dictionary(source, file_bytes: int, pf: pq.ParquetFile, group: int, path: str) -> bool:
+def paged_dictionary(source, file_bytes: int, meta: pq.FileMetaData, group: int, path: str) -> bool:
     """Whether the chunk of column `path` (dotted) in row group `group` holds a dictionary page,
     as its page headers say (`pages.chunk_pages`)."""
     from .pages import chunk_pages
 
-    meta = pf.metadata
     return any(meta.row_group(group).column(c).path_in_schema == path
                and chunk_pages(source, file_bytes, meta, group, c).dictionary for c in range(meta.num_columns))
+
+
+def check_pages(source, file_bytes: int, meta: pq.FileMetaData, columns: list[str] | None = None) -> None:
+    """LimitError if the pages of `columns` (None: all) decompress to more than a file of
+    `file_bytes` may expand to (`ExpansionBudget.spend_pages`), as their headers say; for files
+    read a row group at a time whole (token shards). `batches` spends them a row group at a time."""
+    from .pages import chunk_pages
+
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return check_pages(f, file_bytes, meta, columns)
+    budget = ExpansionBudget(file_bytes)
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            if _selected(meta.schema.column(c).path, columns):
+                budget.spend_pages(chunk_pages(source, file_bytes, meta, g, c).expanded)
 
 
 def _selected(path: str, columns: list[str] | None) -> bool:
@@ -180,7 +200,16 @@ class ExpansionBudget:
     by row group; LimitError once they pass `expansion_limit` of the file's size."""
 
     def __init__(self, file_bytes: int) -> None:
-        self.limit, self.used = expansion_limit(file_bytes), 0
+        self.limit, self.used, self.paged = expansion_limit(file_bytes), 0, 0
+
+    def spend_pages(self, expanded: int) -> None:
+        """Counts what pages decompress to (`pages.ChunkPages.expanded`), apart from the values:
+        pyarrow inflates a page whole whether or not its values are used (a dictionary of one
+        unused 32 MiB entry in every row group costs time and shows in no value)."""
+        self.paged += expanded
+        if self.paged > self.limit:
+            raise LimitError(f"its pages decompress to over {self.limit} bytes, over {MAX_EXPANSION} times its size "
+                             "(a decompression bomb?)")
 
     @classmethod
     def row_group(cls, pf: pq.ParquetFile, group: int) -> ExpansionBudget:
@@ -216,13 +245,63 @@ class ExpansionBudget:
                              "(a decompression bomb?)")
 
 
-def open_parquet(source, file_bytes: int, columns: list[str] | None = None, streamed: bool = False
-                 ) -> pq.ParquetFile:
-    """A Parquet file ready to read `columns` from (None: all), once its footer passes
-    `check_row_groups`; their text and bytes columns are read as dictionaries (`dictionary_columns`:
-    spend what they expand to on an ExpansionBudget before taking values out), and then no row
-    group may have over MAX_DICTIONARY_ROWS rows. `streamed`: to read with `batches`."""
-    pf = pq.ParquetFile(source)
+def read_footer(source, file_bytes: int) -> pq.FileMetaData:
+    """A Parquet file's footer, parsed once the length the file states for it (in its last 8
+    bytes) is at most MAX_FOOTER_BYTES. Parse it once per file and open the file with it
+    (`open_parquet(metadata=)`, `pq.ParquetFile(metadata=)`): each parse costs up to 32 times
+    the footer's bytes."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return read_footer(f, file_bytes)
+    source.seek(max(0, file_bytes - 8))
+    tail = source.read(8)
+    source.seek(0)
+    length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+    if length > MAX_FOOTER_BYTES:
+        raise LimitError(f"its footer takes {length} bytes, over the {MAX_FOOTER_BYTES >> 20} MiB mimi reads (so many "
+                         "row groups and columns); rewrite it with fewer, larger row groups")
+    return pq.ParquetFile(source).metadata
+
+
+class _Footers:
+    """The checked footers of the last two Parquet files listed or read, shared by the listing
+    and the reader threads, so that a file's footer is parsed once (`read_footer`), not once per
+    pass, thread and row group: a large footer parses to many times its size."""
+
+    def __init__(self) -> None:
+        self.lock, self.held = threading.Lock(), OrderedDict()
+
+    def get(self, location, source, file_bytes: int) -> pq.FileMetaData:
+        key = (str(location), file_bytes, location.stat().st_mtime_ns)  # a file rewritten since: read again
+        with self.lock:
+            if key not in self.held:
+                metadata = read_footer(source, file_bytes)
+                check_row_groups(pq.ParquetFile(source, metadata=metadata), file_bytes)
+                self.held[key] = metadata
+                while len(self.held) > 2:
+                    self.held.popitem(last=False)
+            self.held.move_to_end(key)
+            return self.held[key]
+
+
+_footers = _Footers()
+
+
+def parquet_footer(location, source, file_bytes: int) -> pq.FileMetaData:
+    """The footer of the Parquet file `container` (open as `source`, of `file_bytes`), read and
+    checked (`read_footer`, `check_row_groups`) once for all its readers."""
+    return _footers.get(location, source, file_bytes)
+
+
+def open_parquet(source, file_bytes: int, columns: list[str] | None = None, streamed: bool = False,
+                 metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
+    """A Parquet file ready to read `columns` from (None: all), once its footer (`metadata`,
+    else `read_footer`) passes `check_row_groups`; their text and bytes columns are read as
+    dictionaries (`dictionary_columns`: spend what they expand to on an ExpansionBudget before
+    taking values out), and then no row group may have over MAX_DICTIONARY_ROWS rows.
+    `streamed`: to read with `batches`."""
+    metadata = metadata or read_footer(source, file_bytes)
+    pf = pq.ParquetFile(source, metadata=metadata)
     check_row_groups(pf, file_bytes)
     dictionary = dictionary_columns(pf, columns, streamed)
     if not dictionary:
@@ -235,7 +314,7 @@ def open_parquet(source, file_bytes: int, columns: list[str] | None = None, stre
                              "at once where it reads text; rewrite it with smaller row groups (pyarrow's "
                              "row_group_size)")
     try:
-        return pq.ParquetFile(source, read_dictionary=dictionary)
+        return pq.ParquetFile(source, metadata=metadata, read_dictionary=dictionary)
     except KeyError as e:  # a column chunk whose path the schema does not have
         raise LimitError(f"its footer names a column {e} that its schema does not have") from None
 
@@ -271,7 +350,7 @@ def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blo
     dictionaries = _Dictionaries(source, pf, columns)
     for g in range(pf.metadata.num_row_groups):
         _check_group_bytes(pf, g, max_bytes)
-        rows = batch_rows(pf, source, file_bytes, g, columns, blobs, dictionaries)
+        rows = batch_rows(pf, source, file_bytes, g, columns, blobs, dictionaries, budget)
         start, pending, held, size = 0, [], 0, 0
         for batch in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=False):
             table = pa.Table.from_batches([batch])
@@ -289,7 +368,8 @@ _WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96"
 
 
 def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns: list[str],
-               blobs: tuple[str, ...] = (), dictionaries: _Dictionaries | None = None) -> int:
+               blobs: tuple[str, ...] = (), dictionaries: _Dictionaries | None = None,
+               budget: ExpansionBudget | None = None) -> int:
     """The most rows (a power of two, at most SLICE_ROWS) a batch of row group `group` may take
     so that it holds at most BATCH_BYTES once read (or, where one row's pages are larger, no more
     than they are), judged from the page headers of the columns read (`pages.chunk_pages`): a page
@@ -298,7 +378,8 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
     dictionary's longest (read by pyarrow where it meets the dictionary first, else the dictionary
     page's size). LimitError for a page over what the whole file may expand to, a page of text
     (not `blobs`, audio bytes) over MAX_TEXT_PAGE_BYTES, and columns inside lists (whose rows
-    their pages do not bound) over BATCH_BYTES in all."""
+    their pages do not bound) over BATCH_BYTES in all, and pages past `budget`'s (its
+    `spend_pages`)."""
     from .pages import chunk_pages
 
     meta, schema = pf.metadata, pf.schema
@@ -321,6 +402,8 @@ def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns:
         if pages.packed > BATCH_BYTES:  # a page held whole that packs as no audio does
             raise LimitError(f"row group {group}: a page of column {leaf.path!r} decompresses to {pages.packed} "
                              "bytes, over 8 times what it takes in the file (a decompression bomb?)")
+        if budget is not None:  # after the checks above, which say more of a page that is refused
+            budget.spend_pages(pages.expanded)
         sizes = [u + n * max(0, width or 0) for n, u in pages.data]
         biggest = max([biggest, *sizes])
         if leaf.max_repetition_level > 0:
@@ -380,7 +463,8 @@ class _Dictionaries:
 
     def longest(self, group: int, path: str) -> int | None:
         if self.reader is None:
-            self.reader = pq.ParquetFile(self.source, read_dictionary=dictionary_columns(self.pf, self.columns))
+            self.reader = pq.ParquetFile(self.source, metadata=self.pf.metadata,
+                                         read_dictionary=dictionary_columns(self.pf, self.columns))
         try:
             batch = next(self.reader.iter_batches(batch_size=1, row_groups=[group], columns=[path],
                                                   use_threads=False), None)

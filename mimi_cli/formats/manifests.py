@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import MimiError
-from .limits import batches, open_parquet, parse_json, plain_type, python_values, read_lines, slices
+from .limits import batches, open_parquet, parquet_footer, parse_json, plain_type, python_values, read_lines, slices
 from .storage import first_line
 
 MANIFEST_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -168,10 +168,11 @@ def _read_parquet(path: Path, columns: list[str]) -> tuple[Tables, list[str], di
     iterated, from the same file (a file replaced since is refused)."""
     with path.open("rb") as f:
         known = os.fstat(f.fileno())
-        schema = open_parquet(f, known.st_size, []).schema_arrow  # the file's own types, nothing as a dictionary
+        metadata = parquet_footer(path, f, known.st_size)  # parsed once: a large footer parses to many times its size
+        schema = open_parquet(f, known.st_size, [], metadata=metadata).schema_arrow  # nothing as a dictionary
         names = schema.names  # ValueError for names that are not UTF-8
         wanted = [c for c in dict.fromkeys(columns) if c in names]
-        open_parquet(f, known.st_size, wanted, streamed=True)  # a row group too large to read is refused now
+        open_parquet(f, known.st_size, wanted, streamed=True, metadata=metadata)  # a row group too large: now
 
     def tables() -> Iterator[pa.Table]:
         with path.open("rb") as f:
@@ -179,7 +180,7 @@ def _read_parquet(path: Path, columns: list[str]) -> tuple[Tables, list[str], di
             if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
                     known.st_dev, known.st_ino, known.st_size, known.st_mtime_ns):
                 raise ValueError("the file changed while it was being read")
-            pf = open_parquet(f, now.st_size, wanted, streamed=True)
+            pf = open_parquet(f, now.st_size, wanted, streamed=True, metadata=metadata)
             for _, _, table in batches(pf, f, now.st_size, wanted):
                 yield table
 

@@ -16,6 +16,9 @@ from .limits import LimitError
 DATA_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 2, 3
 MAX_HEADER_BYTES = 16 << 20  # pyarrow's own bound on one page header
 MAX_THRIFT_DEPTH = 64
+# Values in one page header: a real one has a few dozen (its sizes, encodings and statistics);
+# each skipped costs a few microseconds here, so millions of empty ones would cost seconds.
+MAX_HEADER_VALUES = 1 << 16
 # pyarrow reads up to this much past a chunk's stated end for files of parquet-mr 1.2.8 and before,
 # which left the dictionary page's header out of the chunk's size.
 OLD_WRITER_PADDING = 100
@@ -53,7 +56,7 @@ class _Thrift:
     """A reader of Thrift's compact protocol over bytes."""
 
     def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
+        self.data, self.at, self.values = data, 0, 0
 
     def byte(self) -> int:
         if self.at >= len(self.data):
@@ -100,6 +103,9 @@ class _Thrift:
     def skip(self, kind: int, depth: int = 0) -> None:
         if depth > MAX_THRIFT_DEPTH:
             raise ValueError(f"Thrift nested over {MAX_THRIFT_DEPTH} deep")
+        self.values += 1
+        if self.values > MAX_HEADER_VALUES:
+            raise ValueError(f"over {MAX_HEADER_VALUES} Thrift values in one header")
         if kind in (1, 2):  # a struct field's boolean is in its type
             return
         if kind == 3:
@@ -117,7 +123,7 @@ class _Thrift:
                 size = self.varint()
             for _ in range(size):
                 if element in (1, 2):
-                    self.skip_bytes(1)  # a boolean in a list takes a byte
+                    self.skip(3, depth + 1)  # a boolean in a list takes a byte
                 else:
                     self.skip(element, depth + 1)
         elif kind == 11:
@@ -127,7 +133,7 @@ class _Thrift:
                 for _ in range(size):
                     for kind in (types >> 4, types & 0x0F):
                         if kind in (1, 2):
-                            self.skip_bytes(1)  # a boolean in a map takes a byte
+                            self.skip(3, depth + 1)  # a boolean in a map takes a byte
                         else:
                             self.skip(kind, depth + 1)
         elif kind == 12:

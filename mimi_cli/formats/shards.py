@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from ..spec import FRAME_SAMPLES, MAX_CODEBOOKS, SAMPLE_RATE
-from .limits import ExpansionBudget, open_parquet, plain, row_groups
+from .limits import ExpansionBudget, check_pages, open_parquet, plain, row_groups
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, first_line, readable
@@ -231,10 +231,14 @@ _READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)  # what pyarro
 
 
 def _parquet(shard: Location, source=None, size: int | None = None) -> pq.ParquetFile:
-    """The shard opened (its footer read), or DatasetError if it is no readable Parquet file;
-    `source` and `size`: its bytes, where they are not (yet) at `shard`."""
+    """The shard opened (its footer read, its pages' sizes checked: `check_pages`), or DatasetError
+    if it is no readable Parquet file; `source` and `size`: its bytes, where they are not (yet) at
+    `shard`."""
     try:
-        return open_parquet(source or readable(shard), shard.stat().st_size if size is None else size)
+        source, size = source or readable(shard), shard.stat().st_size if size is None else size
+        parquet = open_parquet(source, size)
+        check_pages(source, size, parquet.metadata)
+        return parquet
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None
 

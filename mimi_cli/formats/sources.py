@@ -565,11 +565,11 @@ def _below(f: Location, root: Location) -> str:
 
 
 def _schema(path: Location) -> pa.Schema:
-    import pyarrow.parquet as pq
+    from .limits import parquet_footer
 
     try:
         with (path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")) as f:
-            return pq.read_schema(f)
+            return parquet_footer(path, f, path.stat().st_size).schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: names that are not UTF-8
         raise ContainerError(f"{path}: not a readable Parquet file ({(str(e).splitlines() or [''])[0][:200]})"
                              ) from None

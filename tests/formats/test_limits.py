@@ -2,6 +2,7 @@
 and repeated a million times, and run-length values a footer's sizes do not show."""
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ from mimi_cli.formats.containers import ContainerError, parquet_items
 from mimi_cli.formats.limits import LimitError, json_depth, open_parquet, parse_json
 from mimi_cli.formats.manifests import ManifestError, ManifestOptions, read_manifest
 from mimi_cli.formats.shards import DatasetError, iter_rows
+from tests.parquet_footer import understate_sizes
 
 
 def repeated(blob: bytes, n: int) -> pa.DictionaryArray:
@@ -106,3 +108,115 @@ def test_text_read_whole_is_read_as_a_dictionary_whatever_the_footer_says(tmp_pa
     assert dictionary_columns(pf) == ["audio.bytes", "audio.path", "tags.list.element", "text"]
     assert dictionary_columns(pf, ["audio", "n"]) == ["audio.bytes", "audio.path"]
     assert dictionary_columns(pf, streamed=True) == ["tags.list.element"]
+
+
+def _unused_entry_files(tmp_path, junk: bytes) -> dict:
+    """An audio Parquet, a manifest and a token shard whose text column's dictionary holds, in
+    each of 30 row groups, `junk` that no row uses (pyarrow writes the dictionary it is given),
+    and whose footer states no chunk larger than it is stored."""
+    def column(names):
+        values = pa.array([*names, junk.decode()] if junk else names)
+        return pa.DictionaryArray.from_arrays(pa.array(range(len(names)), pa.int32()), values)
+
+    def groups(make, path):
+        tables, buffer = [make(g) for g in range(30)], io.BytesIO()
+        with pq.ParquetWriter(buffer, tables[0].schema, compression="zstd") as w:
+            for t in tables:
+                w.write_table(t)
+        path.write_bytes(understate_sizes(buffer.getvalue()))  # as a crafted file would: only the pages tell
+        return path
+
+    names = lambda g: [f"{g}_{i}.wav" for i in range(2)]  # noqa: E731
+    meta = {b"mimi_cli": b'{"num_codebooks": 1, "codebook_size": 2048, "model": {}}'}
+    return {
+        "audio": groups(lambda g: pa.table({"audio": pa.StructArray.from_arrays(
+            [pa.nulls(2, pa.binary()), column(names(g))], names=["bytes", "path"])}), tmp_path / "a.parquet"),
+        "manifest": groups(lambda g: pa.table({"path": column(names(g))}), tmp_path / "m.parquet"),
+        "tokens": groups(lambda g: pa.table(
+            {"id": column(names(g)), "channel": pa.array([-1, -1], pa.int16()),
+             "codes": pa.array([[[1]], [[2]]], pa.list_(pa.list_(pa.int16()))),
+             "num_samples": pa.array([1920, 1920], pa.int64())}, metadata=meta), tmp_path / "t.parquet"),
+    }
+
+
+def _read_all(kind: str, path) -> int:
+    if kind == "audio":
+        return len(list(parquet_items(path, "audio", ())))
+    if kind == "manifest":
+        return sum(len(paths) for paths, _, _ in read_manifest(path, ManifestOptions()).chunks())
+    return len(list(iter_rows(path)))
+
+
+@pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
+def test_unused_dictionary_entries_are_counted_as_they_inflate(tmp_path, kind):
+    """No row uses the 4 MiB entry, so no value counts it, but pyarrow inflates and decodes the
+    dictionary page of every row group all the same: 30 of them is 120 MB from a 20 kB file."""
+    path = _unused_entry_files(tmp_path, b"j" * (4 << 20))[kind]
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises((ContainerError, ManifestError, DatasetError), match="pages decompress to over"):
+        _read_all(kind, path)
+    (tmp_path / "plain").mkdir()
+    assert _read_all(kind, _unused_entry_files(tmp_path / "plain", b"")[kind]) == 60
+
+
+@pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
+def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch, kind):
+    from mimi_cli.formats import limits
+    from mimi_cli.formats.sources import _schema
+
+    path = _unused_entry_files(tmp_path, b"")[kind]
+    with open(path, "rb") as f:
+        f.seek(-8, 2)
+        footer = int.from_bytes(f.read(4), "little")
+    monkeypatch.setattr(limits, "MAX_FOOTER_BYTES", footer - 1)
+    parses = []
+
+    class Counting(pq.ParquetFile):
+        def __init__(self, source, *args, metadata=None, **kwargs):
+            parses.append(metadata is None)
+            super().__init__(source, *args, metadata=metadata, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", Counting)
+    with pytest.raises((ContainerError, ManifestError, DatasetError),
+                       match=f"its footer takes {footer} bytes, over the .* fewer, larger row groups"):
+        _read_all(kind, path)
+    if kind == "audio":
+        with pytest.raises(ContainerError, match="its footer takes"):
+            _schema(path)
+    assert not any(parses)
+    monkeypatch.setattr(limits, "MAX_FOOTER_BYTES", footer)
+    assert _read_all(kind, path) == 60
+
+
+def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_path, monkeypatch):
+    """A footer parses to many times its size: the dispatch, both listing passes and every reader
+    thread share one parse of it, not one each (and not one per row group read); a manifest's
+    dispatch and listing too."""
+    import soundfile as sf
+
+    from mimi_cli.formats.sources import list_sources
+
+    clips = []
+    for i in range(6):
+        buffer = io.BytesIO()
+        sf.write(buffer, np.full(2400, i, np.int16), 24000, format="WAV", subtype="PCM_16")
+        clips.append(buffer.getvalue())
+    audio = pa.StructArray.from_arrays([pa.array(clips, pa.binary()), pa.array([f"{i}.wav" for i in range(6)])],
+                                       names=["bytes", "path"])
+    pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet", row_group_size=2)
+    parses = []
+
+    class Counting(pq.ParquetFile):
+        def __init__(self, source, *args, metadata=None, **kwargs):
+            parses.append(metadata is None)
+            super().__init__(source, *args, metadata=metadata, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", Counting)
+    sources = [s for found, _ in list_sources([str(tmp_path / "a.parquet")]) for s in found]
+    assert len(sources) == 6
+    assert [len(s.member.read()) for s in sources] == [len(c) for c in clips]
+    assert sum(parses) == 1
+    pq.write_table(pa.table({"path": [f"{i}.wav" for i in range(6)]}), tmp_path / "m.parquet", row_group_size=2)
+    parses.clear()
+    assert sum(len(s) for s, _ in list_sources([str(tmp_path / "m.parquet")])) == 6
+    assert sum(parses) == 1
