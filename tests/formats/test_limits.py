@@ -159,8 +159,22 @@ def test_unused_dictionary_entries_are_counted_as_they_inflate(tmp_path, kind):
     assert _read_all(kind, _unused_entry_files(tmp_path / "plain", b"")[kind]) == 60
 
 
+@pytest.fixture
+def parses(monkeypatch) -> list[bool]:
+    """One entry for each pq.ParquetFile made, True where it parsed a footer (no `metadata=`)."""
+    made = []
+
+    class Counting(pq.ParquetFile):
+        def __init__(self, source, *args, metadata=None, **kwargs):
+            made.append(metadata is None)
+            super().__init__(source, *args, metadata=metadata, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", Counting)
+    return made
+
+
 @pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
-def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch, kind):
+def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch, parses, kind):
     from mimi_cli.formats import limits
     from mimi_cli.formats.sources import _schema
 
@@ -169,14 +183,6 @@ def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypa
         f.seek(-8, 2)
         footer = int.from_bytes(f.read(4), "little")
     monkeypatch.setattr(limits, "MAX_FOOTER_BYTES", footer - 1)
-    parses = []
-
-    class Counting(pq.ParquetFile):
-        def __init__(self, source, *args, metadata=None, **kwargs):
-            parses.append(metadata is None)
-            super().__init__(source, *args, metadata=metadata, **kwargs)
-
-    monkeypatch.setattr(pq, "ParquetFile", Counting)
     with pytest.raises((ContainerError, ManifestError, DatasetError),
                        match=f"its footer takes {footer} bytes, over the .* fewer, larger row groups"):
         _read_all(kind, path)
@@ -188,7 +194,7 @@ def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypa
     assert _read_all(kind, path) == 60
 
 
-def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_path, monkeypatch):
+def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_path, parses):
     """A footer parses to many times its size: the dispatch, both listing passes and every reader
     thread share one parse of it, not one each (and not one per row group read); a manifest's
     dispatch and listing too."""
@@ -204,14 +210,6 @@ def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_pa
     audio = pa.StructArray.from_arrays([pa.array(clips, pa.binary()), pa.array([f"{i}.wav" for i in range(6)])],
                                        names=["bytes", "path"])
     pq.write_table(pa.table({"audio": audio}), tmp_path / "a.parquet", row_group_size=2)
-    parses = []
-
-    class Counting(pq.ParquetFile):
-        def __init__(self, source, *args, metadata=None, **kwargs):
-            parses.append(metadata is None)
-            super().__init__(source, *args, metadata=metadata, **kwargs)
-
-    monkeypatch.setattr(pq, "ParquetFile", Counting)
     sources = [s for found, _ in list_sources([str(tmp_path / "a.parquet")]) for s in found]
     assert len(sources) == 6
     assert [len(s.member.read()) for s in sources] == [len(c) for c in clips]
