@@ -31,7 +31,7 @@ from .limits import (
     plain_type,
     python_values,
 )
-from .storage import Location, RemotePath, first_line
+from .storage import Location, first_line, open_read
 from .tar import TarDamage, tar_entries
 
 MAX_ITEM_BYTES = 2 << 30  # one item's audio; a crafted header claiming more is an error row, not a read
@@ -44,6 +44,10 @@ _KEY = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # webdataset's key / extensi
 
 class ContainerError(MimiError):
     """A container that cannot be listed at all (not a tar, not Parquet, no audio column)."""
+
+
+class RefusedContainer(ContainerError):
+    """A container refused unread, past one of mimi's bounds (docs/security.md), which may hold audio."""
 
 
 def fingerprint(data: bytes) -> str:
@@ -65,7 +69,7 @@ class TarMember:
         return decode_24k(io.BytesIO(self.read()), mix, max_seconds)
 
     def read(self) -> bytes:
-        with _open(self.container) as f:
+        with open_read(self.container) as f:
             f.seek(self.offset)
             data = f.read(self.size)
         if len(data) != self.size:
@@ -106,13 +110,15 @@ _cache = threading.local()  # each reader thread holds the row groups of the win
 def _row_group_bytes(cell: ParquetCell) -> pa.Array:
     window = (str(cell.container), cell.column, cell.window)
     if getattr(_cache, "window", None) != window:
-        _cache.window, _cache.groups = window, {}  # the last window's groups are freed first
+        _cache.window, _cache.groups, _cache.metadata = window, {}, None  # the last window's are freed first
     if cell.row_group not in _cache.groups:
         try:
-            with _open(cell.container) as f:
+            with open_read(cell.container) as f:
                 blobs = f"{cell.column}.bytes"  # read as a dictionary where its pages hold one, as it was listed
                 size = cell.container.stat().st_size
-                metadata = parquet_footer(cell.container, f, size)
+                if _cache.metadata is None:  # once a window: the footer is shared, not parsed again
+                    _cache.metadata = parquet_footer(cell.container, f, size)
+                metadata = _cache.metadata
                 dictionary = [blobs] if paged_dictionary(f, size, metadata, cell.row_group, blobs) else None
                 pf = pq.ParquetFile(f, metadata=metadata, read_dictionary=dictionary)
                 table = pf.read_row_group(cell.row_group, columns=[blobs])
@@ -120,10 +126,6 @@ def _row_group_bytes(cell: ParquetCell) -> pa.Array:
             raise AudioError(f"cannot read its Parquet row group {cell.row_group}: {first_line(e)}") from None
         _cache.groups[cell.row_group] = table.column(0).combine_chunks().field("bytes")
     return _cache.groups[cell.row_group]
-
-
-def _open(container: Location):
-    return container.open("rb") if isinstance(container, RemotePath) else open(container, "rb")
 
 
 @dataclass
@@ -167,7 +169,7 @@ def tar_items(container: Location, skipped: list[str] | None = None) -> Iterator
     A shard cut short or damaged yields every sample before the damage, then one error item;
     ContainerError only if not even its first header is a tar header."""
     try:
-        with _open(container) as f:
+        with open_read(container) as f:
             yield from _samples(f, container, skipped if skipped is not None else [])
     except OSError as e:
         raise ContainerError(f"{container}: cannot read it ({first_line(e)})") from None
@@ -281,7 +283,7 @@ def parquet_items(container: Location, column: str, keep: tuple[str, ...]) -> It
     row group at a time; fields are the `keep` columns, `path` the row's path."""
     columns = [column, *keep]
     try:
-        with _open(container) as f:
+        with open_read(container) as f:
             file_bytes = container.stat().st_size
             blobs = (f"{column}.bytes",)
             pf = open_parquet(f, file_bytes, columns, streamed=True, metadata=parquet_footer(container, f, file_bytes))
@@ -317,7 +319,7 @@ def parquet_paths(container: Location, column: str) -> Iterator[list[str | None]
     # A dotted name selects a struct's field; a column whose name holds a dot is read whole.
     columns = [column if "." in column else f"{column}.path"]
     try:
-        with _open(container) as f:
+        with open_read(container) as f:
             file_bytes = container.stat().st_size
             pf = open_parquet(f, file_bytes, columns, streamed=True, metadata=parquet_footer(container, f, file_bytes))
             _check_audio_column(container, pf.schema_arrow, column)

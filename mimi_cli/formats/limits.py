@@ -7,6 +7,7 @@ costs at most a bounded amount of memory and time. Each limit is named once here
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import threading
@@ -41,9 +42,11 @@ SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (st
 # MAX_TEXT_PAGE_BYTES (a manifest line is at most MAX_LINE_BYTES).
 BATCH_BYTES = 64 << 20
 MAX_TEXT_PAGE_BYTES = 32 << 20
-# A Parquet footer parses to up to about 32 times its bytes (a C++ structure per column chunk);
-# a footer this size describes tens of thousands of row groups.
-MAX_FOOTER_BYTES = 4 << 20
+# A Parquet footer parses to 8 (what writers make) to 32 (crafted minimal column chunks) times its
+# bytes. It may take FOOTER_BYTES, or 1/FOOTER_SHARE of its file where that is more, so that its
+# parse costs at most twice the file; the footers kept parsed for reuse take FOOTER_BYTES in all.
+FOOTER_BYTES = 4 << 20
+FOOTER_SHARE = 16
 
 
 class LimitError(MimiError, ValueError):
@@ -124,12 +127,11 @@ def read_lines(path: Path) -> Iterator[bytes]:
 _WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
 
 
-def check_row_groups(pf, file_bytes: int) -> None:
+def check_row_groups(meta: pq.FileMetaData, file_bytes: int) -> None:
     """LimitError if a Parquet file of `file_bytes` would expand past what that size allows (a
-    decompression bomb), judged from its footer: the row groups' stated sizes, and each
+    decompression bomb), judged from its footer `meta`: the row groups' stated sizes, and each
     fixed-width column's value count times its width (dictionary and run-length encoding let a
     few bytes stand for millions of values, which the stated sizes do not show)."""
-    meta = pf.metadata
     for g in range(meta.num_row_groups):
         if meta.row_group(g).num_columns != meta.num_columns:
             raise LimitError(f"row group {g} lists {meta.row_group(g).num_columns} column chunks, its schema "
@@ -174,20 +176,29 @@ def paged_dictionary(source, file_bytes: int, meta: pq.FileMetaData, group: int,
                and chunk_pages(source, file_bytes, meta, group, c).dictionary for c in range(meta.num_columns))
 
 
-def check_pages(source, file_bytes: int, meta: pq.FileMetaData, columns: list[str] | None = None) -> None:
-    """LimitError if the pages of `columns` (None: all) decompress to more than a file of
-    `file_bytes` may expand to (`ExpansionBudget.spend_pages`), as their headers say; for files
-    read a row group at a time whole (token shards). `batches` spends them a row group at a time."""
+def check_pages(location, source, file_bytes: int, meta: pq.FileMetaData) -> None:
+    """LimitError if the pages of a Parquet file read a row group at a time whole (token shards)
+    decompress to more than its `file_bytes` may expand to (`ExpansionBudget.spend_pages`), as
+    their headers say; once for each version of the file (a reader opens a shard for each row
+    group it reads). `batches` spends them a row group at a time instead."""
     from .pages import chunk_pages
 
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            return check_pages(f, file_bytes, meta, columns)
+            return check_pages(location, f, file_bytes, meta)
+    key = _identity(location, source, file_bytes)
+    with _paged_lock:
+        if key is not None and key in _paged:
+            return None
     budget = ExpansionBudget(file_bytes)
     for g in range(meta.num_row_groups):
         for c in range(meta.num_columns):
-            if _selected(meta.schema.column(c).path, columns):
-                budget.spend_pages(chunk_pages(source, file_bytes, meta, g, c).expanded)
+            budget.spend_pages(chunk_pages(source, file_bytes, meta, g, c).expanded)
+    if key is not None:
+        with _paged_lock:
+            _paged[key] = None
+            while len(_paged) > 4096:
+                _paged.popitem(last=False)
 
 
 def _selected(path: str, columns: list[str] | None) -> bool:
@@ -197,7 +208,8 @@ def _selected(path: str, columns: list[str] | None) -> bool:
 
 class ExpansionBudget:
     """Counts the bytes that a Parquet file's text and bytes values take once expanded, row group
-    by row group; LimitError once they pass `expansion_limit` of the file's size."""
+    by row group, and apart from them what its pages decompress to; LimitError once either passes
+    `expansion_limit` of the file's size."""
 
     def __init__(self, file_bytes: int) -> None:
         self.limit, self.used, self.paged = expansion_limit(file_bytes), 0, 0
@@ -245,11 +257,15 @@ class ExpansionBudget:
                              "(a decompression bomb?)")
 
 
+def footer_limit(file_bytes: int) -> int:
+    """The most bytes a Parquet file of `file_bytes` may give its footer."""
+    return max(FOOTER_BYTES, file_bytes // FOOTER_SHARE)
+
+
 def read_footer(source, file_bytes: int) -> pq.FileMetaData:
-    """A Parquet file's footer, parsed once the length the file states for it (in its last 8
-    bytes) is at most MAX_FOOTER_BYTES. Parse it once per file and open the file with it
-    (`open_parquet(metadata=)`, `pq.ParquetFile(metadata=)`): each parse costs up to 32 times
-    the footer's bytes."""
+    """A Parquet file's footer (`source` a path, or open and seekable; `file_bytes` long), parsed once the length
+    the file states for it (in its last 8 bytes) is within `footer_limit`; not yet checked
+    (`check_row_groups`). Files read more than once take theirs from `parquet_footer`."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
             return read_footer(f, file_bytes)
@@ -257,52 +273,82 @@ def read_footer(source, file_bytes: int) -> pq.FileMetaData:
     tail = source.read(8)
     source.seek(0)
     length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
-    if length > MAX_FOOTER_BYTES:
-        raise LimitError(f"its footer takes {length} bytes, over the {MAX_FOOTER_BYTES >> 20} MiB mimi reads (so many "
-                         "row groups and columns); rewrite it with fewer, larger row groups")
+    if length > footer_limit(file_bytes):
+        raise LimitError(f"its footer takes {length} bytes, over the {footer_limit(file_bytes)} mimi reads for a file "
+                         "of its size (so many row groups and columns); rewrite it with fewer, larger row groups")
     return pq.ParquetFile(source).metadata
 
 
 class _Footers:
-    """The checked footers of the last two Parquet files listed or read, shared by the listing
-    and the reader threads, so that a file's footer is parsed once (`read_footer`), not once per
-    pass, thread and row group: a large footer parses to many times its size."""
+    """Footers kept parsed, by file, for the listing passes and the reader threads, so that a
+    file's footer is parsed once, not once per pass, thread and row group: the latest, and those
+    before it while their footers take FOOTER_BYTES in all. Each is kept with what
+    `check_row_groups` says of it."""
 
     def __init__(self) -> None:
         self.lock, self.held = threading.Lock(), OrderedDict()
 
-    def get(self, location, source, file_bytes: int) -> pq.FileMetaData:
-        key = (str(location), file_bytes, location.stat().st_mtime_ns)  # a file rewritten since: read again
+    def get(self, location, source, file_bytes: int, checked: bool = True) -> pq.FileMetaData:
+        key = _identity(location, source, file_bytes)
         with self.lock:
-            if key not in self.held:
-                metadata = read_footer(source, file_bytes)
-                check_row_groups(pq.ParquetFile(source, metadata=metadata), file_bytes)
-                self.held[key] = metadata
-                while len(self.held) > 2:
-                    self.held.popitem(last=False)
-            self.held.move_to_end(key)
-            return self.held[key]
+            if key in self.held:
+                self.held.move_to_end(key)
+                metadata, refusal = self.held[key]
+            else:
+                metadata, refusal = read_footer(source, file_bytes), None
+                try:
+                    check_row_groups(metadata, file_bytes)
+                except LimitError as e:
+                    refusal = e
+                if key is not None:
+                    self.held[key] = metadata, refusal
+                    while len(self.held) > 1 and sum(m.serialized_size for m, _ in self.held.values()) > FOOTER_BYTES:
+                        self.held.popitem(last=False)
+        if checked and refusal is not None:
+            raise LimitError(str(refusal))
+        return metadata
+
+
+def _identity(location, source, file_bytes: int) -> tuple | None:
+    """What tells this version of a file from another: a local file's device, inode, size and
+    times (a change time no one can set back), a remote one's path, size and modification time;
+    None where nothing does (a remote file with no time, bytes not yet at `location`), and what
+    is known of it is not kept."""
+    try:
+        st = os.fstat(source.fileno())
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        st = location.stat()
+    except OSError:
+        return None
+    return (str(location), file_bytes, st.st_mtime_ns) if st.st_mtime_ns and st.st_size == file_bytes else None
 
 
 _footers = _Footers()
+_paged_lock, _paged = threading.Lock(), OrderedDict()  # the versions of files whose pages `check_pages` passed
 
 
-def parquet_footer(location, source, file_bytes: int) -> pq.FileMetaData:
-    """The footer of the Parquet file `container` (open as `source`, of `file_bytes`), read and
-    checked (`read_footer`, `check_row_groups`) once for all its readers."""
-    return _footers.get(location, source, file_bytes)
+def parquet_footer(location, source, file_bytes: int, checked: bool = True) -> pq.FileMetaData:
+    """The footer of the Parquet file at `location` (a Path or RemotePath; open as `source`, of
+    `file_bytes`), read and checked (`read_footer`, `check_row_groups`) once for all its readers.
+    `checked=False`: its schema only is wanted, and a file refused for what it would expand to is
+    returned all the same (its rows are refused when they are read)."""
+    return _footers.get(location, source, file_bytes, checked)
 
 
 def open_parquet(source, file_bytes: int, columns: list[str] | None = None, streamed: bool = False,
                  metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
-    """A Parquet file ready to read `columns` from (None: all), once its footer (`metadata`,
-    else `read_footer`) passes `check_row_groups`; their text and bytes columns are read as
-    dictionaries (`dictionary_columns`: spend what they expand to on an ExpansionBudget before
-    taking values out), and then no row group may have over MAX_DICTIONARY_ROWS rows.
-    `streamed`: to read with `batches`."""
-    metadata = metadata or read_footer(source, file_bytes)
+    """A Parquet file ready to read `columns` from (None: all), with its footer checked: `metadata`
+    from `parquet_footer`, else read now (`read_footer`, `check_row_groups`). Their text and bytes
+    columns are read as dictionaries (`dictionary_columns`: spend what they expand to on an
+    ExpansionBudget before taking values out), and then no row group may have over
+    MAX_DICTIONARY_ROWS rows. `streamed`: to read with `batches`."""
+    if metadata is None:
+        metadata = read_footer(source, file_bytes)
+        check_row_groups(metadata, file_bytes)
     pf = pq.ParquetFile(source, metadata=metadata)
-    check_row_groups(pf, file_bytes)
     dictionary = dictionary_columns(pf, columns, streamed)
     if not dictionary:
         return pf
@@ -321,9 +367,10 @@ def open_parquet(source, file_bytes: int, columns: list[str] | None = None, stre
 
 def row_groups(pf: pq.ParquetFile, file_bytes: int, columns: list[str] | None, max_bytes: int | None = None
                ) -> Iterator[tuple[int, pa.Table]]:
-    """Each row group of `pf` (opened by `open_parquet` for `columns`) as its number and a table
-    of `columns`, its values spent on one ExpansionBudget for the file: LimitError past it, or
-    before reading a row group whose footer states over `max_bytes`."""
+    """Each row group of `pf` (opened by `open_parquet` for `columns`, its pages checked by
+    `check_pages`) as its number and a table of `columns`, its values spent on one
+    ExpansionBudget for the file: LimitError past it, or before reading a row group whose footer
+    states over `max_bytes`."""
     budget = ExpansionBudget(file_bytes)
     for g in range(pf.metadata.num_row_groups):
         _check_group_bytes(pf, g, max_bytes)

@@ -237,7 +237,7 @@ def _parquet(shard: Location, source=None, size: int | None = None) -> pq.Parque
     try:
         source, size = source or readable(shard), shard.stat().st_size if size is None else size
         parquet = open_parquet(source, size)
-        check_pages(source, size, parquet.metadata)
+        check_pages(shard, source, size, parquet.metadata)
         return parquet
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None

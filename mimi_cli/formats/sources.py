@@ -34,6 +34,7 @@ from .containers import (
     ContainerError,
     Item,
     ParquetCell,
+    RefusedContainer,
     TarMember,
     audio_columns,
     parquet_items,
@@ -42,10 +43,11 @@ from .containers import (
 )
 from .cuts import LhotseItem, is_lhotse, lhotse_items, stat_or_zero
 from .digests import DTYPE, Digests, digests
+from .limits import LimitError, parquet_footer
 from .manifests import RESERVED, ManifestError, ManifestOptions, is_manifest, read_manifest
 from .paths import AudioRoot, RealPaths, UnsafePathError, check_relative, missing_hint
 from .shards import SourceInfo
-from .storage import Location, RemotePath, is_uri, os_reason, readable
+from .storage import Location, RemotePath, first_line, is_uri, open_read, os_reason, readable
 
 log = logging.getLogger("mimi_cli.sources")
 
@@ -299,6 +301,9 @@ class _Collector:
         for t in tables:
             try:
                 columns = _parquet_audio_columns(t)
+            except RefusedContainer as e:  # maybe audio, refused unread: an error row, not a file skipped
+                self.problem(_below(t, root), str(e).removeprefix(f"{t}: "))
+                continue
             except ContainerError:
                 continue
             if columns:
@@ -565,11 +570,13 @@ def _below(f: Location, root: Location) -> str:
 
 
 def _schema(path: Location) -> pa.Schema:
-    from .limits import parquet_footer
-
+    """A Parquet file's schema; RefusedContainer where its footer is past a bound (it may hold
+    audio: an error row), ContainerError where it is not Parquet."""
     try:
-        with (path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")) as f:
-            return parquet_footer(path, f, path.stat().st_size).schema.to_arrow_schema()
+        with open_read(path) as f:
+            return parquet_footer(path, f, path.stat().st_size, checked=False).schema.to_arrow_schema()
+    except LimitError as e:
+        raise RefusedContainer(f"{path}: not a readable Parquet file ({first_line(e)})") from None
     except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: names that are not UTF-8
         raise ContainerError(f"{path}: not a readable Parquet file ({(str(e).splitlines() or [''])[0][:200]})"
                              ) from None

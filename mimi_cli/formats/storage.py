@@ -11,6 +11,7 @@ import fnmatch
 import io
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -175,16 +176,27 @@ def os_reason(e: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def temporary_path(path: Location) -> Location:
+    """A new name beside `path` to write it under: `.name.RANDOM.tmp`. Random, not the process id,
+    so that writers of one name never share a temporary: array jobs sharing an OUTPUT run on
+    several hosts, or in containers where each is process 1."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def open_read(location: Location) -> BinaryIO:
+    """`location` open to read its bytes, seekable (a remote file is read as it is sought)."""
+    return location.open("rb") if isinstance(location, RemotePath) else open(location, "rb")
+
+
 @contextmanager
 def atomic_write(path: Location) -> Iterator[BinaryIO]:
-    """A binary file to write `path` through: written as `.name.PID.tmp` beside it and renamed over
-    `path` only once complete, so readers and later runs never see half a file. The process id
-    keeps two writers of one name (array jobs sharing an OUTPUT) off each other's temporary.
+    """A binary file to write `path` through: written under `temporary_path` beside it and renamed
+    over `path` only once complete, so readers and later runs never see half a file.
 
     On any failure the temporary file is removed; an OSError (a full disk, say) becomes an
     OutputError naming `path`.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with (tmp.open("wb") if isinstance(tmp, RemotePath) else create_new(tmp)) as f:

@@ -33,18 +33,21 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(run, tmp_path):
     assert victim.read_bytes() == b"precious" and not (tmp_path / "out.parquet").exists()
 
 
-def test_planted_staging_and_temporaries_are_replaced_not_followed(run, tmp_path):
+def test_planted_staging_and_temporaries_are_replaced_not_followed(run, tmp_path, monkeypatch):
+    from mimi_cli.formats import storage
+
+    monkeypatch.setattr(storage.secrets, "token_hex", lambda n: "guessed")  # temporaries at names planted
     write_corpus(tmp_path, [("x.wav", 24000, 1, 0.3, "WAV", "PCM_16")])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / ".out.parquet.parts").symlink_to(elsewhere)
-    (tmp_path / f".out.parquet.{os.getpid()}.tmp").symlink_to(victim)
-    (tmp_path / f".out.mimi.json.{os.getpid()}.tmp").symlink_to(victim)
+    (tmp_path / ".out.parquet.guessed.tmp").symlink_to(victim)
+    (tmp_path / ".out.mimi.json.guessed.tmp").symlink_to(victim)
     result = run("encode", "x.wav", "missing.wav", "out.parquet", "-q", K)  # missing.wav: an errors file too
     assert result.exit_code == 1, result.output
-    (tmp_path / f".out.errors.jsonl.{os.getpid()}.tmp").symlink_to(victim)
+    (tmp_path / ".out.errors.jsonl.guessed.tmp").symlink_to(victim)
     assert run("encode", "x.wav", "missing.wav", "out.parquet", "-q", K).exit_code == 1
     assert victim.read_bytes() == b"precious" and list(elsewhere.iterdir()) == []
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 1

@@ -110,16 +110,19 @@ def test_text_read_whole_is_read_as_a_dictionary_whatever_the_footer_says(tmp_pa
     assert dictionary_columns(pf, streamed=True) == ["tags.list.element"]
 
 
-def _unused_entry_files(tmp_path, junk: bytes) -> dict:
+def _unused_entry_files(tmp_path, junk: bytes, pad: int = 0) -> dict:
     """An audio Parquet, a manifest and a token shard whose text column's dictionary holds, in
     each of 30 row groups, `junk` that no row uses (pyarrow writes the dictionary it is given),
-    and whose footer states no chunk larger than it is stored."""
+    and whose footer states no chunk larger than it is stored; `pad`: bytes of noise a row in a
+    column no reader reads."""
     def column(names):
         values = pa.array([*names, junk.decode()] if junk else names)
         return pa.DictionaryArray.from_arrays(pa.array(range(len(names)), pa.int32()), values)
 
     def groups(make, path):
         tables, buffer = [make(g) for g in range(30)], io.BytesIO()
+        if pad:
+            tables = [t.append_column("pad", pa.array([os.urandom(pad) for _ in range(t.num_rows)])) for t in tables]
         with pq.ParquetWriter(buffer, tables[0].schema, compression="zstd") as w:
             for t in tables:
                 w.write_table(t)
@@ -182,7 +185,7 @@ def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypa
     with open(path, "rb") as f:
         f.seek(-8, 2)
         footer = int.from_bytes(f.read(4), "little")
-    monkeypatch.setattr(limits, "MAX_FOOTER_BYTES", footer - 1)
+    monkeypatch.setattr(limits, "FOOTER_BYTES", footer - 1)
     with pytest.raises((ContainerError, ManifestError, DatasetError),
                        match=f"its footer takes {footer} bytes, over the .* fewer, larger row groups"):
         _read_all(kind, path)
@@ -190,8 +193,43 @@ def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypa
         with pytest.raises(ContainerError, match="its footer takes"):
             _schema(path)
     assert not any(parses)
-    monkeypatch.setattr(limits, "MAX_FOOTER_BYTES", footer)
+    monkeypatch.setattr(limits, "FOOTER_BYTES", footer)
     assert _read_all(kind, path) == 60
+
+
+@pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
+def test_a_footer_within_a_sixteenth_of_its_file_is_read_however_large(tmp_path, monkeypatch, kind):
+    """Real files of many row groups have footers of megabytes (mimi's own single-file output
+    of millions of rows, a `datasets` export in row groups of 1000 rows): a footer may take a
+    sixteenth of its file, so its parse costs at most twice the file, not a fixed size."""
+    from mimi_cli.formats import limits
+
+    monkeypatch.setattr(limits, "FOOTER_BYTES", 1)
+    (tmp_path / "padded").mkdir()
+    padded = _unused_entry_files(tmp_path / "padded", b"", pad=8192)[kind]
+    footer = int.from_bytes(padded.read_bytes()[-8:-4], "little")
+    assert 16 * footer < padded.stat().st_size
+    assert _read_all(kind, padded) == 60
+    bare = _unused_entry_files(tmp_path, b"")[kind]
+    with pytest.raises((ContainerError, ManifestError, DatasetError), match="its footer takes .* for a file of its"):
+        _read_all(kind, bare)
+
+
+def test_a_parquet_file_in_a_folder_whose_footer_is_refused_is_an_error_row_not_skipped(tmp_path, monkeypatch):
+    """It may hold audio, so it is reported, not passed over as a file of another kind."""
+    import soundfile as sf
+
+    from mimi_cli.formats import limits
+    from mimi_cli.formats.sources import list_sources
+
+    (tmp_path / "corpus").mkdir()
+    _unused_entry_files(tmp_path, b"")["audio"].rename(tmp_path / "corpus" / "train-0.parquet")
+    sf.write(tmp_path / "corpus" / "x.wav", np.zeros(2400, np.int16), 24000)
+    monkeypatch.setattr(limits, "FOOTER_BYTES", 100)
+    found = [(s, p) for s, p in list_sources([str(tmp_path / "corpus")])]
+    assert [source.id for s, _ in found for source in s] == ["x.wav"]
+    problems = [p for _, ps in found for p in ps]
+    assert [p.id for p in problems] == ["train-0.parquet"] and "its footer takes" in problems[0].error
 
 
 def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_path, parses):
@@ -218,3 +256,11 @@ def test_an_audio_parquet_footer_is_parsed_once_for_its_listing_and_reads(tmp_pa
     parses.clear()
     assert sum(len(s) for s, _ in list_sources([str(tmp_path / "m.parquet")])) == 6
     assert sum(parses) == 1
+    (tmp_path / "hf").mkdir()  # a folder of shards, as the Hub lays them out: each footer parsed once
+    for i in range(3):
+        pq.write_table(pa.table({"audio": audio}), tmp_path / "hf" / f"train-{i:05d}-of-00003.parquet",
+                       row_group_size=2)
+    parses.clear()
+    sources = [s for found, _ in list_sources([str(tmp_path / "hf")]) for s in found]
+    assert len(sources) == 18 and all(s.member.read() for s in sources)
+    assert sum(parses) == 3

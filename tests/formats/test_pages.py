@@ -84,9 +84,9 @@ def test_crafted_page_headers_raise_limit_errors_only():
     assert refused > 5  # the loop did reach the refusals
 
 
-def _header_bytes(unknown_values: int) -> bytes:
+def _header_bytes(unknown_values: int, element: int = 12) -> bytes:
     """A page header (Thrift compact protocol) that holds, before its own fields, an unknown
-    field 100: a list of `unknown_values` empty structs, a byte each."""
+    field 100: a list of `unknown_values` empty structs (`element` 12) or booleans (1), a byte each."""
     def varint(n: int) -> bytes:
         out = b""
         while n > 0x7F:
@@ -96,7 +96,8 @@ def _header_bytes(unknown_values: int) -> bytes:
     def i32(field: int, value: int) -> bytes:  # long-form field header, zigzag value
         return b"\x05" + varint(field << 1) + varint(value << 1)
 
-    filler = b"\x09" + varint(100 << 1) + b"\xfc" + varint(unknown_values) + b"\x00" * unknown_values
+    filler = (b"\x09" + varint(100 << 1) + bytes([0xF0 | element]) + varint(unknown_values)
+              + (b"\x00" if element == 12 else b"\x01") * unknown_values)
     return filler + i32(1, 0) + i32(2, 10) + i32(3, 10) + b"\x00"
 
 
@@ -105,9 +106,10 @@ def test_a_page_header_of_many_unknown_values_is_refused_before_it_is_walked():
     Python reader seconds a megabyte, so one of more values than any writer puts there is refused."""
     from mimi_cli.formats.pages import MAX_HEADER_VALUES, _header
 
-    assert _header(_header_bytes(1000)).uncompressed == 10
-    with pytest.raises(ValueError, match=f"over {MAX_HEADER_VALUES} Thrift values in one header"):
-        _header(_header_bytes(1_000_000))
+    for element in (12, 1):
+        assert _header(_header_bytes(1000, element)).uncompressed == 10
+        with pytest.raises(ValueError, match=f"over {MAX_HEADER_VALUES} Thrift values in one header"):
+            _header(_header_bytes(1_000_000, element))
 
 
 def _windows_bytes(path, column: str, rows: int) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ def test_atomic_write_replaces_only_when_complete(tmp_path):
     target = tmp_path / "sub" / "x.bin"
     with atomic_write(target) as f:
         f.write(b"new")
-        assert not target.exists() and (tmp_path / "sub" / f".x.bin.{os.getpid()}.tmp").exists()
+        assert not target.exists() and len(list((tmp_path / "sub").glob(".x.bin.*.tmp"))) == 1
     assert target.read_bytes() == b"new" and list((tmp_path / "sub").iterdir()) == [target]
 
 
@@ -66,11 +65,14 @@ def test_uris_go_through_pyarrow_filesystems(tmp_path):
         x.stat()
 
 
-def test_a_link_planted_at_the_temporary_name_is_replaced_not_followed(tmp_path):
+def test_a_link_planted_at_the_temporary_name_is_replaced_not_followed(tmp_path, monkeypatch):
+    from mimi_cli.formats import storage
+
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / f".x.bin.{os.getpid()}.tmp").symlink_to(victim)
+    monkeypatch.setattr(storage.secrets, "token_hex", lambda n: "guessed")  # as if the name were guessed
+    (tmp_path / "out" / ".x.bin.guessed.tmp").symlink_to(victim)
     with atomic_write(tmp_path / "out" / "x.bin") as f:
         f.write(b"ours")
     assert victim.read_bytes() == b"precious" and (tmp_path / "out" / "x.bin").read_bytes() == b"ours"
