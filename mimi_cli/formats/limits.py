@@ -42,11 +42,13 @@ SLICE_ROWS = 8192  # rows of a row group turned into Python values at a time (st
 # MAX_TEXT_PAGE_BYTES (a manifest line is at most MAX_LINE_BYTES).
 BATCH_BYTES = 64 << 20
 MAX_TEXT_PAGE_BYTES = 32 << 20
-# A Parquet footer parses to 8 (what writers make) to 32 (crafted minimal column chunks) times its
-# bytes. It may take FOOTER_BYTES, or 1/FOOTER_SHARE of its file where that is more, so that its
-# parse costs at most twice the file; the footers kept parsed for reuse take FOOTER_BYTES in all.
+# A Parquet footer may take FOOTER_BYTES, or 1/FOOTER_SHARE of its file where that is more (real
+# files of many row groups have footers of megabytes); its bytes are walked before it is parsed.
 FOOTER_BYTES = 4 << 20
 FOOTER_SHARE = 16
+# What pyarrow's parse of a footer may take (`pages.footer_parse_bytes`), or twice the file where
+# that is more; the footers kept parsed for reuse take this much in all.
+FOOTER_PARSE_BYTES = 32 << 20
 
 
 class LimitError(MimiError, ValueError):
@@ -263,26 +265,38 @@ def footer_limit(file_bytes: int) -> int:
 
 
 def read_footer(source, file_bytes: int) -> pq.FileMetaData:
-    """A Parquet file's footer (`source` a path, or open and seekable; `file_bytes` long), parsed once the length
-    the file states for it (in its last 8 bytes) is within `footer_limit`; not yet checked
-    (`check_row_groups`). Files read more than once take theirs from `parquet_footer`."""
+    """A Parquet file's footer (`source` a path, or open and seekable; `file_bytes` long), not yet
+    checked (`check_row_groups`). Files read more than once take theirs from `parquet_footer`."""
+    return _read_footer(source, file_bytes)[0]
+
+
+def _read_footer(source, file_bytes: int) -> tuple[pq.FileMetaData, int]:
+    """The footer, parsed once the length the file states for it (in its last 8 bytes) is within
+    `footer_limit` and what its parse takes (`pages.footer_parse_bytes`, walked in its bytes) is
+    within FOOTER_PARSE_BYTES or twice the file; and that."""
+    from .pages import footer_parse_bytes
+
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            return read_footer(f, file_bytes)
+            return _read_footer(f, file_bytes)
     source.seek(max(0, file_bytes - 8))
     tail = source.read(8)
-    source.seek(0)
     length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
     if length > footer_limit(file_bytes):
         raise LimitError(f"its footer takes {length} bytes, over the {footer_limit(file_bytes)} mimi reads for a file "
                          "of its size (so many row groups and columns); rewrite it with fewer, larger row groups")
-    return pq.ParquetFile(source).metadata
+    cost = 0
+    if 0 < length <= file_bytes - 8:  # else pyarrow says what is wrong
+        source.seek(file_bytes - 8 - length)
+        cost = footer_parse_bytes(source.read(length), max(FOOTER_PARSE_BYTES, 2 * file_bytes))
+    source.seek(0)
+    return pq.ParquetFile(source).metadata, cost
 
 
 class _Footers:
     """Footers kept parsed, by file, for the listing passes and the reader threads, so that a
     file's footer is parsed once, not once per pass, thread and row group: the latest, and those
-    before it while their footers take FOOTER_BYTES in all. Each is kept with what
+    before it while their parses take FOOTER_PARSE_BYTES in all. Each is kept with what
     `check_row_groups` says of it."""
 
     def __init__(self) -> None:
@@ -293,16 +307,16 @@ class _Footers:
         with self.lock:
             if key in self.held:
                 self.held.move_to_end(key)
-                metadata, refusal = self.held[key]
+                metadata, refusal, _ = self.held[key]
             else:
-                metadata, refusal = read_footer(source, file_bytes), None
+                (metadata, cost), refusal = _read_footer(source, file_bytes), None
                 try:
                     check_row_groups(metadata, file_bytes)
                 except LimitError as e:
                     refusal = e
                 if key is not None:
-                    self.held[key] = metadata, refusal
-                    while len(self.held) > 1 and sum(m.serialized_size for m, _ in self.held.values()) > FOOTER_BYTES:
+                    self.held[key] = metadata, refusal, cost
+                    while len(self.held) > 1 and sum(c for _, _, c in self.held.values()) > FOOTER_PARSE_BYTES:
                         self.held.popitem(last=False)
         if checked and refusal is not None:
             raise LimitError(str(refusal))

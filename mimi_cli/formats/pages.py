@@ -55,8 +55,8 @@ class _Short(LimitError):
 class _Thrift:
     """A reader of Thrift's compact protocol over bytes."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at, self.values = data, 0, 0
+    def __init__(self, data: bytes, max_values: int | None = MAX_HEADER_VALUES) -> None:
+        self.data, self.at, self.values, self.max_values = data, 0, 0, max_values
 
     def byte(self) -> int:
         if self.at >= len(self.data):
@@ -104,8 +104,8 @@ class _Thrift:
         if depth > MAX_THRIFT_DEPTH:
             raise ValueError(f"Thrift nested over {MAX_THRIFT_DEPTH} deep")
         self.values += 1
-        if self.values > MAX_HEADER_VALUES:
-            raise ValueError(f"over {MAX_HEADER_VALUES} Thrift values in one header")
+        if self.max_values is not None and self.values > self.max_values:
+            raise ValueError(f"over {self.max_values} Thrift values in one header")
         if kind in (1, 2):  # a struct field's boolean is in its type
             return
         if kind == 3:
@@ -117,10 +117,7 @@ class _Thrift:
         elif kind == 8:
             self.skip_bytes(self.varint())
         elif kind in (9, 10):
-            head = self.byte()
-            size, element = head >> 4, head & 0x0F
-            if size == 15:
-                size = self.varint()
+            size, element = self.list_header()
             for _ in range(size):
                 if element in (1, 2):
                     self.skip(3, depth + 1)  # a boolean in a list takes a byte
@@ -141,6 +138,17 @@ class _Thrift:
                 self.skip(inner, depth + 1)
         else:
             raise ValueError(f"a Thrift field of unknown type {kind}")
+
+    def list_header(self) -> tuple[int, int]:
+        """A list's (or set's) size and element type; _Short where it states more elements than
+        bytes remain (each takes one at least): pyarrow makes room for them all before it reads one."""
+        head = self.byte()
+        size, element = head >> 4, head & 0x0F
+        if size == 15:
+            size = self.varint()
+        if size > len(self.data) - self.at:
+            raise _Short
+        return size, element
 
     def struct_ints(self, wanted: set[int]) -> dict[int, int]:
         """The integer fields `wanted` of the struct that starts here; the others skipped."""
@@ -238,3 +246,54 @@ def _read_header(f, pos: int, end: int, group: int) -> _Header:
             size = min(size * 8, MAX_HEADER_BYTES)
         except (ValueError, IndexError) as e:
             raise LimitError(f"row group {group}: a page header mimi cannot read ({e})") from None
+
+
+# pyarrow's parse of a footer takes about this much for each column chunk (a C++ structure with
+# room for every optional field, however few the footer gives it), row group and schema element,
+# besides what its strings take (its bytes, eight times over).
+FOOTER_STRUCT_BYTES = 700
+FOOTER_BYTE_COST = 8
+
+
+def footer_parse_bytes(data: bytes, limit: int) -> int:
+    """About the memory pyarrow takes to parse the Parquet footer `data` (Thrift FileMetaData),
+    counted by walking it: FOOTER_STRUCT_BYTES for each column chunk, row group and schema
+    element, and FOOTER_BYTE_COST for each of its bytes. LimitError as soon as that passes
+    `limit`, and where a list states more elements than the bytes left could hold."""
+    t, structs = _Thrift(data, max_values=None), 0
+
+    def count(size: int) -> None:
+        nonlocal structs
+        structs += size
+        if FOOTER_STRUCT_BYTES * structs + FOOTER_BYTE_COST * len(data) > limit:
+            raise LimitError(f"its footer describes {structs} or more row groups, column chunks and schema elements, "
+                             f"which take over the {limit >> 20} MiB mimi lets a footer take once parsed; rewrite it "
+                             "with fewer, larger row groups")
+
+    try:
+        count(0)
+        for field, kind in t.fields():
+            if field not in (2, 4) or kind != 9:  # not the schema's elements nor the row groups
+                t.skip(kind)
+                continue
+            size, element = t.list_header()
+            count(size)
+            for _ in range(size):
+                if field == 2 or element != 12:
+                    t.skip(element, 1)
+                    continue
+                for group_field, group_kind in t.fields():  # a row group: count its column chunks
+                    if group_field == 1 and group_kind == 9:
+                        chunks, chunk = t.list_header()
+                        count(chunks)
+                        for _ in range(chunks):
+                            t.skip(chunk, 2)
+                    else:
+                        t.skip(group_kind, 1)
+    except _Short:
+        raise LimitError("its footer ends inside a value, or states more values than it holds") from None
+    except LimitError:
+        raise
+    except (ValueError, IndexError) as e:
+        raise LimitError(f"its footer cannot be read ({e})") from None
+    return FOOTER_STRUCT_BYTES * structs + FOOTER_BYTE_COST * len(data)

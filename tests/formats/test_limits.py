@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mimi_cli.formats.containers import ContainerError, parquet_items
-from mimi_cli.formats.limits import LimitError, json_depth, open_parquet, parse_json
+from mimi_cli.formats.limits import LimitError, json_depth, open_parquet, parse_json, read_footer
 from mimi_cli.formats.manifests import ManifestError, ManifestOptions, read_manifest
 from mimi_cli.formats.shards import DatasetError, iter_rows
 from tests.parquet_footer import understate_sizes
@@ -195,6 +195,41 @@ def test_a_footer_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypa
     assert not any(parses)
     monkeypatch.setattr(limits, "FOOTER_BYTES", footer)
     assert _read_all(kind, path) == 60
+
+
+@pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
+def test_a_footer_of_more_structures_than_its_parse_may_take_is_refused_before_it_is_parsed(
+        tmp_path, monkeypatch, parses, kind):
+    """pyarrow's parse takes about 700 bytes a column chunk, however few bytes the footer gives it
+    (a chunk stating only its offset takes 3): the chunks are counted in the footer's bytes first."""
+    from mimi_cli.formats import limits
+
+    path = _unused_entry_files(tmp_path, b"")[kind]
+    monkeypatch.setattr(limits, "FOOTER_PARSE_BYTES", 40_000)  # 60 to 160 structures here: 42 kB and more
+    with pytest.raises((ContainerError, ManifestError, DatasetError), match="or more row groups, column chunks"):
+        _read_all(kind, path)
+    assert not any(parses)
+    monkeypatch.setattr(limits, "FOOTER_PARSE_BYTES", 1 << 20)
+    assert _read_all(kind, path) == 60
+
+
+def test_a_footer_list_stating_more_elements_than_it_holds_is_refused_before_pyarrow_makes_room():
+    """pyarrow sizes a list's vector to the length the footer states before reading an element:
+    a 17-byte footer stating 900,000 column chunks took 630 MB before it failed."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while n > 0x7F:
+            out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+        return out + bytes([n])
+
+    footer = (b"\x15\x02"  # version 1
+              + b"\x19\x1c\x48\x01s\x00"  # schema: one element named "s"
+              + b"\x16\x00"  # no rows
+              + b"\x19\x1c"  # one row group, whose ...
+              + b"\x19\xfc" + varint(900_000))  # ... column chunks are stated, and end there
+    data = b"PAR1" + footer + len(footer).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(LimitError, match="states more values than it holds"):
+        read_footer(io.BytesIO(data), len(data))
 
 
 @pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
