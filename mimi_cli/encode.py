@@ -68,6 +68,11 @@ def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -
     return [Row(it.id, it.channel, c, len(it.pcm), it.source) for it, c in zip(items, codes)]
 
 
+# Audio read ahead of the model at most (170 MB at 24 kHz): items up to half an hour are read
+# while the one before is encoded; a longer one is read at its turn (two hours held would be 700 MB).
+PREFETCH_SECONDS = 1800.0
+
+
 @dataclass(frozen=True)
 class Batch:
     """What an engine hands back for one batch of inputs: rows, failures, inputs consumed."""
@@ -85,8 +90,11 @@ class LocalEngine:
 
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
         batches = plan_batches(todo, o.batch_seconds, o.max_batch, lambda source: source.locality)
+        seconds = dict((id(s), length) for s, length in todo)
         with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
-            for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s):
+            for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s,
+                                    [sum(seconds[id(s)] for s in b) for b in batches],
+                                    max(2 * o.batch_seconds, PREFETCH_SECONDS)):
                 items: list[AudioItem] = []
                 failed = []
                 for source, result in loaded:
@@ -255,17 +263,28 @@ def _postfix(summary: Summary, elapsed: float) -> str:
 
 
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: Channels, max_seconds: float,
-              ahead: int = 2) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
-    """Yields each batch's loaded audio while the next `ahead` batches are read in the background."""
+              seconds: list[float], ahead_seconds: float) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
+    """Yields each batch's loaded audio while the next two are read in the background, as long as
+    they hold at most `ahead_seconds` of audio (by `seconds`, each batch's): a batch longer than
+    that (an hour-long item) is read at its turn, so that two such are never held at once."""
     def load(source: Source):
         try:
             return source.read(channels, max_seconds)
         except AudioError as e:
             return e
 
-    futures = [[(s, pool.submit(load, s)) for s in b] for b in batches[:ahead]]
+    futures: list[list | None] = [None] * len(batches)
+    submitted = 0  # batches submitted: 0 .. submitted - 1
+
+    def submit(i: int) -> None:
+        futures[i] = [(s, pool.submit(load, s)) for s in batches[i]]
+
     for i in range(len(batches)):
-        if i + ahead < len(batches):
-            futures.append([(s, pool.submit(load, s)) for s in batches[i + ahead]])
+        if submitted <= i:  # its turn came before it fitted ahead
+            submit(i)
+            submitted = i + 1
+        while submitted < min(len(batches), i + 3) and sum(seconds[i + 1:submitted + 1]) <= ahead_seconds:
+            submit(submitted)
+            submitted += 1
         yield [(s, f.result()) for s, f in futures[i]]
-        futures[i] = []
+        futures[i] = None

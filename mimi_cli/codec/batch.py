@@ -45,7 +45,8 @@ def encode_batch(codec: MimiCodec, pcms: Sequence[np.ndarray], num_codebooks: in
     """Codes [K, ceil(n_i / 1920)] (int16) of each mono 24 kHz float32 audio [n_i], run as one batch."""
     if not pcms:
         return []
-    batch = torch.from_numpy(pad(pcms, 0, np.float32))[:, None]
+    one = len(pcms) == 1 and pcms[0].dtype == np.float32 and pcms[0].flags.c_contiguous
+    batch = torch.from_numpy(pcms[0][None] if one else pad(pcms, 0, np.float32))[:, None]  # one: no copy (an hour)
     codes = codec.encode(batch, num_codebooks).cpu().numpy().astype(np.int16)
     return [codes[i, :, :math.ceil(len(p) / FRAME_SAMPLES)] for i, p in enumerate(pcms)]
 

@@ -200,7 +200,8 @@ def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: f
         known = f.frames < UNKNOWN_FRAMES
         if known:
             check_duration(f.frames / f.samplerate * (1 if mix else f.channels), max_seconds)
-        pcm, frames = _to_24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds)
+        pcm, frames = _to_24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds,
+                              f.frames if known else None)
         declared = _declared_frames(head, f.format, f.frames if known else 0)
         if f.format == "OGG" and not _ogg_ended(tail):
             raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
@@ -260,14 +261,16 @@ def _sndfile_blocks(f: sf.SoundFile, known: bool) -> Iterator[np.ndarray]:
         yield block
 
 
-def _to_24k(blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float
-            ) -> tuple[np.ndarray, int]:
+def _to_24k(blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float,
+            expected: int | None = None) -> tuple[np.ndarray, int]:
     """Blocks [n, channels] at `rate` -> float32 [1 or channels, m] at 24 kHz, and how many
-    frames came in; AudioError past `max_seconds`, on NaN, or for no samples at all."""
+    frames came in; AudioError past `max_seconds`, on NaN, or for no samples at all. `expected`:
+    the frames the header states (within `max_seconds`), written into one array sized for them,
+    not gathered in pieces and joined (which holds the result twice: 700 MB for an hour)."""
     limit = int(max_seconds * rate) // (1 if mix else channels)
     resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
                  if rate != SAMPLE_RATE else None)
-    parts: list[np.ndarray] = []
+    parts = _Parts((1 if mix else channels), -(-expected * SAMPLE_RATE // rate) + 64 if expected else 0)
     frames = 0
     ended = False
     while not ended:
@@ -287,7 +290,28 @@ def _to_24k(blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, m
             parts.append(out.mean(axis=0, keepdims=True) if mix and channels > 1 else out)
     if frames == 0:
         raise AudioError("no audio samples (zero-length file)")
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), frames
+    return parts.joined(), frames
+
+
+class _Parts:
+    """Pieces [rows, n] of audio appended in order: written into one array of `capacity` columns
+    while they fit (np.empty: pages not written are never touched), gathered and joined after."""
+
+    def __init__(self, rows: int, capacity: int) -> None:
+        self.whole = np.empty((rows, capacity), np.float32) if capacity else None
+        self.filled, self.rest = 0, []
+
+    def append(self, part: np.ndarray) -> None:
+        n = part.shape[1]
+        if self.whole is not None and not self.rest and self.filled + n <= self.whole.shape[1]:
+            self.whole[:, self.filled:self.filled + n] = part
+            self.filled += n
+        else:
+            self.rest.append(part)
+
+    def joined(self) -> np.ndarray:
+        pieces = ([self.whole[:, :self.filled]] if self.filled else []) + self.rest
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
 def file_ends(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bytes]:

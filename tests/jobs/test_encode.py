@@ -2,6 +2,7 @@
 tiny codec (the command's flags, messages and exit codes are in tests/cli/)."""
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 
@@ -231,3 +232,32 @@ def test_kept_columns_of_other_types_in_two_inputs_are_refused_not_a_crash(tiny,
     options = EncodeOptions(num_codebooks=K, manifest=ManifestOptions(audio_root=corpus, keep_columns=("spk",)))
     with pytest.raises(InputError, match="'spk' is int64 for 'a/two.flac' but string for the inputs before it"):
         encode_dataset(tiny, [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")], tmp_path / "t.parquet", options)
+
+
+def test_a_batch_longer_than_the_read_ahead_is_read_at_its_turn():
+    """Batches are read two ahead of the model while they hold at most the read-ahead's audio; an
+    hour-long item is read only once the batch before it is done, so two are never held at once."""
+    events = []
+
+    class Source:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def read(self, channels, max_seconds):
+            events.append(("read", self.n))
+            return []
+
+    class Pool:  # reads at once when asked, so the order of reads is the order of asking
+        def submit(self, fn, source):
+            future = concurrent.futures.Future()
+            future.set_result(fn(source))
+            return future
+
+    seconds = [10.0, 3600.0, 10.0, 10.0, 10.0]
+    batches = [[Source(i)] for i in range(len(seconds))]
+    for i, _ in enumerate(encode_job._prefetch(Pool(), batches, "mix", 3600, seconds, 1800)):
+        events.append(("done", i))
+    assert events.index(("read", 1)) > events.index(("done", 0))  # not read while batch 0 is held
+    assert events.index(("read", 2)) < events.index(("done", 1))  # short ones are read ahead as before
+    assert events.index(("read", 4)) > events.index(("done", 1))  # two ahead at most
+    assert [e for e in events if e[0] == "read"] == [("read", i) for i in range(5)]
