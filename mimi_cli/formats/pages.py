@@ -234,7 +234,7 @@ def chunk_pages(f, file_bytes: int, meta, group: int, column: int) -> ChunkPages
 
 
 def _read_header(f, pos: int, end: int, group: int) -> _Header:
-    size = 256
+    size = 64 << 10  # a read this size holds any real header whole, so it is walked once, not again at each size
     while True:
         f.seek(pos)
         data = f.read(min(size, end - pos))
