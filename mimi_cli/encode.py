@@ -90,7 +90,7 @@ class LocalEngine:
 
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
         batches = plan_batches(todo, o.batch_seconds, o.max_batch, lambda source: source.locality)
-        seconds = dict((id(s), length) for s, length in todo)
+        seconds = {id(s): length for s, length in todo}
         with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
             for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s,
                                     [sum(seconds[id(s)] for s in b) for b in batches],
