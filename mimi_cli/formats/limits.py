@@ -126,7 +126,8 @@ def read_lines(path: Path) -> Iterator[bytes]:
                 return
 
 
-_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+# Bytes a value of each physical type takes once read (text and bytes: at least their 4-byte length).
+_WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12, "BYTE_ARRAY": 4}
 
 
 def check_row_groups(meta: pq.FileMetaData, file_bytes: int) -> None:
@@ -146,9 +147,9 @@ def check_row_groups(meta: pq.FileMetaData, file_bytes: int) -> None:
         for c in range(group.num_columns):
             column = group.column(c)
             stored += max(0, column.total_compressed_size)
-            width = _WIDTHS.get(column.physical_type) or (
+            width = _WIDTH.get(column.physical_type) or (
                 column.type_length if column.physical_type == "FIXED_LEN_BYTE_ARRAY" else 0)
-            counted += column.num_values * (width or 4)  # a value of text or bytes: at least its 4-byte length
+            counted += column.num_values * (width or 4)
     if stored > file_bytes:
         raise LimitError(f"its footer claims {stored} bytes of columns in a file of {file_bytes}")
     if max(expanded, counted) > limit:
@@ -423,9 +424,6 @@ def batches(pf: pq.ParquetFile, source, file_bytes: int, columns: list[str], blo
             held, size = held + table.num_rows, size + table.nbytes
         if pending:
             yield g, start, pa.concat_tables(pending)
-
-
-_WIDTH = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12, "BYTE_ARRAY": 4}
 
 
 def batch_rows(pf: pq.ParquetFile, source, file_bytes: int, group: int, columns: list[str],
