@@ -14,6 +14,8 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,26 +184,30 @@ def paged_dictionary(source, file_bytes: int, meta: pq.FileMetaData, group: int,
 def check_pages(location, source, file_bytes: int, meta: pq.FileMetaData) -> None:
     """LimitError if the pages of a Parquet file read a row group at a time whole (token shards)
     decompress to more than its `file_bytes` may expand to (`ExpansionBudget.spend_pages`), as
-    their headers say; once for each version of the file (a reader opens a shard for each row
-    group it reads). `batches` spends them a row group at a time instead."""
+    their headers say; once for each version of the file its footer is kept for (`parquet_footer`:
+    a reader opens a shard for each row group it reads). `batches` spends them a row group at a
+    time instead."""
     from .pages import chunk_pages
 
+    key = _identity(location, source, file_bytes)
+    if _footers.paged(key):
+        return
+    budget = ExpansionBudget(file_bytes)
+    with _seekable(source) as f:
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                budget.spend_pages(chunk_pages(f, file_bytes, meta, g, c).expanded)
+    _footers.mark_paged(key)
+
+
+@contextmanager
+def _seekable(source):
+    """`source` as a seekable file: opened here if it is a path."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            return check_pages(location, f, file_bytes, meta)
-    key = _identity(location, source, file_bytes)
-    with _paged_lock:
-        if key is not None and key in _paged:
-            return None
-    budget = ExpansionBudget(file_bytes)
-    for g in range(meta.num_row_groups):
-        for c in range(meta.num_columns):
-            budget.spend_pages(chunk_pages(source, file_bytes, meta, g, c).expanded)
-    if key is not None:
-        with _paged_lock:
-            _paged[key] = None
-            while len(_paged) > 4096:
-                _paged.popitem(last=False)
+            yield f
+    else:
+        yield source
 
 
 def _selected(path: str, columns: list[str] | None) -> bool:
@@ -277,28 +283,38 @@ def _read_footer(source, file_bytes: int) -> tuple[pq.FileMetaData, int]:
     within FOOTER_PARSE_BYTES or twice the file; and that."""
     from .pages import footer_parse_bytes
 
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as f:
-            return _read_footer(f, file_bytes)
-    source.seek(max(0, file_bytes - 8))
-    tail = source.read(8)
-    length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
-    if length > footer_limit(file_bytes):
-        raise LimitError(f"its footer takes {length} bytes, over the {footer_limit(file_bytes)} mimi reads for a file "
-                         "of its size (so many row groups and columns); rewrite it with fewer, larger row groups")
-    cost = 0
-    if 0 < length <= file_bytes - 8:  # else pyarrow says what is wrong
-        source.seek(file_bytes - 8 - length)
-        cost = footer_parse_bytes(source.read(length), max(FOOTER_PARSE_BYTES, 2 * file_bytes))
-    source.seek(0)
-    return pq.ParquetFile(source).metadata, cost
+    with _seekable(source) as f:
+        f.seek(max(0, file_bytes - 8))
+        tail = f.read(8)
+        length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+        if length > footer_limit(file_bytes):
+            raise LimitError(f"its footer takes {length} bytes, over the {footer_limit(file_bytes)} mimi reads for a "
+                             "file of its size (so many row groups and columns); rewrite it with fewer, larger row "
+                             "groups")
+        cost = 0
+        if 0 < length <= file_bytes - 8:  # else pyarrow says what is wrong
+            f.seek(file_bytes - 8 - length)
+            cost = footer_parse_bytes(f.read(length), max(FOOTER_PARSE_BYTES, 2 * file_bytes))
+        f.seek(0)
+        return pq.ParquetFile(f).metadata, cost
+
+
+@dataclass
+class _Footer:
+    """A parsed footer kept for reuse: what `check_row_groups` said of it, what its parse takes,
+    and whether `check_pages` has passed the file's pages."""
+
+    metadata: pq.FileMetaData
+    refusal: LimitError | None
+    cost: int
+    paged: bool = False
 
 
 class _Footers:
-    """Footers kept parsed, by file, for the listing passes and the reader threads, so that a
-    file's footer is parsed once, not once per pass, thread and row group: the latest, and those
-    before it while their parses take FOOTER_PARSE_BYTES in all. Each is kept with what
-    `check_row_groups` says of it."""
+    """Footers kept parsed, by file version (`_identity`), for the listing passes, the reader
+    threads and the shard reader, so that a file's footer is parsed once, not once per pass,
+    thread, row group and open: the latest, and those before it while their parses take
+    FOOTER_PARSE_BYTES in all."""
 
     def __init__(self) -> None:
         self.lock, self.held = threading.Lock(), OrderedDict()
@@ -306,31 +322,44 @@ class _Footers:
     def get(self, location, source, file_bytes: int, checked: bool = True) -> pq.FileMetaData:
         key = _identity(location, source, file_bytes)
         with self.lock:
-            if key in self.held:
+            footer = self.held.get(key)
+            if footer is not None:
                 self.held.move_to_end(key)
-                metadata, refusal, _ = self.held[key]
             else:
-                (metadata, cost), refusal = _read_footer(source, file_bytes), None
+                metadata, cost = _read_footer(source, file_bytes)
+                footer = _Footer(metadata, None, cost)
                 try:
                     check_row_groups(metadata, file_bytes)
                 except LimitError as e:
-                    refusal = e
+                    footer.refusal = e
                 if key is not None:
-                    self.held[key] = metadata, refusal, cost
-                    while len(self.held) > 1 and sum(c for _, _, c in self.held.values()) > FOOTER_PARSE_BYTES:
+                    self.held[key] = footer
+                    while len(self.held) > 1 and sum(f.cost for f in self.held.values()) > FOOTER_PARSE_BYTES:
                         self.held.popitem(last=False)
-        if checked and refusal is not None:
-            raise LimitError(str(refusal))
-        return metadata
+        if checked and footer.refusal is not None:
+            raise LimitError(str(footer.refusal))
+        return footer.metadata
+
+    def paged(self, key: tuple | None) -> bool:
+        """Whether `check_pages` has passed the pages of the file version `key`."""
+        with self.lock:
+            return key in self.held and self.held[key].paged
+
+    def mark_paged(self, key: tuple | None) -> None:
+        with self.lock:
+            if key in self.held:
+                self.held[key].paged = True
 
 
 def _identity(location, source, file_bytes: int) -> tuple | None:
     """What tells this version of a file from another: a local file's device, inode, size and
     times (a change time no one can set back), a remote one's path, size and modification time;
-    None where nothing does (a remote file with no time, bytes not yet at `location`), and what
-    is known of it is not kept."""
+    None where nothing does (bytes in memory, a remote file with no time), and what is known of
+    it is not kept."""
+    if isinstance(source, (io.BytesIO, pa.BufferReader)):  # not (yet) the bytes at `location`
+        return None
     try:
-        st = os.fstat(source.fileno())
+        st = os.stat(source) if isinstance(source, (str, os.PathLike)) else os.fstat(source.fileno())
         return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
     except (AttributeError, OSError, io.UnsupportedOperation):
         pass
@@ -342,7 +371,6 @@ def _identity(location, source, file_bytes: int) -> tuple | None:
 
 
 _footers = _Footers()
-_paged_lock, _paged = threading.Lock(), OrderedDict()  # the versions of files whose pages `check_pages` passed
 
 
 def parquet_footer(location, source, file_bytes: int, checked: bool = True) -> pq.FileMetaData:

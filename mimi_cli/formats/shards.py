@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import MimiError
 from ..spec import FRAME_SAMPLES, MAX_CODEBOOKS, SAMPLE_RATE
-from .limits import ExpansionBudget, check_pages, open_parquet, plain, row_groups
+from .limits import ExpansionBudget, check_pages, open_parquet, parquet_footer, plain, row_groups
 from .paths import UnsafePathError, confined, npy_file_name, regular_file
 from .provenance import METADATA_KEY, ProvenanceError, find, is_int, sidecar_path, write_sidecar
 from .storage import Location, atomic_write, first_line, readable
@@ -236,9 +236,9 @@ def _parquet(shard: Location, source=None, size: int | None = None) -> pq.Parque
     `shard`."""
     try:
         source, size = source or readable(shard), shard.stat().st_size if size is None else size
-        parquet = open_parquet(source, size)
-        check_pages(shard, source, size, parquet.metadata)
-        return parquet
+        metadata = parquet_footer(shard, source, size)  # kept: a reader opens a shard for each row group
+        check_pages(shard, source, size, metadata)
+        return open_parquet(source, size, metadata=metadata)
     except _READ_ERRORS as e:
         raise DatasetError(f"{shard}: not a readable Parquet token file ({first_line(e)})") from None
 
