@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
@@ -179,6 +180,17 @@ def build(root: Path) -> dict[str, list[str]]:
     cases["WAV: data half its header's size"] = ["encode", "short.wav", "out-short"]
     (root / "silence.aac").write_bytes(adts_silence(10 * MB))
     cases["ADTS AAC: 10 MB of silent frames (17 h, no length stated)"] = ["encode", "silence.aac", "out-adts"]
+    hour = 8000 * 3590  # an 8 kHz unsigned 8-bit WAV of silence: 28.7 MB, which zstd packs to kilobytes
+    wav = b"RIFF" + struct.pack("<I", 36 + hour) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8)
+    blob = wav + b"data" + struct.pack("<I", hour) + b"\x80" * hour
+    audio = pa.StructArray.from_arrays([pa.array([blob] * 2, pa.binary()), pa.array(["a.wav", "b.wav"])],
+                                       names=["bytes", "path"])
+    pad = pa.array([os.urandom(MB) for _ in range(2)], pa.binary())  # room in the expansion bound for the items
+    pq.write_table(pa.table({"audio": audio, "pad": pad}), root / "hours.parquet", compression="zstd",
+                   use_dictionary=False)
+    del blob, audio, pad
+    cases["audio Parquet: two hour-long silent items (2 MB)"] = [
+        "encode", "hours.parquet", "out-hours", "--stop-after", "120"]
     for path in root.iterdir():
         if path.is_file():
             assert path.stat().st_size <= 10 * MB + 4096, (path, path.stat().st_size)

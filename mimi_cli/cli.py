@@ -254,8 +254,8 @@ def encode(
                                      help="Hugging Face audio Parquet: the column holding the audio."),
     max_duration: float = typer.Option(MAX_SECONDS, "--max-duration", min=1.0, metavar="SECONDS",
                                        help="Longest input to encode (with --channels each, all its channels "
-                                            "together); a longer one is an error row. Its 24 kHz audio is held "
-                                            "whole: about 350 MB an hour."),
+                                            "together); a longer one is an error row. One over four minutes is "
+                                            "encoded as it is read, never held whole."),
     allow_network: bool = typer.Option(False, "--allow-network",
                                        help="Let lhotse fetch `url` audio sources of a manifest over the network "
                                             "(from whatever address the manifest gives)."),

@@ -11,20 +11,22 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from . import __version__
 from .codec import DEFAULT_CODEBOOKS, FRAME_RATE, SAMPLE_RATE, MimiCodec
-from .codec.batch import encode_batch, plan_batches
+from .codec.batch import encode_batch, encode_blocks, plan_batches
 from .formats.audio import MAX_SECONDS, AudioError
 from .formats.listing import WINDOW, Window, windows
 from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
 from .formats.output import DatasetOutput, OutputLayout
 from .formats.shards import COMMIT_SECONDS, DatasetError, Row
-from .formats.sources import AudioItem, Channels, InputError, Problem, Source, check_channels, select_shard
+from .formats.sources import AudioItem, Channels, InputError, Problem, Source, SourceAudio, check_channels, select_shard
 from .formats.storage import Location
 from .summary import Summary
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class EncodeOptions:
     readers: int = 2  # threads that decode and resample while the model runs; a GPU gains from more (performance.md)
     manifest: ManifestOptions = field(default_factory=ManifestOptions)  # how .tsv/.csv/.jsonl inputs are read
     commit_seconds: float = COMMIT_SECONDS  # finished rows reach disk at least this often
-    max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row (its 24 kHz audio is held whole)
+    max_duration_s: float = MAX_SECONDS  # an input longer than this is an error row
     window: int = WINDOW  # inputs listed, checked and batched at a time (a manifest of millions is never whole)
 
     def __post_init__(self) -> None:
@@ -68,9 +70,11 @@ def encode_items(codec: MimiCodec, items: list[AudioItem], num_codebooks: int) -
     return [Row(it.id, it.channel, c, len(it.pcm), it.source) for it, c in zip(items, codes)]
 
 
-# Audio read ahead of the model at most (170 MB at 24 kHz): items up to half an hour are read
-# while the one before is encoded; a longer one is read at its turn (two hours held would be 700 MB).
-PREFETCH_SECONDS = 1800.0
+def encode_audio(codec: MimiCodec, audio: SourceAudio, num_codebooks: int) -> list[Row]:
+    """Rows for a source's audio encoded as it is read (the same codes as `encode_items` of it
+    whole): for an item too long to hold. AudioError if it turns out unusable on the way."""
+    codes, samples = encode_blocks(codec, audio, audio.rows, num_codebooks)
+    return [Row(audio.id, label, c, samples, audio.info) for label, c in zip(audio.labels, codes)]
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,14 @@ class Batch:
 
 
 class LocalEngine:
-    """This process: the next batches are read and resampled in threads while the model runs."""
+    """This process: the next batches are read and resampled in threads while the model runs.
+
+    An item listed as longer than `batch_seconds` is encoded at its turn as it is read, never
+    held whole. One read ahead is held to twice its listed length plus a share of a batch
+    (`batch_seconds / max_batch`); one whose header understates its length stops there, and the
+    rest is read at its turn the same way. Once read, items are batched again by their real
+    lengths. So what is held stays near what the batches were planned with, whatever headers
+    say (docs/security.md)."""
 
     def __init__(self, codec: MimiCodec) -> None:
         self.codec = codec
@@ -91,18 +102,66 @@ class LocalEngine:
     def __call__(self, todo: list[tuple[Source, float]], o: EncodeOptions) -> Iterator[Batch]:
         batches = plan_batches(todo, o.batch_seconds, o.max_batch, lambda source: source.locality)
         seconds = {id(s): length for s, length in todo}
+        share = o.batch_seconds / o.max_batch
+
+        def load(source: Source) -> list[AudioItem] | SourceAudio | AudioError | None:
+            """Its items; or its audio, to go on reading at its turn; or None: opened at its turn
+            (listed as long: a reader would hold its container's bytes until then)."""
+            listed = seconds[id(source)]
+            if listed > o.batch_seconds:
+                return None
+            try:
+                audio = source.open(o.channels, o.max_duration_s)
+            except AudioError as e:
+                return e
+            keep = False
+            try:
+                items = audio.whole(2 * listed + share)
+                if items is not None:
+                    return items
+                keep = audio.length_stated
+                return audio if keep else _open_checked(source, o)
+            except AudioError as e:
+                return e
+            finally:
+                if not keep:
+                    audio.close()
+
         with ThreadPoolExecutor(max_workers=max(1, o.readers)) as pool:
-            for loaded in _prefetch(pool, batches, o.channels, o.max_duration_s,
-                                    [sum(seconds[id(s)] for s in b) for b in batches],
-                                    max(2 * o.batch_seconds, PREFETCH_SECONDS)):
+            for loaded in _prefetch(pool, batches, load):
                 items: list[AudioItem] = []
-                failed = []
+                failed, later = [], []
                 for source, result in loaded:
                     if isinstance(result, Exception):
                         failed.append(Problem(source.id, str(source.path), str(result)))
-                    else:
+                    elif isinstance(result, list):
                         items.extend(result)
-                yield Batch(encode_items(self.codec, items, o.num_codebooks), failed, len(loaded))
+                    else:
+                        later.append((source, result))
+                # Batched again by the lengths read, which may not be the ones listed.
+                lengths = [(it, len(it.pcm) / SAMPLE_RATE) for it in items]
+                rows = [row for batch in plan_batches(lengths, o.batch_seconds, o.max_batch)
+                        for row in encode_items(self.codec, batch, o.num_codebooks)]
+                for source, audio in later:
+                    try:
+                        with audio or _open_checked(source, o) as opened:
+                            rows.extend(encode_audio(self.codec, opened, o.num_codebooks))
+                    except AudioError as e:
+                        failed.append(Problem(source.id, str(source.path), str(e)))
+                yield Batch(rows, failed, len(loaded))
+
+
+def _open_checked(source: Source, o: EncodeOptions) -> SourceAudio:
+    """Its audio, opened to be encoded as it is read. One whose length no header states is first
+    read to its end, holding nothing, so that one too long or damaged is an error row (AudioError)
+    before the model spends any time on it."""
+    audio = source.open(o.channels, o.max_duration_s)
+    if audio.length_stated:
+        return audio
+    with audio:
+        for _ in audio:
+            pass
+    return source.open(o.channels, o.max_duration_s)
 
 
 def output_lock(output: Location, options: EncodeOptions) -> OutputLock:
@@ -262,29 +321,13 @@ def _postfix(summary: Summary, elapsed: float) -> str:
             f"time{failed}")
 
 
-def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], channels: Channels, max_seconds: float,
-              seconds: list[float], ahead_seconds: float) -> Iterator[list[tuple[Source, list[AudioItem] | Exception]]]:
-    """Yields each batch's loaded audio while the next two are read in the background, as long as
-    they hold at most `ahead_seconds` of audio (by `seconds`, each batch's): a batch longer than
-    that (an hour-long item) is read at its turn, so that two such are never held at once."""
-    def load(source: Source):
-        try:
-            return source.read(channels, max_seconds)
-        except AudioError as e:
-            return e
-
-    futures: list[list | None] = [None] * len(batches)
-    submitted = 0  # batches submitted: 0 .. submitted - 1
-
-    def submit(i: int) -> None:
-        futures[i] = [(s, pool.submit(load, s)) for s in batches[i]]
-
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], load: Callable[[Source], T]
+              ) -> Iterator[list[tuple[Source, T]]]:
+    """Yields each batch's sources with what `load` made of them, while the next two batches are
+    loaded in the background."""
+    futures = [[(s, pool.submit(load, s)) for s in b] for b in batches[:2]]
     for i in range(len(batches)):
-        if submitted <= i:  # its turn came before it fitted ahead
-            submit(i)
-            submitted = i + 1
-        while submitted < min(len(batches), i + 3) and sum(seconds[i + 1:submitted + 1]) <= ahead_seconds:
-            submit(submitted)
-            submitted += 1
+        if i + 2 < len(batches):
+            futures.append([(s, pool.submit(load, s)) for s in batches[i + 2]])
         yield [(s, f.result()) for s, f in futures[i]]
         futures[i] = None

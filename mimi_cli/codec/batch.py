@@ -8,7 +8,7 @@ codes or its audio, and an item gets the same result in a batch as alone. `mimi 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -49,6 +49,24 @@ def encode_batch(codec: MimiCodec, pcms: Sequence[np.ndarray], num_codebooks: in
     batch = torch.from_numpy(pcms[0][None] if one else pad(pcms, 0, np.float32))[:, None]  # one: no copy (an hour)
     codes = codec.encode(batch, num_codebooks).cpu().numpy().astype(np.int16)
     return [codes[i, :, :math.ceil(len(p) / FRAME_SAMPLES)] for i, p in enumerate(pcms)]
+
+
+def encode_blocks(codec: MimiCodec, blocks: Iterable[np.ndarray], rows: int, num_codebooks: int
+                  ) -> tuple[list[np.ndarray], int]:
+    """Codes [K, frames] (int16) of each row of 24 kHz float32 audio that arrives in blocks
+    [rows, n], encoded as the blocks come (`MimiCodec.encode_pieces`), and how many samples a row
+    had: `encode_batch` of the rows whole, without ever holding them whole."""
+    samples = 0
+
+    def pieces() -> Iterator[torch.Tensor]:
+        nonlocal samples
+        for block in blocks:
+            samples += block.shape[1]
+            yield torch.from_numpy(block)
+
+    codes = [c.cpu().numpy().astype(np.int16) for c in codec.encode_pieces(pieces(), rows, num_codebooks)]
+    joined = np.concatenate(codes, axis=-1) if codes else np.zeros((rows, num_codebooks, 0), np.int16)
+    return list(joined), samples
 
 
 def decode_batch(codec: MimiCodec, codes: Sequence[np.ndarray],

@@ -8,7 +8,7 @@ streaming runs the front on audio as it arrives and the rest as frames complete.
 from __future__ import annotations
 
 import functools
-import math
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -259,22 +259,39 @@ class MimiCodec(nn.Module):
         Items of a right-padded batch get exactly the codes they get alone (the model is
         causal); trim each to ceil(length / 1920) frames.
         """
-        self._check_codebooks(num_codebooks)
         audio = _as_batch_of_mono(audio, audio.shape[0])
         B, T = audio.shape
-        n_frames = math.ceil(T / self.frame_samples)
-        chunk = chunk_frames or max(1, CHUNK_BUDGET_FRAMES // B)
-        state = self.init_encoder_state(B)
-        out = []
-        for first in range(0, n_frames, chunk):
-            piece = audio[:, first * self.frame_samples:(first + chunk) * self.frame_samples]
-            piece = piece.to(self.device, self.dtype)
-            if piece.shape[-1] % self.frame_samples:
-                piece = F.pad(piece, (0, self.frame_samples - piece.shape[-1] % self.frame_samples))
-            out.append(self.encode_frames(state, piece[:, None], num_codebooks))
+        step = (chunk_frames or max(1, CHUNK_BUDGET_FRAMES // B)) * self.frame_samples
+        out = list(self.encode_pieces((audio[:, at:at + step] for at in range(0, T, step)), B, num_codebooks,
+                                      chunk_frames))
         if not out:
             return self._no_codes(B, num_codebooks)
         return torch.cat(out, dim=-1)
+
+    def encode_pieces(self, pieces: Iterable[torch.Tensor], batch_size: int, num_codebooks: int = DEFAULT_CODEBOOKS,
+                      chunk_frames: int | None = None) -> Iterator[torch.Tensor]:
+        """Codes [B, K, n] of audio that arrives in pieces [B, T_i] of any length, a chunk at a time
+        as the pieces complete one: `encode` of the pieces joined, the same chunks, so the same
+        codes, while only a chunk is held (an hour-long item need never be whole)."""
+        self._check_codebooks(num_codebooks)
+        step = (chunk_frames or max(1, CHUNK_BUDGET_FRAMES // batch_size)) * self.frame_samples
+        state = self.init_encoder_state(batch_size)
+        waiting: list[torch.Tensor] = []
+        held = 0
+        for piece in pieces:
+            piece = _as_batch_of_mono(piece, batch_size)
+            while held + piece.shape[-1] >= step:
+                take = step - held
+                chunk = torch.cat([*waiting, piece[:, :take]], dim=-1) if waiting else piece[:, :take]
+                waiting, held, piece = [], 0, piece[:, take:]
+                yield self.encode_frames(state, chunk.to(self.device, self.dtype)[:, None], num_codebooks)
+            if piece.shape[-1]:
+                waiting.append(piece)
+                held += piece.shape[-1]
+        if held:
+            chunk = (torch.cat(waiting, dim=-1) if len(waiting) > 1 else waiting[0]).to(self.device, self.dtype)
+            chunk = F.pad(chunk, (0, -held % self.frame_samples))
+            yield self.encode_frames(state, chunk[:, None], num_codebooks)
 
     def decode(self, codes: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """Audio [B, 1, frames * 1920] of codes [B, K, frames], decoded in bounded memory."""

@@ -28,7 +28,7 @@ AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
                     ".wma", ".asf", ".amr", ".awb"}
 
 
-MAX_SECONDS = 3600.0  # an item's length by default (--max-duration): its 24 kHz samples are held whole
+MAX_SECONDS = 3600.0  # an item's length by default (--max-duration)
 BLOCK_FRAMES = 1 << 18  # decoded a block at a time
 HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
@@ -170,7 +170,7 @@ def check_duration(seconds: float, max_seconds: float) -> None:
     """AudioError if an item of `seconds` is longer than the `max_seconds` it may last."""
     if seconds > max_seconds:
         raise AudioError(f"it lasts {_clock(seconds)}, over --max-duration {max_seconds:g} s; raise that to encode "
-                         "longer recordings (memory grows by about 350 MB an hour of audio)")
+                         "longer recordings")
 
 
 def _clock(seconds: float) -> str:
@@ -181,44 +181,64 @@ def _clock(seconds: float) -> str:
 def decode_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: float = MAX_SECONDS
                ) -> tuple[np.ndarray, AudioInfo]:
     """An audio file as float32 at 24 kHz: [1, n] mixed to mono if `mix`, else [channels, n], and
-    what it was (its own rate, channels and frames).
+    what it was (its own rate, channels and frames): `open_24k`'s blocks, gathered."""
+    with open_24k(source, mix, max_seconds) as audio:
+        return audio.whole(), audio.info
+
+
+def open_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
+    """An audio file as it is read: float32 blocks at 24 kHz, [1, n] mixed to mono if `mix`, else
+    [channels, n] (close it, or use it in a `with`).
 
     libsndfile reads what it can (WAV, FLAC, Ogg, MP3, AIFF ...); FFmpeg the containers in
     `media` (M4A/MP4, WebM, AAC, WMA, AMR). Read and resampled a block at a time, so memory holds
-    the 24 kHz result and one block, never the file at its own rate (soxr's stream gives the
-    same samples as one call on the whole). AudioError if it is no audio, lasts over
-    `max_seconds` (stopping there, whatever its header claims), holds NaN, or decodes to fewer
-    samples than its header states (a truncated file).
+    a block, never the file at its own rate (soxr's stream gives the same samples as one call on
+    the whole). AudioError if it is no audio or its header states over `max_seconds`, here; while
+    it is read, if it lasts over `max_seconds` (stopping there, whatever its header claims), holds
+    NaN, or decodes to fewer samples than its header states (a truncated file).
     """
     head, tail = file_ends(source)
     try:
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        return _decode_media(source, head, e, mix, max_seconds)
-    with f:
+        return _open_media(source, head, e, mix, max_seconds)
+    if f.format == "MP3" and not _has_mp3_length_tag(head):
+        # libsndfile stops at the length it guesses from the first frame's bit rate (a quarter of
+        # a VBR file, silently); FFmpeg reads an MP3 that states no length to where it ends.
+        f.close()
+        if isinstance(source, io.IOBase):
+            source.seek(0)
+        return _open_media(source, head, None, mix, max_seconds, "mp3")
+    try:
         check_format(f.samplerate, f.channels)
         known = f.frames < UNKNOWN_FRAMES
         if known:
             check_duration(f.frames / f.samplerate * (1 if mix else f.channels), max_seconds)
-        pcm, frames = _to_24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds,
-                              f.frames if known else None)
-        declared = _declared_frames(head, f.format, f.frames if known else 0)
         if f.format == "OGG" and not _ogg_ended(tail):
             raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
-        rate, channels = f.samplerate, f.channels
-    if declared is not None and frames < declared:
-        raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
-                         "(truncated, as by an interrupted download?)")
-    return pcm, AudioInfo(rate, channels, frames)
+        declared = _declared_frames(head, f.format, f.frames if known else 0)
+    except BaseException:
+        f.close()
+        raise
+
+    def complete(frames: int) -> None:
+        if declared is not None and frames < declared:
+            raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
+                             "(truncated, as by an interrupted download?)")
+
+    return Audio24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds,
+                    f.frames if known else None, complete, f.close)
 
 
-def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exception, mix: bool,
-                  max_seconds: float) -> tuple[np.ndarray, AudioInfo]:
-    """`decode_24k` for a file libsndfile refused (with `error`) and that starts with `head`:
-    FFmpeg reads it if it is a container on media's list, else the refusal stands."""
+def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exception | None, mix: bool,
+                max_seconds: float, demuxer: str | None = None) -> Audio24k:
+    """`open_24k` for a file libsndfile refused (with `error`) and that starts with `head`:
+    FFmpeg reads it if it is a container on media's list, else the refusal stands. `demuxer`:
+    FFmpeg's, where the caller knows it (libsndfile read the file, but not far enough)."""
     from . import media
 
-    with media.MediaReader(source, media_demuxer(source, error, head)) as m:
+    m = media.MediaReader(source, demuxer or media_demuxer(source, error, head))
+    try:
         if m.rate and m.channels:
             check_format(m.rate, m.channels)
         stated = m.duration_s
@@ -229,9 +249,11 @@ def _decode_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Ex
         if first is None:
             raise AudioError("no audio samples (zero-length file)")
         check_format(m.rate, m.channels)
-        pcm, frames = _to_24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds)
-        media.check_complete(m, frames)
-        return pcm, AudioInfo(m.rate, m.channels, frames)
+    except BaseException:
+        m.close()
+        raise
+    return Audio24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds, None,
+                    lambda frames: media.check_complete(m, frames), m.close)
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:
@@ -261,57 +283,104 @@ def _sndfile_blocks(f: sf.SoundFile, known: bool) -> Iterator[np.ndarray]:
         yield block
 
 
-def _to_24k(blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float,
-            expected: int | None = None) -> tuple[np.ndarray, int]:
-    """Blocks [n, channels] at `rate` -> float32 [1 or channels, m] at 24 kHz, and how many
-    frames came in; AudioError past `max_seconds`, on NaN, or for no samples at all. `expected`:
-    the frames the header states (within `max_seconds`), written into one array sized for them,
-    not gathered in pieces and joined (which holds the result twice: 700 MB for an hour)."""
-    limit = int(max_seconds * rate) // (1 if mix else channels)
-    resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
-                 if rate != SAMPLE_RATE else None)
-    parts = _Parts((1 if mix else channels), -(-expected * SAMPLE_RATE // rate) + 64 if expected else 0)
-    frames = 0
-    ended = False
-    while not ended:
-        block = next(blocks, None)
-        ended = block is None
-        if ended:
-            block = np.zeros((0, channels), np.float32)
-        frames += len(block)
-        if frames > limit:
-            check_duration(frames / rate * (1 if mix else channels), max_seconds)
-        if not np.isfinite(block).all():
-            raise AudioError("the file holds NaN or infinite samples")
-        if resampler is not None:
-            block = resampler.resample_chunk(block, last=ended)
-        if len(block):
-            out = np.ascontiguousarray(block.T)
-            parts.append(out.mean(axis=0, keepdims=True) if mix and channels > 1 else out)
-    if frames == 0:
-        raise AudioError("no audio samples (zero-length file)")
-    return parts.joined(), frames
+class Audio24k:
+    """Audio as it is read: blocks [n, channels] at `rate` in, float32 blocks [rows, m] at 24 kHz
+    out (rows: 1 if `mix`, else `channels`), through one soxr stream. AudioError while it is read
+    past `max_seconds`, on NaN, for no samples at all, or where `complete(frames)` finds it ended
+    early. `expected`: the frames the header states, where it states them and reading stops there
+    (libsndfile's count; None for FFmpeg's, which a stream may run past); `info` is final once
+    every block is out. Its blocks come once: from `whole`, or by iterating (after what `whole`
+    read and held, if it stopped short). `close` (or the end of a `with`) frees what reads it."""
 
+    def __init__(self, blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float,
+                 expected: int | None = None, complete: Callable[[int], None] = lambda frames: None,
+                 close: Callable[[], None] = lambda: None) -> None:
+        self._complete, self._close = complete, close
+        self.rate, self.channels, self.mix = rate, channels, mix
+        self.rows = 1 if mix else channels
+        self.max_seconds, self.expected = max_seconds, expected
+        self.frames = 0  # frames in so far, at the source rate
+        self._blocks = self._resampled(blocks)
+        self._held: list[np.ndarray] = []  # read by `whole`, which stopped short: they come first
 
-class _Parts:
-    """Pieces [rows, n] of audio appended in order: written into one array of `capacity` columns
-    while they fit (np.empty: pages not written are never touched), gathered and joined after."""
+    @property
+    def info(self) -> AudioInfo:
+        return AudioInfo(self.rate, self.channels, self.frames)
 
-    def __init__(self, rows: int, capacity: int) -> None:
-        self.whole = np.empty((rows, capacity), np.float32) if capacity else None
-        self.filled, self.rest = 0, []
+    @property
+    def held_samples(self) -> int:
+        """Samples a row that `whole` read and holds (it stopped short of the end)."""
+        return sum(block.shape[1] for block in self._held)
 
-    def append(self, part: np.ndarray) -> None:
-        n = part.shape[1]
-        if self.whole is not None and not self.rest and self.filled + n <= self.whole.shape[1]:
-            self.whole[:, self.filled:self.filled + n] = part
-            self.filled += n
-        else:
-            self.rest.append(part)
+    def __enter__(self) -> Audio24k:
+        return self
 
-    def joined(self) -> np.ndarray:
-        pieces = ([self.whole[:, :self.filled]] if self.filled else []) + self.rest
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        close, self._close = self._close, lambda: None
+        self._held = []
+        close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        held, self._held = self._held, []
+        yield from held
+        for block in self._blocks:  # noqa: UP028 - `yield from` would close the stream when `whole` stops short
+            yield block
+
+    def _resampled(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        rate, channels, mix = self.rate, self.channels, self.mix
+        limit = int(self.max_seconds * rate) // self.rows
+        resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
+                     if rate != SAMPLE_RATE else None)
+        ended = False
+        while not ended:
+            block = next(blocks, None)
+            ended = block is None
+            if ended:
+                block = np.zeros((0, channels), np.float32)
+            self.frames += len(block)
+            if self.frames > limit:
+                check_duration(self.frames / rate * self.rows, self.max_seconds)
+            if not np.isfinite(block).all():
+                raise AudioError("the file holds NaN or infinite samples")
+            if resampler is not None:
+                block = resampler.resample_chunk(block, last=ended)
+            if len(block):
+                out = np.ascontiguousarray(block.T)
+                yield out.mean(axis=0, keepdims=True) if mix and channels > 1 else out
+        if self.frames == 0:
+            raise AudioError("no audio samples (zero-length file)")
+        self._complete(self.frames)
+
+    def whole(self, hold: int | None = None) -> np.ndarray | None:
+        """Every block as one array [rows, n], written into one array sized from the header where it
+        states a length (joining pieces would hold the audio twice: 700 MB for an hour). `hold`:
+        None, at once, where a row would pass that many samples: what was read stays held (at
+        most `hold` samples a row), to come first when the rest is iterated."""
+        sized = -(-self.expected * SAMPLE_RATE // self.rate) + 64 if self.expected else 0
+        capacity = sized if hold is None or sized <= hold + 64 else 0
+        whole = np.empty((self.rows, capacity), np.float32) if capacity else None
+        filled, rest = 0, []  # samples a row so far; the blocks that did not fit `whole`
+        for block in self:
+            n = block.shape[1]
+            if hold is not None and filled + n > hold:
+                self._held = [*_filled(whole, filled, rest), *rest, block]
+                return None
+            if whole is not None and not rest and filled + n <= capacity:
+                whole[:, filled:filled + n] = block  # np.empty: pages not written are never touched
+            else:
+                rest.append(block)
+            filled += n
+        pieces = [*_filled(whole, filled, rest), *rest] or [np.zeros((self.rows, 0), np.float32)]
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+
+
+def _filled(whole: np.ndarray | None, filled: int, rest: list[np.ndarray]) -> list[np.ndarray]:
+    """The written part of `whole`, [] if none: `filled` samples a row, less those in `rest`."""
+    n = filled - sum(block.shape[1] for block in rest)
+    return [whole[:, :n]] if whole is not None and n else []
 
 
 def file_ends(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bytes]:

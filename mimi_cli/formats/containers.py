@@ -15,12 +15,11 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import MimiError
-from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, AudioInfo, decode_24k, probe_bytes
+from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, Audio24k, AudioError, open_24k, probe_bytes
 from .limits import (
     LimitError,
     batches,
@@ -64,9 +63,9 @@ class TarMember:
 
     locality = ""  # read by offset: any order is cheap
 
-    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
-        """Its audio at 24 kHz, as `decode_24k` gives it."""
-        return decode_24k(io.BytesIO(self.read()), mix, max_seconds)
+    def open(self, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
+        """Its audio at 24 kHz as it is read, as `open_24k` gives it."""
+        return open_24k(io.BytesIO(self.read()), mix, max_seconds)
 
     def read(self) -> bytes:
         with open_read(self.container) as f:
@@ -93,9 +92,9 @@ class ParquetCell:
         """Items of one window are batched together: its row groups are read whole, once."""
         return f"{self.container}#{self.window}"
 
-    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
-        """Its audio at 24 kHz, as `decode_24k` gives it."""
-        return decode_24k(io.BytesIO(self.read()), mix, max_seconds)
+    def open(self, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
+        """Its audio at 24 kHz as it is read, as `open_24k` gives it."""
+        return open_24k(io.BytesIO(self.read()), mix, max_seconds)
 
     def read(self) -> bytes:
         data = _row_group_bytes(self)[self.row].as_py()

@@ -25,8 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import MimiError
-from ..spec import SAMPLE_RATE
-from .audio import MAX_CHANNELS, MAX_RATE, MAX_SECONDS, AudioError, AudioInfo, check_duration, read_region, resample
+from .audio import BLOCK_FRAMES, MAX_CHANNELS, MAX_RATE, MAX_SECONDS, Audio24k, AudioError, check_duration, read_region
 from .containers import ContainerError, Item
 from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
 from .manifests import ManifestOptions
@@ -75,17 +74,17 @@ class LhotseItem:
     channels: tuple[int, ...] | None = None
     locality = ""
 
-    def decode(self, mix: bool, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, AudioInfo]:
-        """Its audio at 24 kHz ([1, n] mixed to mono if `mix`, else [channels, n]), and what it was;
-        AudioError if it lasts over `max_seconds` (told before lhotse reads it) or cannot be read."""
+    def open(self, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
+        """Its audio at 24 kHz ([1, n] mixed to mono if `mix`, else [channels, n]), resampled a block
+        at a time from what lhotse loads whole; AudioError if it lasts over `max_seconds` (told
+        before lhotse reads it) or cannot be read."""
         obj = _lhotse()(json.loads(self.line))
         channels = int(getattr(obj, "num_channels", 1) or 1)
         check_duration(float(obj.duration) * (1 if mix else channels), max_seconds)
         audio, rate = self.load(obj, max_seconds)
-        pcm = resample(audio, rate, SAMPLE_RATE)
-        if mix and pcm.shape[0] > 1:
-            pcm = pcm.mean(axis=0, keepdims=True)
-        return pcm, AudioInfo(rate, audio.shape[0], audio.shape[1])
+        blocks = (np.ascontiguousarray(audio[:, at:at + BLOCK_FRAMES].T)
+                  for at in range(0, audio.shape[1], BLOCK_FRAMES))
+        return Audio24k(blocks, rate, audio.shape[0], mix, max_seconds, audio.shape[1])
 
     def load(self, obj=None, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
         """Its samples [channels, n] at its own rate, as lhotse reads them (through mimi's backend,

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..errors import MimiError
 from ..spec import SAMPLE_RATE
-from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, AudioError, check_readable, decode_24k, probe
+from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, Audio24k, AudioError, check_readable, open_24k, probe
 from .containers import (
     ContainerError,
     Item,
@@ -108,13 +108,18 @@ class Source:
     def read(self, channels: Channels = "mix", max_seconds: float = MAX_SECONDS) -> list[AudioItem]:
         """Its audio as rows-to-be: one mono item ("mix"), or one per channel ("each"); AudioError if
         unusable or longer than `max_seconds`."""
+        with self.open(channels, max_seconds) as audio:
+            return audio.whole()
+
+    def open(self, channels: Channels = "mix", max_seconds: float = MAX_SECONDS) -> SourceAudio:
+        """Its audio as it is read, in 24 kHz blocks [rows, n] (rows: as `read` gives items); AudioError
+        here or while it is read, as for `read`. Close it, or use it in a `with`."""
         check_channels(channels)
         mix = channels == "mix"
         if self.member is not None:  # inside a container: as listed, read again now
-            pcm, info = self.member.decode(mix, max_seconds)
+            audio = self.member.open(mix, max_seconds)
             picked = self.member.channels if isinstance(self.member, LhotseItem) else None
-            return _items(self.id, pcm, SourceInfo(info.sample_rate, info.channels, *self.resume_key()), channels,
-                          picked)
+            return SourceAudio(self.id, audio, self.resume_key(), channels, picked)
         if isinstance(self.path, Path):
             stat = check_readable(self.path)
         else:
@@ -124,9 +129,53 @@ class Source:
                 raise AudioError(f"cannot read: {e.strerror or e}") from None
             if stat.st_size == 0:
                 raise AudioError("empty file (0 bytes)")
-        pcm, info = decode_24k(readable(self.path), mix, max_seconds)
-        return _items(self.id, pcm, SourceInfo(info.sample_rate, info.channels, stat.st_size, stat.st_mtime_ns),
-                      channels)
+        return SourceAudio(self.id, open_24k(readable(self.path), mix, max_seconds),
+                           (stat.st_size, stat.st_mtime_ns, None), channels)
+
+
+class SourceAudio:
+    """A source's audio as it is read: `Audio24k`'s blocks [rows, n], each row one row-to-be, by
+    `labels` (its channel, or -1 for the mix), and what those rows record of the source (`info`)."""
+
+    def __init__(self, ident: str, audio: Audio24k, resume: tuple[int, int, str | None], channels: Channels,
+                 picked: tuple[int, ...] | None = None) -> None:
+        self.id, self.audio = ident, audio
+        self._resume = resume
+        self.rows = audio.rows
+        if channels == "each":  # `picked`: the source channels a cut's rows hold, else all of the file's, in order
+            self.labels = [picked[c] if picked else c for c in range(audio.rows)]
+        else:  # a cut of one channel is that channel, not a mix: its row says which one it encodes
+            self.labels = [picked[0] if picked and len(picked) == 1 else -1]
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo(self.audio.rate, self.audio.channels, *self._resume)
+
+    @property
+    def length_stated(self) -> bool:
+        return self.audio.expected is not None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.audio)
+
+    def whole(self, hold_seconds: float | None = None) -> list[AudioItem] | None:
+        """Its rows-to-be, read whole; None where its rows would hold more than `hold_seconds` of
+        audio in all, with what was read held (at most that), to come first when it is iterated."""
+        hold = None if hold_seconds is None else int(hold_seconds * SAMPLE_RATE) // self.rows
+        pcm = self.audio.whole(hold)
+        return None if pcm is None else self.items(pcm)
+
+    def items(self, pcm: np.ndarray) -> list[AudioItem]:
+        return [AudioItem(self.id, label, pcm[row], self.info) for row, label in enumerate(self.labels)]
+
+    def __enter__(self) -> SourceAudio:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.audio.close()
 
 
 @dataclass(frozen=True)
@@ -137,16 +186,6 @@ class AudioItem:
     channel: int
     pcm: np.ndarray
     source: SourceInfo
-
-
-def _items(ident: str, pcm: np.ndarray, info: SourceInfo, channels: Channels,
-           picked: tuple[int, ...] | None = None) -> list[AudioItem]:
-    """Rows-to-be of 24 kHz audio [rows, n]: one per channel ("each"), or the one mixed row.
-    `picked`: the source channels that `pcm` holds (a cut's), else all of the file's, in order."""
-    if channels == "each":
-        return [AudioItem(ident, picked[c] if picked else c, pcm[c], info) for c in range(pcm.shape[0])]
-    # A cut of one channel is that channel, not a mix: its row says which one it encodes.
-    return [AudioItem(ident, picked[0] if picked and len(picked) == 1 else -1, pcm[0], info)]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mimi_cli.codec.batch import decode_batch, encode_batch, pad, plan_batches
+from mimi_cli.codec.batch import decode_batch, encode_batch, encode_blocks, pad, plan_batches
 from mimi_cli.spec import FRAME_SAMPLES
 
 K = 8
@@ -57,3 +57,18 @@ def test_plan_batches_keeps_lengths_together_within_the_budget():
     assert all(len(b) <= 3 for b in batches)
     by_group = plan_batches([("x1", 1), ("y1", 1), ("x2", 1)], budget=100, max_batch=8, group=lambda n: n[0])
     assert by_group == [["x1", "x2"], ["y1"]]
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_audio_that_arrives_in_blocks_gets_the_codes_of_the_whole(tiny, rows):
+    """encode_blocks takes blocks of any length as a file's reader gives them and never holds the
+    item whole; its codes are encode_batch's of the rows whole, on every frame."""
+    n = FRAME_SAMPLES * 150 + 777  # past two of the offline chunks, a partial frame at the end
+    audio = np.stack(clips([n] * rows, seed=2))
+    cuts = [0, 1, 5000, 5001, 70000, 122880, 300000, n]
+    blocks = [audio[:, a:b] for a, b in zip(cuts, cuts[1:])]
+    codes, samples = encode_blocks(tiny, iter(blocks), rows, K)
+    assert samples == n
+    whole = encode_batch(tiny, list(audio), K)
+    for got, want in zip(codes, whole, strict=True):
+        assert got.dtype == np.int16 and np.array_equal(got, want)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from mimi_cli.formats.audio import AudioError, decode_24k
+from mimi_cli.formats.audio import AudioError
 from mimi_cli.formats.manifests import ManifestOptions
 from mimi_cli.formats.sources import InputError, collect_sources
 
@@ -184,10 +184,8 @@ def read_like_encode(path: Path, options: ManifestOptions) -> None:
         return
     for source in sources[:8]:
         try:
-            if source.member is not None:
-                source.member.decode(True, MAX_SECONDS)
-            else:
-                decode_24k(source.path, True, MAX_SECONDS)
+            with source.open("mix", MAX_SECONDS) as audio:
+                audio.whole()
         except AudioError:
             pass
 

@@ -47,11 +47,11 @@ def test_a_command_source_runs_nothing_unless_allowed(tmp_path):
     items = listed(path)
     assert items["good"][0].error is None
     assert "shell command" in items["cmd"][0].error and "--allow-commands" in items["cmd"][0].error
-    items["good"][1].decode(True)
+    items["good"][1].open(True).whole()
     assert not marker.exists()
     allowed = listed(path, allow_commands=True)
     assert allowed["cmd"][0].error is None
-    pcm, _ = allowed["cmd"][1].decode(True)  # the user trusts this manifest: its command runs
+    pcm = allowed["cmd"][1].open(True).whole()  # the user trusts this manifest: its command runs
     assert marker.exists() and pcm.shape == (1, 4800)
 
 

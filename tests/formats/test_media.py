@@ -265,3 +265,21 @@ def _ogg_crc(data: bytes) -> int:
         for _ in range(8):
             crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
     return crc
+
+
+@needs_ffmpeg
+def test_an_mp3_that_states_no_length_is_read_to_its_end(tmp_path):
+    """libsndfile reads an MP3 without a Xing/Info/VBRI header only as far as it guesses from the
+    first frame's bit rate: a quarter of a VBR file whose loud start is followed by quiet, with
+    no error. Such a file is read by FFmpeg, to where it ends, as `ffmpeg -i X` reads it."""
+    wav = tmp_path / "a.wav"
+    noise = np.random.default_rng(0).standard_normal(8000 * 4) * 0.3
+    sf.write(wav, np.concatenate([noise, np.zeros(8000 * 16)]).astype(np.float32), 8000)
+    path = tmp_path / "vbr.mp3"
+    ffmpeg("-i", str(wav), "-c:a", "libmp3lame", "-q:a", "9", "-write_xing", "0", str(path))
+    assert sf.info(str(path)).duration < 12  # what libsndfile believes, and would stop at
+    theirs, _ = decode_24k(reference_wav(path), mix=True)
+    for source in (path, io.BytesIO(path.read_bytes())):
+        ours, info = decode_24k(source, mix=True)
+        assert ours.shape == theirs.shape and info.num_frames >= 8000 * 20
+        assert np.abs(ours - theirs).max() <= 2e-6

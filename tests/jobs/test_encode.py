@@ -2,9 +2,9 @@
 tiny codec (the command's flags, messages and exit codes are in tests/cli/)."""
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import math
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +19,7 @@ from mimi_cli.formats.info import dataset_info
 from mimi_cli.formats.manifests import ManifestOptions
 from mimi_cli.formats.shards import DatasetError
 from tests.helpers import CORPUS, write_corpus
+from tests.media_helpers import ffmpeg, needs_ffmpeg
 
 K = 4
 
@@ -234,30 +235,171 @@ def test_kept_columns_of_other_types_in_two_inputs_are_refused_not_a_crash(tiny,
         encode_dataset(tiny, [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")], tmp_path / "t.parquet", options)
 
 
-def test_a_batch_longer_than_the_read_ahead_is_read_at_its_turn():
-    """Batches are read two ahead of the model while they hold at most the read-ahead's audio; an
-    hour-long item is read only once the batch before it is done, so two are never held at once."""
-    events = []
+def _noise_wav(path, seconds, rate=16000, channels=1, seed=0):
+    noise = np.random.default_rng(seed).standard_normal((int(seconds * rate), channels)) * 0.1
+    sf.write(path, noise.astype(np.float32), rate, subtype="PCM_16")
+    return path
 
-    class Source:
-        def __init__(self, n: int) -> None:
-            self.n = n
 
-        def read(self, channels, max_seconds):
-            events.append(("read", self.n))
-            return []
+def _run_engine(codec, todo, options):
+    rows, failed = [], []
+    for batch in encode_job.LocalEngine(codec)(todo, options):
+        rows += batch.rows
+        failed += batch.failed
+    return rows, failed
 
-    class Pool:  # reads at once when asked, so the order of reads is the order of asking
-        def submit(self, fn, source):
-            future = concurrent.futures.Future()
-            future.set_result(fn(source))
-            return future
 
-    seconds = [10.0, 3600.0, 10.0, 10.0, 10.0]
-    batches = [[Source(i)] for i in range(len(seconds))]
-    for i, _ in enumerate(encode_job._prefetch(Pool(), batches, "mix", 3600, seconds, 1800)):
-        events.append(("done", i))
-    assert events.index(("read", 1)) > events.index(("done", 0))  # not read while batch 0 is held
-    assert events.index(("read", 2)) < events.index(("done", 1))  # short ones are read ahead as before
-    assert events.index(("read", 4)) > events.index(("done", 1))  # two ahead at most
-    assert [e for e in events if e[0] == "read"] == [("read", i) for i in range(5)]
+def test_an_item_over_the_batch_length_is_read_at_its_turn_and_encoded_as_it_is_read(tiny, tmp_path, monkeypatch):
+    """An item listed as longer than batch_seconds is not read ahead (no reader opens it, so none
+    holds its bytes) nor held whole: it is opened at its turn and encoded block by block on the
+    model's thread, to the codes it gets whole."""
+    from mimi_cli.formats.sources import Source
+
+    long = Source(_noise_wav(tmp_path / "long.wav", 9, channels=2), "long")
+    short = [Source(_noise_wav(tmp_path / f"s{i}.wav", 1, seed=i), f"s{i}") for i in range(3)]
+    read = []  # (id, on the model's thread) of every block read
+    real_iter = encode_job.SourceAudio.__iter__
+
+    def spy(self):
+        for block in real_iter(self):
+            read.append((self.id, threading.current_thread() is threading.main_thread()))
+            yield block
+
+    monkeypatch.setattr(encode_job.SourceAudio, "__iter__", spy)
+    real_whole = encode_job.SourceAudio.whole
+    monkeypatch.setattr(encode_job.SourceAudio, "whole",
+                        lambda self, *a: read.append((self.id, "whole")) or real_whole(self, *a))
+    real_open = encode_job.Source.open
+    monkeypatch.setattr(encode_job.Source, "open", lambda self, *a: read.append(
+        (self.id, "opened on the model's thread" if threading.current_thread() is threading.main_thread() else
+         "opened by a reader")) or real_open(self, *a))
+    streamed = []
+    real_encode = encode_job.encode_audio
+    monkeypatch.setattr(encode_job, "encode_audio",
+                        lambda codec, audio, k: streamed.append(audio.id) or real_encode(codec, audio, k))
+    options = EncodeOptions(num_codebooks=K, channels="each", batch_seconds=4.0, max_batch=2)
+    rows, failed = _run_engine(tiny, [(s, 1.0) for s in short[:2]] + [(long, 9.0), (short[2], 1.0)], options)
+    assert not failed and streamed == ["long"]
+    assert {main for ident, main in read if ident == "long" and isinstance(main, bool)} == {True}
+    assert {ident for ident, how in read if how == "whole"} == {"s0", "s1", "s2"}
+    assert [how for ident, how in read if ident == "long" and isinstance(how, str)] == [
+        "opened on the model's thread"]
+    audio, rate = read_audio(long.path)
+    for channel in (0, 1):
+        row = next(r for r in rows if (r.id, r.channel) == ("long", channel))
+        whole = resample(audio, rate, 24000)[channel]
+        assert row.num_samples == len(whole) and row.source.channels == 2
+        np.testing.assert_array_equal(row.codes, tiny.encode(torch.from_numpy(whole)[None, None], K)[0].numpy())
+    assert sorted(r.id for r in rows) == ["long", "long", "s0", "s1", "s2"]
+
+
+def test_an_item_longer_than_listed_is_held_no_further_than_its_share(tiny, tmp_path, monkeypatch):
+    """A header may understate its length (a guess from the bit rate, a crafted file): an item is
+    held as it is read ahead only to twice its listed length plus a share of a batch, then the
+    rest is read at its turn, as it is encoded; it keeps every sample and the codes it gets whole."""
+    from mimi_cli.formats.sources import Source
+
+    lying = Source(_noise_wav(tmp_path / "lying.wav", 12), "lying")
+    honest = Source(_noise_wav(tmp_path / "honest.wav", 1, seed=1), "honest")
+    held = []
+    real_whole = encode_job.SourceAudio.whole
+
+    def spy(self, hold_seconds=None):
+        items = real_whole(self, hold_seconds)
+        held.append((self.id, hold_seconds, items is None, self.audio.held_samples))
+        return items
+
+    monkeypatch.setattr(encode_job.SourceAudio, "whole", spy)
+    options = EncodeOptions(num_codebooks=K, batch_seconds=8.0, max_batch=4)  # a share: 2 s
+    rows, failed = _run_engine(tiny, [(lying, 1.0), (honest, 1.0)], options)
+    assert not failed
+    ident, hold, stopped, samples = next(h for h in held if h[0] == "lying")
+    assert hold == 2 * 1.0 + 2.0 and stopped
+    assert samples <= 4.0 * 24000 + 2 ** 18 * 24000 // 16000  # its share, and the block that crossed it
+    audio, rate = read_audio(lying.path)
+    whole = resample(audio, rate, 24000)[0]
+    row = next(r for r in rows if r.id == "lying")
+    assert row.num_samples == len(whole)
+    np.testing.assert_array_equal(row.codes, tiny.encode(torch.from_numpy(whole)[None, None], K)[0].numpy())
+
+
+def test_items_read_longer_than_listed_are_batched_again_by_their_lengths(tiny, tmp_path, monkeypatch):
+    """A batch is planned from listed lengths; once read, items are batched again by the lengths
+    they have, so that padding to the longest never makes a batch over batch_seconds."""
+    from mimi_cli.formats.sources import Source
+
+    sources = [Source(_noise_wav(tmp_path / f"{i}.wav", seconds, seed=i), str(i))
+               for i, seconds in enumerate([0.5, 0.5, 2.5, 2.5])]
+    padded = []
+    real_batch = encode_job.encode_batch
+
+    def spy(codec, pcms, k):
+        padded.append(len(pcms) * max(len(p) for p in pcms) / 24000)
+        return real_batch(codec, pcms, k)
+
+    monkeypatch.setattr(encode_job, "encode_batch", spy)
+    options = EncodeOptions(num_codebooks=K, batch_seconds=8.0, max_batch=4)  # listed: one batch of 2 s
+    rows, failed = _run_engine(tiny, [(s, 0.5) for s in sources], options)
+    assert not failed and sorted(r.id for r in rows) == ["0", "1", "2", "3"]
+    assert len(padded) == 2 and max(padded) <= 8.0  # as listed, one batch of 4 x 2.5 s = 10 s
+
+
+def test_an_hour_long_item_is_never_held_whole(tmp_path):
+    """An hour of 24 kHz audio is 345 MB. Listed at its length or as a second (a header that
+    understates it), an hour-long item is encoded as it is read: memory grows by blocks, not by
+    the hour (measured in a process of its own, with a codec that does no work)."""
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "hour.flac", np.zeros(8000 * 3600, np.int16), 8000)  # silence: a small file
+    sf.write(tmp_path / "short.wav", np.zeros(800, np.int16), 8000)
+    script = """
+import sys
+from pathlib import Path
+import torch
+from mimi_cli.encode import EncodeOptions, LocalEngine
+from mimi_cli.formats.sources import Source
+
+class NoModel:
+    def encode(self, batch, k):
+        return torch.zeros(batch.shape[0], k, -(-batch.shape[-1] // 1920), dtype=torch.long)
+    def encode_pieces(self, pieces, rows, k):
+        for piece in pieces:
+            yield torch.zeros(rows, k, piece.shape[-1] // 1920, dtype=torch.long)
+
+def kb(key): return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key))
+def run(path, listed):
+    engine = LocalEngine(NoModel())([(Source(Path(path), 'x'), listed)], EncodeOptions(num_codebooks=2))
+    return [row.num_samples for batch in engine for row in batch.rows][0]
+run(sys.argv[2], 0.1)  # libraries loaded first
+before = kb('VmRSS')
+print(run(sys.argv[1], 3600.0), run(sys.argv[1], 1.0), (kb('VmHWM') - before) * 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hour.flac"), str(tmp_path / "short.wav")],
+                          capture_output=True, text=True, check=True)
+    listed_long, listed_short, grew = map(int, done.stdout.split())
+    assert listed_long == listed_short == 3600 * 24000
+    assert grew < 100e6  # held whole: 345 MB
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("listed", [1.0, 600.0])
+def test_an_item_whose_length_no_header_states_is_read_out_before_it_is_encoded(tiny, tmp_path, monkeypatch,
+                                                                                  listed):
+    """ADTS AAC states no length (FFmpeg guesses one from the bit rate). Such an item over
+    `max_duration_s`, listed short or long, is read to its end by a reader before the model sees
+    it, so it is an error row at a decode's cost, not after its audio is encoded."""
+    from mimi_cli.formats.sources import Source
+
+    wav = _noise_wav(tmp_path / "a.wav", 20)
+    ffmpeg("-i", str(wav), "-c:a", "aac", "-f", "adts", str(tmp_path / "a.aac"))
+    ffmpeg("-i", str(wav), "-t", "3", "-c:a", "aac", "-f", "adts", str(tmp_path / "b.aac"))
+    encoded = []
+    real_blocks = encode_job.encode_blocks
+    monkeypatch.setattr(encode_job, "encode_blocks",
+                        lambda codec, audio, *a: encoded.append(audio.id) or real_blocks(codec, audio, *a))
+    options = EncodeOptions(num_codebooks=K, batch_seconds=4.0, max_batch=2, max_duration_s=10.0)
+    rows, failed = _run_engine(tiny, [(Source(tmp_path / "a.aac", "a"), listed),
+                                      (Source(tmp_path / "b.aac", "b"), 10.0)], options)
+    assert [p.id for p in failed] == ["a"] and "over --max-duration 10 s" in failed[0].error
+    assert encoded == ["b"] and [r.id for r in rows] == ["b"]  # b: listed long, read out, then encoded
