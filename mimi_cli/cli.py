@@ -255,7 +255,8 @@ def encode(
     max_duration: float = typer.Option(MAX_SECONDS, "--max-duration", min=1.0, metavar="SECONDS",
                                        help="Longest input to encode (with --channels each, all its channels "
                                             "together); a longer one is an error row. One over four minutes is "
-                                            "encoded as it is read, never held whole."),
+                                            "encoded as it is read, never held whole (lhotse loads a "
+                                            "cut whole; so does --engine ray)."),
     allow_network: bool = typer.Option(False, "--allow-network",
                                        help="Let lhotse fetch `url` audio sources of a manifest over the network "
                                             "(from whatever address the manifest gives)."),

@@ -17,6 +17,7 @@ from . import __version__
 from .codec import DEFAULT_CODEBOOKS, FRAME_RATE, SAMPLE_RATE, MimiCodec
 from .codec.batch import encode_batch, encode_blocks, plan_batches
 from .formats.audio import MAX_SECONDS, AudioError
+from .formats.containers import forget_row_groups
 from .formats.listing import WINDOW, Window, windows
 from .formats.lock import OutputLock
 from .formats.manifests import ManifestOptions
@@ -119,8 +120,8 @@ class LocalEngine:
                 items = audio.whole(2 * listed + share)
                 if items is not None:
                     return items
-                keep = audio.length_stated
-                return audio if keep else _open_checked(source, o)
+                keep = True
+                return audio if audio.length_stated else _read_out(audio)
             except AudioError as e:
                 return e
             finally:
@@ -137,31 +138,44 @@ class LocalEngine:
                     elif isinstance(result, list):
                         items.extend(result)
                     else:
-                        later.append((source, result))
+                        later.append([source, result])
                 # Batched again by the lengths read, which may not be the ones listed.
                 lengths = [(it, len(it.pcm) / SAMPLE_RATE) for it in items]
                 rows = [row for batch in plan_batches(lengths, o.batch_seconds, o.max_batch)
                         for row in encode_items(self.codec, batch, o.num_codebooks)]
-                for source, audio in later:
-                    try:
-                        with audio or _open_checked(source, o) as opened:
-                            rows.extend(encode_audio(self.codec, opened, o.num_codebooks))
-                    except AudioError as e:
-                        failed.append(Problem(source.id, str(source.path), str(e)))
+                try:
+                    for i, (source, audio) in enumerate(later):
+                        try:
+                            if audio is None:  # opened here, so its bytes are not held until its turn
+                                audio = later[i][1] = _open_checked(source, o)
+                            with audio:
+                                rows.extend(encode_audio(self.codec, audio, o.num_codebooks))
+                        except AudioError as e:
+                            failed.append(Problem(source.id, str(source.path), str(e)))
+                finally:
+                    forget_row_groups()  # a long item's row group, read on this thread: not kept past it
+                    for _, audio in later:
+                        if audio is not None:
+                            audio.close()
                 yield Batch(rows, failed, len(loaded))
 
 
 def _open_checked(source: Source, o: EncodeOptions) -> SourceAudio:
-    """Its audio, opened to be encoded as it is read. One whose length no header states is first
-    read to its end, holding nothing, so that one too long or damaged is an error row (AudioError)
-    before the model spends any time on it."""
+    """Its audio, opened to be encoded as it is read (`_read_out` where no header states its length)."""
     audio = source.open(o.channels, o.max_duration_s)
-    if audio.length_stated:
-        return audio
-    with audio:
-        for _ in audio:
-            pass
-    return source.open(o.channels, o.max_duration_s)
+    return audio if audio.length_stated else _read_out(audio)
+
+
+def _read_out(audio: SourceAudio) -> SourceAudio:
+    """Audio whose length no header states, read to its end holding nothing, then from its start
+    again: one too long or damaged is an error row (AudioError) before the model spends any time
+    on it. A stream FFmpeg reads may run past any length its container states."""
+    try:
+        audio.audio.read_out()
+    except BaseException:
+        audio.close()
+        raise
+    return audio.again()
 
 
 def output_lock(output: Location, options: EncodeOptions) -> OutputLock:
@@ -326,8 +340,14 @@ def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Source]], load: Calla
     """Yields each batch's sources with what `load` made of them, while the next two batches are
     loaded in the background."""
     futures = [[(s, pool.submit(load, s)) for s in b] for b in batches[:2]]
-    for i in range(len(batches)):
-        if i + 2 < len(batches):
-            futures.append([(s, pool.submit(load, s)) for s in batches[i + 2]])
-        yield [(s, f.result()) for s, f in futures[i]]
-        futures[i] = None
+    try:
+        for i in range(len(batches)):
+            if i + 2 < len(batches):
+                futures.append([(s, pool.submit(load, s)) for s in batches[i + 2]])
+            yield [(s, f.result()) for s, f in futures[i]]
+            futures[i] = None
+    finally:  # stopped early (Ctrl-C, an error): what was not started never is, what was loaded is closed
+        pending = [f for batch in futures if batch for _, f in batch if not f.cancel()]
+        for f in pending:
+            if f.exception() is None and hasattr(f.result(), "close"):
+                f.result().close()

@@ -147,7 +147,7 @@ def _reason(e: Exception) -> str:
         return ("not an audio file mimi reads (WAV, FLAC, Ogg, MP3, AIFF, CAF, M4A/MP4, WebM/MKV, AAC, WMA, AMR): "
                 "format not recognised")
     if "possibly a pipe" in text or "pipe based" in text:
-        return "not a regular audio file (a pipe or device cannot be decoded here)"
+        return "damaged or unsupported audio file: libsndfile could not seek in it (as in a pipe or device)"
     if text.startswith("System error"):
         return "the file could not be read (system error)"
     return f"damaged or unsupported audio file: {text.rstrip('.')}"
@@ -202,7 +202,7 @@ def open_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: flo
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         return _open_media(source, head, e, mix, max_seconds)
-    if f.format == "MP3" and not _has_mp3_length_tag(head):
+    if f.format == "MP3" and not _has_mp3_length_tag(_mp3_first_frame(source, head)):
         # libsndfile stops at the length it guesses from the first frame's bit rate (a quarter of
         # a VBR file, silently); FFmpeg reads an MP3 that states no length to where it ends.
         f.close()
@@ -226,8 +226,9 @@ def open_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: flo
             raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
                              "(truncated, as by an interrupted download?)")
 
-    return Audio24k(_sndfile_blocks(f, known), f.samplerate, f.channels, mix, max_seconds,
-                    f.frames if known else None, complete, f.close)
+    blocks = _sndfile_blocks(f, known)
+    return Audio24k(blocks, f.samplerate, f.channels, mix, max_seconds, f.frames if known else None, complete,
+                    lambda: (blocks.close(), f.close()))
 
 
 def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exception | None, mix: bool,
@@ -253,7 +254,7 @@ def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exce
         m.close()
         raise
     return Audio24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds, None,
-                    lambda frames: media.check_complete(m, frames), m.close)
+                    lambda frames: media.check_complete(m, frames), lambda: (blocks.close(), m.close()))
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:
@@ -300,7 +301,7 @@ class Audio24k:
         self.rows = 1 if mix else channels
         self.max_seconds, self.expected = max_seconds, expected
         self.frames = 0  # frames in so far, at the source rate
-        self._blocks = self._resampled(blocks)
+        self._source, self._blocks = blocks, self._resampled(blocks)
         self._held: list[np.ndarray] = []  # read by `whole`, which stopped short: they come first
 
     @property
@@ -321,6 +322,7 @@ class Audio24k:
     def close(self) -> None:
         close, self._close = self._close, lambda: None
         self._held = []
+        self._blocks.close()  # generators left paused would be finalised late, perhaps at exit
         close()
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -328,6 +330,26 @@ class Audio24k:
         yield from held
         for block in self._blocks:  # noqa: UP028 - `yield from` would close the stream when `whole` stops short
             yield block
+
+    def _count(self, block: np.ndarray, limit: int) -> None:
+        """Counts a block in at the source rate: AudioError past `limit` frames or on NaN."""
+        self.frames += len(block)
+        if self.frames > limit:
+            check_duration(self.frames / self.rate * self.rows, self.max_seconds)
+        if not np.isfinite(block).all():
+            raise AudioError("the file holds NaN or infinite samples")
+
+    def read_out(self) -> None:
+        """Reads the rest to its end, neither resampled nor held: the AudioErrors its blocks would
+        give (too long, NaN, no samples, ended early), at the cost of decoding alone."""
+        self._blocks.close()  # what it resampled is not wanted; its source goes on where it stopped
+        self._held = []
+        limit = int(self.max_seconds * self.rate) // self.rows
+        for block in self._source:
+            self._count(block, limit)
+        if self.frames == 0:
+            raise AudioError("no audio samples (zero-length file)")
+        self._complete(self.frames)
 
     def _resampled(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         rate, channels, mix = self.rate, self.channels, self.mix
@@ -340,11 +362,7 @@ class Audio24k:
             ended = block is None
             if ended:
                 block = np.zeros((0, channels), np.float32)
-            self.frames += len(block)
-            if self.frames > limit:
-                check_duration(self.frames / rate * self.rows, self.max_seconds)
-            if not np.isfinite(block).all():
-                raise AudioError("the file holds NaN or infinite samples")
+            self._count(block, limit)
             if resampler is not None:
                 block = resampler.resample_chunk(block, last=ended)
             if len(block):
@@ -356,9 +374,9 @@ class Audio24k:
 
     def whole(self, hold: int | None = None) -> np.ndarray | None:
         """Every block as one array [rows, n], written into one array sized from the header where it
-        states a length (joining pieces would hold the audio twice: 700 MB for an hour). `hold`:
-        None, at once, where a row would pass that many samples: what was read stays held (at
-        most `hold` samples a row), to come first when the rest is iterated."""
+        states a length (joining pieces would hold the audio twice: 700 MB for an hour). With
+        `hold`, it stops at the block that takes a row past that many samples and returns None;
+        what was read, that block included, stays held and comes first when the rest is iterated."""
         sized = -(-self.expected * SAMPLE_RATE // self.rate) + 64 if self.expected else 0
         capacity = sized if hold is None or sized <= hold + 64 else 0
         whole = np.empty((self.rows, capacity), np.float32) if capacity else None
@@ -414,8 +432,8 @@ def _ogg_ended(tail: bytes) -> bool:
 def _declared_frames(head: bytes, fmt: str, frames: int) -> int | None:
     """How many frames the file's header says it holds, where a header says so: WAV, AIFF and AU
     data sizes (libsndfile quietly reads what is there), FLAC's total and an MP3's Xing/Info
-    count; None where nothing states a length (Ogg, whose end is checked apart; an MP3 without a
-    length tag)."""
+    count (an MP3 without one reaches FFmpeg instead); None where nothing states a length (Ogg,
+    whose end is checked apart)."""
     if fmt in ("WAV", "WAVEX", "RF64"):
         return _wav_frames(head)
     if fmt == "AIFF" and head[:4] == b"FORM":
@@ -426,7 +444,7 @@ def _declared_frames(head: bytes, fmt: str, frames: int) -> int | None:
         return None if data_size == 0xFFFFFFFF or not width or not channels else data_size // (width * channels)
     if fmt == "FLAC" and frames > 0:
         return frames
-    if fmt == "MP3" and frames > 0 and _has_mp3_length_tag(head):
+    if fmt == "MP3" and frames > 0:  # one without a length tag is read by FFmpeg (open_24k)
         return frames
     return None
 
@@ -450,13 +468,27 @@ def _aiff_frames(head: bytes) -> int | None:
     return None
 
 
-def _has_mp3_length_tag(head: bytes) -> bool:
-    """Whether an MP3's first frame carries a Xing, Info or VBRI header (its exact length)."""
-    start = 0
-    if head[:3] == b"ID3" and len(head) >= 10:
-        start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
-    window = head[start:start + 2048]
-    return any(tag in window for tag in (b"Xing", b"Info", b"VBRI"))
+def _mp3_first_frame(source: str | os.PathLike | io.BytesIO, head: bytes) -> bytes:
+    """The 2 kB of an MP3 after its ID3v2 tag, where a Xing, Info or VBRI header would be: in
+    `head`, or read from the file where the tag is longer (cover art)."""
+    start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) \
+        if head[:3] == b"ID3" and len(head) >= 10 else 0
+    if start + 2048 <= len(head):
+        return head[start:start + 2048]
+    try:
+        if isinstance(source, io.BytesIO):
+            return bytes(source.getbuffer()[start:start + 2048])
+        with open(source, "rb") as f:
+            f.seek(start)
+            return f.read(2048)
+    except OSError as e:
+        raise AudioError(f"{os_reason(e)}: {source}") from None
+
+
+def _has_mp3_length_tag(frame: bytes) -> bool:
+    """Whether an MP3's first frame (`_mp3_first_frame`) carries a Xing, Info or VBRI header (its
+    exact length)."""
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

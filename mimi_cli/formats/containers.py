@@ -9,7 +9,6 @@ encode reads the item again when its batch comes, by offset in a tar and by row 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import MimiError
-from .audio import AUDIO_EXTENSIONS, MAX_SECONDS, Audio24k, AudioError, open_24k, probe_bytes
+from .audio import AUDIO_EXTENSIONS, AudioError, probe_bytes
 from .limits import (
     LimitError,
     batches,
@@ -63,10 +62,6 @@ class TarMember:
 
     locality = ""  # read by offset: any order is cheap
 
-    def open(self, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
-        """Its audio at 24 kHz as it is read, as `open_24k` gives it."""
-        return open_24k(io.BytesIO(self.read()), mix, max_seconds)
-
     def read(self) -> bytes:
         with open_read(self.container) as f:
             f.seek(self.offset)
@@ -92,10 +87,6 @@ class ParquetCell:
         """Items of one window are batched together: its row groups are read whole, once."""
         return f"{self.container}#{self.window}"
 
-    def open(self, mix: bool, max_seconds: float = MAX_SECONDS) -> Audio24k:
-        """Its audio at 24 kHz as it is read, as `open_24k` gives it."""
-        return open_24k(io.BytesIO(self.read()), mix, max_seconds)
-
     def read(self) -> bytes:
         data = _row_group_bytes(self)[self.row].as_py()
         if data is None:
@@ -104,6 +95,12 @@ class ParquetCell:
 
 
 _cache = threading.local()  # each reader thread holds the row groups of the window it reads now
+
+
+def forget_row_groups() -> None:
+    """Frees the row groups this thread holds: for a thread that reads one item, not a window."""
+    _cache.window = None
+    _cache.groups, _cache.metadata = {}, None
 
 
 def _row_group_bytes(cell: ParquetCell) -> pa.Array:

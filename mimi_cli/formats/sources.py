@@ -14,12 +14,13 @@ by its id, a Parquet row by its `path` (or `FILE:ROW`); see docs/token-format.md
 from __future__ import annotations
 
 import glob
+import io
 import logging
 import os
 import re
 import sys
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
@@ -116,12 +117,14 @@ class Source:
         here or while it is read, as for `read`. Close it, or use it in a `with`."""
         check_channels(channels)
         mix = channels == "mix"
-        if self.member is not None:  # inside a container: as listed, read again now
-            audio = self.member.open(mix, max_seconds)
-            picked = self.member.channels if isinstance(self.member, LhotseItem) else None
-            return SourceAudio(self.id, audio, self.resume_key(), channels, picked)
-        if isinstance(self.path, Path):
+        if isinstance(self.member, LhotseItem):  # as listed, read again now
+            return SourceAudio(self.id, lambda: self.member.open(mix, max_seconds), self.resume_key(), channels,
+                               self.member.channels)
+        if self.member is not None:
+            data, resume = io.BytesIO(self.member.read()), self.resume_key()
+        elif isinstance(self.path, Path):
             stat = check_readable(self.path)
+            data, resume = self.path, (stat.st_size, stat.st_mtime_ns, None)
         else:
             try:
                 stat = self.path.stat()
@@ -129,23 +132,35 @@ class Source:
                 raise AudioError(f"cannot read: {e.strerror or e}") from None
             if stat.st_size == 0:
                 raise AudioError("empty file (0 bytes)")
-        return SourceAudio(self.id, open_24k(readable(self.path), mix, max_seconds),
-                           (stat.st_size, stat.st_mtime_ns, None), channels)
+            data, resume = readable(self.path), (stat.st_size, stat.st_mtime_ns, None)
+        return SourceAudio(self.id, lambda: open_24k(_rewound(data), mix, max_seconds), resume, channels)
+
+
+def _rewound(data: Path | io.BytesIO) -> Path | io.BytesIO:
+    if isinstance(data, io.BytesIO):
+        data.seek(0)
+    return data
 
 
 class SourceAudio:
     """A source's audio as it is read: `Audio24k`'s blocks [rows, n], each row one row-to-be, by
-    `labels` (its channel, or -1 for the mix), and what those rows record of the source (`info`)."""
+    `labels` (its channel, or -1 for the mix), and what those rows record of the source (`info`).
+    `again` reads it once more from the start, from the bytes already fetched."""
 
-    def __init__(self, ident: str, audio: Audio24k, resume: tuple[int, int, str | None], channels: Channels,
-                 picked: tuple[int, ...] | None = None) -> None:
-        self.id, self.audio = ident, audio
-        self._resume = resume
-        self.rows = audio.rows
+    def __init__(self, ident: str, opener: Callable[[], Audio24k], resume: tuple[int, int, str | None],
+                 channels: Channels, picked: tuple[int, ...] | None = None) -> None:
+        self.id, self._opener, self.audio = ident, opener, opener()
+        self._resume, self._channels, self._picked = resume, channels, picked
+        self.rows = self.audio.rows
         if channels == "each":  # `picked`: the source channels a cut's rows hold, else all of the file's, in order
-            self.labels = [picked[c] if picked else c for c in range(audio.rows)]
+            self.labels = [picked[c] if picked else c for c in range(self.rows)]
         else:  # a cut of one channel is that channel, not a mix: its row says which one it encodes
             self.labels = [picked[0] if picked and len(picked) == 1 else -1]
+
+    def again(self) -> SourceAudio:
+        """Its audio from the start, as a new reading (this one is closed)."""
+        self.close()
+        return SourceAudio(self.id, self._opener, self._resume, self._channels, self._picked)
 
     @property
     def info(self) -> SourceInfo:
@@ -159,10 +174,9 @@ class SourceAudio:
         return iter(self.audio)
 
     def whole(self, hold_seconds: float | None = None) -> list[AudioItem] | None:
-        """Its rows-to-be, read whole; None where its rows would hold more than `hold_seconds` of
-        audio in all, with what was read held (at most that), to come first when it is iterated."""
-        hold = None if hold_seconds is None else int(hold_seconds * SAMPLE_RATE) // self.rows
-        pcm = self.audio.whole(hold)
+        """Its rows-to-be, read whole; None where a row would hold more than `hold_seconds` of
+        audio, with what was read held, to come first when it is iterated (`Audio24k.whole`)."""
+        pcm = self.audio.whole(None if hold_seconds is None else int(hold_seconds * SAMPLE_RATE))
         return None if pcm is None else self.items(pcm)
 
     def items(self, pcm: np.ndarray) -> list[AudioItem]:

@@ -114,3 +114,38 @@ print(pcm.nbytes, (kb('VmHWM') - before) * 1024)
     pcm_bytes, grew = map(int, done.stdout.split())
     assert pcm_bytes == 300 * 24000 * 4
     assert grew < 1.7 * pcm_bytes  # joined pieces: over twice
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 44100])
+@pytest.mark.parametrize("hold", [0, 5000, 30000, 70000])
+def test_audio_that_stops_short_of_whole_goes_on_from_where_it_stopped(monkeypatch, rate, hold):
+    """`whole(hold)` stops at the block that takes a row past `hold` samples and keeps what it
+    read; iterating then gives every sample once, in order: the same as reading it whole,
+    whether the stop comes inside the array sized from the header or past it."""
+    from mimi_cli.formats.audio import open_24k
+
+    monkeypatch.setattr("mimi_cli.formats.audio.BLOCK_FRAMES", 4096)
+    data = encoded("WAV", "PCM_16", seconds=3.0, rate=rate)
+    whole, _ = decode_24k(io.BytesIO(data), mix=False)
+    with open_24k(io.BytesIO(data), mix=False) as audio:
+        assert audio.whole(hold) is None
+        assert 0 < audio.held_samples <= hold + 4096 * 24000 // rate + 1
+        rest = np.concatenate(list(audio), axis=1)
+    assert np.array_equal(rest, whole)
+
+
+def test_an_mp3_length_tag_after_a_long_id3_tag_is_found(tmp_path):
+    """A Xing/Info header sits after the ID3v2 tag, which cover art makes longer than the first
+    64 KiB read: it is looked for there, so such an MP3 stays with libsndfile, its length stated."""
+    from mimi_cli.formats.audio import open_24k
+
+    plain = encoded("MP3", "MPEG_LAYER_III", seconds=1.0, rate=24000)
+    art = 100_000
+    size = bytes((art >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    tagged = b"ID3\x03\x00\x00" + size + b"\x00" * art + plain
+    for data in (plain, tagged):
+        with open_24k(io.BytesIO(data), mix=True) as audio:
+            assert audio.expected is not None
+    (tmp_path / "a.mp3").write_bytes(tagged)
+    with open_24k(tmp_path / "a.mp3", mix=True) as audio:
+        assert audio.expected is not None

@@ -387,8 +387,9 @@ print(run(sys.argv[1], 3600.0), run(sys.argv[1], 1.0), (kb('VmHWM') - before) * 
 def test_an_item_whose_length_no_header_states_is_read_out_before_it_is_encoded(tiny, tmp_path, monkeypatch,
                                                                                   listed):
     """ADTS AAC states no length (FFmpeg guesses one from the bit rate). Such an item over
-    `max_duration_s`, listed short or long, is read to its end by a reader before the model sees
-    it, so it is an error row at a decode's cost, not after its audio is encoded."""
+    `max_duration_s`, listed short (read ahead) or long (opened at its turn), is read to its end
+    before the model sees it, so it is an error row at a decode's cost, not after its audio is
+    encoded."""
     from mimi_cli.formats.sources import Source
 
     wav = _noise_wav(tmp_path / "a.wav", 20)
@@ -403,3 +404,18 @@ def test_an_item_whose_length_no_header_states_is_read_out_before_it_is_encoded(
                                       (Source(tmp_path / "b.aac", "b"), 10.0)], options)
     assert [p.id for p in failed] == ["a"] and "over --max-duration 10 s" in failed[0].error
     assert encoded == ["b"] and [r.id for r in rows] == ["b"]  # b: listed long, read out, then encoded
+
+
+def test_each_channel_of_an_item_may_hold_its_listed_length(tiny, tmp_path, monkeypatch):
+    """A listed length is a channel's; with --channels each, every row of a 4-channel item may
+    hold it (and its share), so the item is read ahead whole and batched like a mono one."""
+    from mimi_cli.formats.sources import Source
+
+    four = Source(_noise_wav(tmp_path / "four.wav", 3, channels=4), "four")
+    streamed = []
+    real_encode = encode_job.encode_audio
+    monkeypatch.setattr(encode_job, "encode_audio",
+                        lambda codec, audio, k: streamed.append(audio.id) or real_encode(codec, audio, k))
+    options = EncodeOptions(num_codebooks=K, channels="each", batch_seconds=8.0, max_batch=4)  # a share: 2 s
+    rows, failed = _run_engine(tiny, [(four, 3.0)], options)
+    assert not failed and not streamed and sorted(r.channel for r in rows) == [0, 1, 2, 3]
