@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import MimiError
+from ..spec import SAMPLE_RATE
 from .audio import BLOCK_FRAMES, MAX_CHANNELS, MAX_RATE, MAX_SECONDS, Audio24k, AudioError, check_duration, read_region
 from .containers import ContainerError, Item
 from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
@@ -81,6 +82,7 @@ class LhotseItem:
         obj = _lhotse()(json.loads(self.line))
         channels = int(getattr(obj, "num_channels", 1) or 1)
         check_duration(float(obj.duration) * (1 if mix else channels), max_seconds)
+        check_whole(float(obj.duration) * float(obj.sampling_rate) * channels, max_seconds)
         audio, rate = self.load(obj, max_seconds)
         blocks = (np.ascontiguousarray(audio[:, at:at + BLOCK_FRAMES].T)
                   for at in range(0, audio.shape[1], BLOCK_FRAMES))
@@ -103,6 +105,16 @@ class LhotseItem:
         if not np.isfinite(audio).all():
             raise AudioError("the audio holds NaN or infinite samples")
         return np.ascontiguousarray(audio), int(obj.sampling_rate)
+
+
+def check_whole(samples: float, max_seconds: float) -> None:
+    """AudioError unless a cut's samples, every channel at its own rate, fit what `max_seconds` of
+    24 kHz mono holds: lhotse loads a cut whole (eight channels at 48 kHz would be 16 times that)."""
+    if samples > max_seconds * SAMPLE_RATE:
+        raise AudioError(f"lhotse loads a cut whole, and this one holds {samples / 1e6:.0f} M samples (its channels at "
+                         f"its own rate), over the {max_seconds * SAMPLE_RATE / 1e6:.0f} M that --max-duration "
+                         f"{max_seconds:g} s of 24 kHz audio holds; raise --max-duration, or cut it into shorter "
+                         "cuts (lhotse's cut_into_windows)")
 
 
 _reading = threading.local()  # max_seconds while this thread loads an item for mimi, else unset

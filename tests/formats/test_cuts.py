@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mimi_cli.formats.audio import AudioError
 from mimi_cli.formats.cuts import lhotse_items, lhotse_reason
 from mimi_cli.formats.limits import EXPANSION_SLACK_BYTES, MAX_LINE_BYTES
 from mimi_cli.formats.manifests import ManifestOptions
@@ -164,3 +165,21 @@ def test_lhotse_reason_keeps_the_cause():
                   "recognised.\nSet LHOTSE_AUDIO_LOADING_EXCEPTION_VERBOSE=1 environment variable for full stack "
                   "traces.")
     assert lhotse_reason(e) == "Error opening '/x.wav': Format not recognised."
+
+
+def test_a_cut_too_large_to_load_whole_is_refused_before_lhotse_loads_it(tmp_path):
+    """lhotse loads a cut whole, every channel at its own rate: an hour of eight channels at
+    48 kHz would be 5.5 GB. A cut whose samples are more than --max-duration of 24 kHz mono is an
+    error row, said before anything is read; an hour at 16 kHz mono is within it."""
+    big = dict(recording("big", str(wav(tmp_path / "a.wav"))), sampling_rate=48000, num_samples=48000 * 3600,
+               duration=3600.0, channel_ids=list(range(8)))
+    big["sources"][0]["channels"] = list(range(8))
+    path = manifest(tmp_path / "recs.jsonl", [big])
+    item, loader, _ = listed(path)["big"]
+    assert item.error is None
+    with pytest.raises(AudioError, match="lhotse loads a cut whole.*raise --max-duration"):
+        loader.open(True, 3600)
+    from mimi_cli.formats.cuts import check_whole
+    check_whole(16000 * 3600, 3600)  # an hour of 16 kHz mono: loaded
+    with pytest.raises(AudioError):
+        check_whole(48000 * 3600, 3600)
