@@ -108,13 +108,14 @@ class LhotseItem:
 
 
 def check_whole(samples: float, max_seconds: float) -> None:
-    """AudioError unless a cut's samples, every channel at its own rate, fit what `max_seconds` of
-    24 kHz mono holds: lhotse loads a cut whole (eight channels at 48 kHz would be 16 times that)."""
-    if samples > max_seconds * SAMPLE_RATE:
+    """AudioError unless a cut's samples, every channel at its own rate, fit half of what
+    `max_seconds` of 24 kHz mono holds: lhotse loads a cut whole (an hour of eight channels at
+    48 kHz would be 5.5 GB), and half keeps a hostile manifest within 0.5 GB of a normal run."""
+    if samples > max_seconds * SAMPLE_RATE / 2:
         raise AudioError(f"lhotse loads a cut whole, and this one holds {samples / 1e6:.0f} M samples (its channels at "
-                         f"its own rate), over the {max_seconds * SAMPLE_RATE / 1e6:.0f} M that --max-duration "
-                         f"{max_seconds:g} s of 24 kHz audio holds; raise --max-duration, or cut it into shorter "
-                         "cuts (lhotse's cut_into_windows)")
+                         f"its own rate), over the {max_seconds * SAMPLE_RATE / 2e6:.1f} M that --max-duration "
+                         f"{max_seconds:g} s allows (half of it at 24 kHz mono); raise --max-duration, or cut it into "
+                         "shorter cuts (lhotse's cut_into_windows)")
 
 
 _reading = threading.local()  # max_seconds while this thread loads an item for mimi, else unset

@@ -169,8 +169,8 @@ def test_lhotse_reason_keeps_the_cause():
 
 def test_a_cut_too_large_to_load_whole_is_refused_before_lhotse_loads_it(tmp_path):
     """lhotse loads a cut whole, every channel at its own rate: an hour of eight channels at
-    48 kHz would be 5.5 GB. A cut whose samples are more than --max-duration of 24 kHz mono is an
-    error row, said before anything is read; an hour at 16 kHz mono is within it."""
+    48 kHz would be 5.5 GB. A cut whose samples are more than half of --max-duration at 24 kHz
+    mono is an error row, said before anything is read; 45 minutes at 16 kHz mono are within it."""
     big = dict(recording("big", str(wav(tmp_path / "a.wav"))), sampling_rate=48000, num_samples=48000 * 3600,
                duration=3600.0, channel_ids=list(range(8)))
     big["sources"][0]["channels"] = list(range(8))
@@ -180,6 +180,6 @@ def test_a_cut_too_large_to_load_whole_is_refused_before_lhotse_loads_it(tmp_pat
     with pytest.raises(AudioError, match="lhotse loads a cut whole.*raise --max-duration"):
         loader.open(True, 3600)
     from mimi_cli.formats.cuts import check_whole
-    check_whole(16000 * 3600, 3600)  # an hour of 16 kHz mono: loaded
+    check_whole(16000 * 2700, 3600)  # 45 minutes of 16 kHz mono: loaded
     with pytest.raises(AudioError):
-        check_whole(48000 * 3600, 3600)
+        check_whole(16000 * 3600, 3600)
