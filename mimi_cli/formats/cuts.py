@@ -81,8 +81,14 @@ class LhotseItem:
         before lhotse reads it) or cannot be read."""
         obj = _lhotse()(json.loads(self.line))
         channels = int(getattr(obj, "num_channels", 1) or 1)
-        check_duration(float(obj.duration) * (1 if mix else channels), max_seconds)
-        check_whole(float(obj.duration) * float(obj.sampling_rate) * channels, max_seconds)
+        try:
+            duration, rate = float(obj.duration), int(obj.sampling_rate)
+        except (OverflowError, ValueError, TypeError):
+            raise AudioError(f"a duration of {obj.duration!r} s at {obj.sampling_rate!r} Hz") from None
+        if not 1 <= rate <= MAX_RATE:
+            raise AudioError(f"a sampling rate of {obj.sampling_rate} Hz")
+        check_duration(duration * (1 if mix else channels), max_seconds)
+        check_whole(duration * rate * channels, max_seconds)
         audio, rate = self.load(obj, max_seconds)
         blocks = (np.ascontiguousarray(audio[:, at:at + BLOCK_FRAMES].T)
                   for at in range(0, audio.shape[1], BLOCK_FRAMES))
