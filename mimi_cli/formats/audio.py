@@ -301,6 +301,7 @@ class Audio24k:
         self.rows = 1 if mix else channels
         self.max_seconds, self.expected = max_seconds, expected
         self.frames = 0  # frames in so far, at the source rate
+        self._limit = int(max_seconds * rate) // self.rows  # frames at the source rate --max-duration allows
         self._source, self._blocks = blocks, self._resampled(blocks)
         self._held: list[np.ndarray] = []  # read by `whole`, which stopped short: they come first
 
@@ -331,10 +332,10 @@ class Audio24k:
         for block in self._blocks:  # noqa: UP028 - `yield from` would close the stream when `whole` stops short
             yield block
 
-    def _count(self, block: np.ndarray, limit: int) -> None:
-        """Counts a block in at the source rate: AudioError past `limit` frames or on NaN."""
+    def _count(self, block: np.ndarray) -> None:
+        """Counts a block in at the source rate: AudioError past --max-duration or on NaN."""
         self.frames += len(block)
-        if self.frames > limit:
+        if self.frames > self._limit:
             check_duration(self.frames / self.rate * self.rows, self.max_seconds)
         if not np.isfinite(block).all():
             raise AudioError("the file holds NaN or infinite samples")
@@ -344,16 +345,14 @@ class Audio24k:
         give (too long, NaN, no samples, ended early), at the cost of decoding alone."""
         self._blocks.close()  # what it resampled is not wanted; its source goes on where it stopped
         self._held = []
-        limit = int(self.max_seconds * self.rate) // self.rows
         for block in self._source:
-            self._count(block, limit)
+            self._count(block)
         if self.frames == 0:
             raise AudioError("no audio samples (zero-length file)")
         self._complete(self.frames)
 
     def _resampled(self, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         rate, channels, mix = self.rate, self.channels, self.mix
-        limit = int(self.max_seconds * rate) // self.rows
         resampler = (soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
                      if rate != SAMPLE_RATE else None)
         ended = False
@@ -362,7 +361,7 @@ class Audio24k:
             ended = block is None
             if ended:
                 block = np.zeros((0, channels), np.float32)
-            self._count(block, limit)
+            self._count(block)
             if resampler is not None:
                 block = resampler.resample_chunk(block, last=ended)
             if len(block):
@@ -471,8 +470,9 @@ def _aiff_frames(head: bytes) -> int | None:
 def _mp3_first_frame(source: str | os.PathLike | io.BytesIO, head: bytes) -> bytes:
     """The 2 kB of an MP3 after its ID3v2 tag, where a Xing, Info or VBRI header would be: in
     `head`, or read from the file where the tag is longer (cover art)."""
-    start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) \
-        if head[:3] == b"ID3" and len(head) >= 10 else 0
+    from .media import after_id3
+
+    start = after_id3(head)
     if start + 2048 <= len(head):
         return head[start:start + 2048]
     try:

@@ -64,7 +64,7 @@ def demuxer_for(head: bytes) -> str | None:
         return "asf"
     if head[:5] == b"#!AMR":
         return "amr"
-    if _adts_header(head, _after_id3(head)):
+    if _adts_header(head, after_id3(head)):
         return "aac"
     return None
 
@@ -79,7 +79,7 @@ def stream_demuxer_for(head: bytes) -> str | None:
     found = demuxer_for(head)
     if found is not None:
         return found
-    if head[:3] == b"ID3" or _mpeg_audio_header(head, _after_id3(head)):
+    if head[:3] == b"ID3" or _mpeg_audio_header(head, after_id3(head)):
         return "mp3"
     return None
 
@@ -102,7 +102,7 @@ def _mpeg_audio_header(head: bytes, at: int) -> bool:
     return bitrate not in (0, 15) and rate != 3 and (head[at + 1] >> 3) & 3 != 1
 
 
-def _after_id3(head: bytes) -> int:
+def after_id3(head: bytes) -> int:
     """Where the data after a leading ID3v2 tag starts (0 without one)."""
     if head[:3] != b"ID3" or len(head) < 10:
         return 0
