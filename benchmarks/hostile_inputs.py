@@ -178,6 +178,9 @@ def build(root: Path) -> dict[str, list[str]]:
     short = bytearray(buf.getvalue())
     (root / "short.wav").write_bytes(bytes(short[:len(short) // 2]))
     cases["WAV: data half its header's size"] = ["encode", "short.wav", "out-short"]
+    (root / "hirate.flac").write_bytes(flac_silence_unstated(384000, "7.1", 3600))
+    cases["FLAC: an hour of 8 channels at 384 kHz, no length stated (0.8 MB)"] = ["encode", "hirate.flac",
+                                                                                  "out-hirate"]
     (root / "silence.aac").write_bytes(adts_silence(10 * MB))
     cases["ADTS AAC: 10 MB of silent frames (17 h, no length stated)"] = ["encode", "silence.aac", "out-adts"]
     hour = 8000 * 3590  # an 8 kHz unsigned 8-bit WAV of silence: 28.7 MB, which zstd packs to kilobytes
@@ -195,6 +198,29 @@ def build(root: Path) -> dict[str, list[str]]:
         if path.is_file():
             assert path.stat().st_size <= 10 * MB + 4096, (path, path.stat().st_size)
     return cases
+
+
+def flac_silence_unstated(rate: int, layout: str, seconds: int) -> bytes:
+    """FLAC of silence in FLAC's longest frames (65,535 samples; about a minute to build), its
+    STREAMINFO's total sample count zeroed, as FFmpeg writes a FLAC to a pipe."""
+    import av
+
+    buf, n = io.BytesIO(), 65535
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate)
+        stream.layout = layout
+        stream.codec_context.options = {"compression_level": "0", "frame_size": str(n)}
+        zeros = np.zeros((1, n * stream.codec_context.layout.nb_channels), np.int16)
+        for i in range(0, rate * seconds, n):
+            frame = av.AudioFrame.from_ndarray(zeros, format="s16", layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"fLaC"
+    data[8 + 13] &= 0xF0  # the total's top 4 bits share a byte with the bits a sample
+    data[8 + 14:8 + 18] = bytes(4)
+    return bytes(data)
 
 
 def adts_silence(size: int) -> bytes:

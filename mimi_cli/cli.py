@@ -254,7 +254,9 @@ def encode(
                                      help="Hugging Face audio Parquet: the column holding the audio."),
     max_duration: float = typer.Option(MAX_SECONDS, "--max-duration", min=1.0, metavar="SECONDS",
                                        help="Longest input to encode (with --channels each, all its channels "
-                                            "together); a longer one is an error row. One over four minutes is "
+                                            "together); a longer one is an error row, as is one holding more "
+                                            "samples to decode than 8 times this at 24 kHz mono (every channel "
+                                            "at its own rate: an hour of 96 kHz stereo). One over four minutes is "
                                             "encoded as it is read, never held whole (lhotse loads a "
                                             "cut whole; so does --engine ray)."),
     allow_network: bool = typer.Option(False, "--allow-network",

@@ -29,6 +29,7 @@ AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
 
 
 MAX_SECONDS = 3600.0  # an item's length by default (--max-duration)
+DECODE_FACTOR = 8  # an item decodes at most this many times --max-duration of 24 kHz mono
 BLOCK_FRAMES = 1 << 18  # decoded a block at a time
 HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
@@ -173,6 +174,19 @@ def check_duration(seconds: float, max_seconds: float) -> None:
                          "longer recordings")
 
 
+def check_decoding(frames: float, rate: int, channels: int, max_seconds: float) -> None:
+    """AudioError if an item of `frames` at `rate` in `channels` takes more decoding than
+    `max_seconds` allows: DECODE_FACTOR times its samples at 24 kHz mono, every channel at its
+    own rate. Decoding costs by the sample, so a file of a high rate and many channels that
+    packs an hour of silence into kilobytes is refused within seconds, not minutes."""
+    limit = max_seconds * SAMPLE_RATE * DECODE_FACTOR
+    if frames * channels > limit:
+        raise AudioError(f"it holds {channels} channel{'s' if channels > 1 else ''} at {rate} Hz, more samples than "
+                         f"--max-duration {max_seconds:g} s lets mimi decode ({limit / 1e6:.3g} M, as many as "
+                         f"{max_seconds:g} s of 96 kHz stereo hold); raise --max-duration, or resample it to a lower "
+                         "rate first")
+
+
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if seconds < 1e9 else f"{seconds:.3g} s"
@@ -202,18 +216,22 @@ def open_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: flo
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         return _open_media(source, head, e, mix, max_seconds)
-    if f.format == "MP3" and not _has_mp3_length_tag(_mp3_first_frame(source, head)):
-        # libsndfile stops at the length it guesses from the first frame's bit rate (a quarter of
-        # a VBR file, silently); FFmpeg reads an MP3 that states no length to where it ends.
+    if ((f.format == "MP3" and not _has_mp3_length_tag(_mp3_first_frame(source, head)))
+            or (f.format == "FLAC" and f.frames >= UNKNOWN_FRAMES)):
+        # libsndfile stops an MP3 that states no length where the first frame's bit rate says it
+        # ends (a quarter of a VBR file, silently), and cannot read a FLAC that states none (as
+        # one written to a pipe) to its end; FFmpeg reads either to where it ends.
+        fmt = f.format.lower()  # FFmpeg's demuxer of that name
         f.close()
         if isinstance(source, io.IOBase):
             source.seek(0)
-        return _open_media(source, head, None, mix, max_seconds, "mp3")
+        return _open_media(source, head, None, mix, max_seconds, fmt)
     try:
         check_format(f.samplerate, f.channels)
         known = f.frames < UNKNOWN_FRAMES
         if known:
             check_duration(f.frames / f.samplerate * (1 if mix else f.channels), max_seconds)
+            check_decoding(f.frames, f.samplerate, f.channels, max_seconds)
         if f.format == "OGG" and not _ogg_ended(tail):
             raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
         declared = _declared_frames(head, f.format, f.frames if known else 0)
@@ -245,6 +263,7 @@ def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exce
         stated = m.duration_s
         if stated is not None and m.channels:
             check_duration(stated * (1 if mix else m.channels), max_seconds)
+            check_decoding(stated * m.rate, m.rate, m.channels, max_seconds)
         blocks = m.blocks()
         first = next(blocks, None)  # a stream may state its format only in its first frame
         if first is None:
@@ -301,7 +320,9 @@ class Audio24k:
         self.rows = 1 if mix else channels
         self.max_seconds, self.expected = max_seconds, expected
         self.frames = 0  # frames in so far, at the source rate
-        self._limit = int(max_seconds * rate) // self.rows  # frames at the source rate --max-duration allows
+        # frames at the source rate --max-duration allows: its length, and what it may decode
+        self._limit = min(int(max_seconds * rate) // self.rows,
+                          int(max_seconds * SAMPLE_RATE * DECODE_FACTOR) // max(channels, 1))
         self._source, self._blocks = blocks, self._resampled(blocks)
         self._held: list[np.ndarray] = []  # read by `whole`, which stopped short: they come first
 
@@ -337,6 +358,7 @@ class Audio24k:
         self.frames += len(block)
         if self.frames > self._limit:
             check_duration(self.frames / self.rate * self.rows, self.max_seconds)
+            check_decoding(self.frames, self.rate, self.channels, self.max_seconds)
         if not np.isfinite(block).all():
             raise AudioError("the file holds NaN or infinite samples")
 

@@ -54,25 +54,53 @@ def test_a_streaming_wav_header_states_no_length():
     assert info.num_frames == (30000 - 44) // 2
 
 
+def unstated(flac: bytes) -> bytes:
+    """A FLAC with STREAMINFO's total sample count zeroed: "unknown", as FFmpeg writes one to a pipe."""
+    unknown = bytearray(flac)
+    total_at = 8 + 10
+    field = int.from_bytes(unknown[total_at:total_at + 8], "big") & ~((1 << 36) - 1)
+    unknown[total_at:total_at + 8] = field.to_bytes(8, "big")
+    return bytes(unknown)
+
+
+def test_a_flac_that_states_no_length_is_read_to_its_end(tmp_path):
+    """libsndfile cannot read such a FLAC (one written to a pipe) to its end: FFmpeg reads it,
+    to the same samples as the FLAC that states its length."""
+    data = encoded("FLAC", "PCM_16", seconds=3.0)
+    (tmp_path / "piped.flac").write_bytes(unstated(data))
+    whole, _ = decode_24k(io.BytesIO(data), mix=True)
+    for source in (tmp_path / "piped.flac", io.BytesIO(unstated(data))):
+        audio, info = decode_24k(source, mix=True)
+        assert np.array_equal(audio, whole) and info.num_frames == 72000
+
+
 def test_the_length_is_bounded_before_and_while_decoding(tmp_path, monkeypatch):
     data = encoded("FLAC", "PCM_16", seconds=3.0)
     with pytest.raises(AudioError, match="over --max-duration 1 s"):
         decode_24k(io.BytesIO(data), mix=True, max_seconds=1)  # from the header, before decoding
-    unknown = bytearray(data)  # STREAMINFO's total sample count zeroed: "unknown", as a stream may say
-    total_at = 8 + 10
-    field = int.from_bytes(unknown[total_at:total_at + 8], "big") & ~((1 << 36) - 1)
-    unknown[total_at:total_at + 8] = field.to_bytes(8, "big")
     monkeypatch.setattr("mimi_cli.formats.audio.BLOCK_FRAMES", 4096)
     with pytest.raises(AudioError, match="over --max-duration 1 s"):
-        decode_24k(io.BytesIO(bytes(unknown)), mix=True, max_seconds=1)  # counted as it decodes
-    with pytest.raises(AudioError, match="states no length"):  # libsndfile cannot read such a FLAC to its end
-        decode_24k(io.BytesIO(bytes(unknown)), mix=True, max_seconds=4)
+        decode_24k(io.BytesIO(unstated(data)), mix=True, max_seconds=1)  # counted as it decodes
     stereo = encoded("WAV", "PCM_16", seconds=0.8)
     two = io.BytesIO()
     sf.write(two, np.stack([sf.read(io.BytesIO(stereo))[0]] * 2, axis=1), 24000, format="WAV")
     decode_24k(io.BytesIO(two.getvalue()), mix=True, max_seconds=1)
     with pytest.raises(AudioError, match="over --max-duration"):  # each channel counts when kept apart
         decode_24k(io.BytesIO(two.getvalue()), mix=False, max_seconds=1)
+
+
+def test_decoding_is_bounded_by_samples_as_well_as_seconds():
+    """Decoding costs by the sample: an item decodes at most 8 times the samples of --max-duration
+    at 24 kHz mono, every channel at its own rate, told from the header or counted as it decodes.
+    Eight channels at 48 kHz for 0.6 s mix to 0.6 s, within 1 s, but hold 230,400 samples."""
+    x = 0.1 * np.random.default_rng(0).standard_normal((int(48000 * 0.6), 8))
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), 48000, format="FLAC", subtype="PCM_16")
+    for data in (buf.getvalue(), unstated(buf.getvalue())):
+        with pytest.raises(AudioError, match="8 channels at 48000 Hz, more samples than --max-duration 1 s lets"):
+            decode_24k(io.BytesIO(data), mix=True, max_seconds=1)
+        audio, _ = decode_24k(io.BytesIO(data), mix=True, max_seconds=1.25)  # 240,000 samples
+        assert audio.shape == (1, 14400)
 
 
 def test_headers_beyond_what_anything_records_are_refused():
