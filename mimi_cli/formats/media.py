@@ -315,6 +315,9 @@ class MediaReader:
         pending: list[np.ndarray] = []
         held = 0
         seconds = 0.0
+        # Looked up here, not in the except clause: closing the generator passes GeneratorExit through
+        # that clause, and at interpreter exit the import there fails.
+        ffmpeg_error = _av().FFmpegError
         try:
             for packet in self.container.demux(self.stream):
                 if self.on_packet is not None:
@@ -341,7 +344,7 @@ class MediaReader:
             if self._convert is not None:
                 for f in self._convert.resample(None):
                     pending.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
-        except (_av().FFmpegError, ValueError) as e:
+        except (ffmpeg_error, ValueError) as e:
             raise AudioError(self._read_error() or f"damaged audio at {seconds:.2f} s: {_reason(e)}") from None
         if self._read_error():
             raise AudioError(self._read_error())
