@@ -286,7 +286,8 @@ def _read_footer(source, file_bytes: int) -> tuple[pq.FileMetaData, int]:
     with _seekable(source) as f:
         f.seek(max(0, file_bytes - 8))
         tail = f.read(8)
-        length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+        # no Parquet magic: not Parquet at all (an audio file, say), which pyarrow says below
+        length = int.from_bytes(tail[:4], "little") if len(tail) == 8 and tail[4:] == b"PAR1" else 0
         if length > footer_limit(file_bytes):
             raise LimitError(f"its footer takes {length} bytes, over the {footer_limit(file_bytes)} mimi reads for a "
                              "file of its size (so many row groups and columns); rewrite it with fewer, larger row "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 
 import numpy as np
 import pyarrow as pa
@@ -174,6 +175,16 @@ def parses(monkeypatch) -> list[bool]:
 
     monkeypatch.setattr(pq, "ParquetFile", Counting)
     return made
+
+
+@pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
+def test_a_file_that_is_not_parquet_is_called_so(tmp_path, kind):
+    """Without Parquet's magic at its end, a file's last bytes are no footer length: an audio file
+    given where Parquet belongs is named as no Parquet, not as one with a footer too large."""
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"fLaC" + bytes(4000) + struct.pack("<I", 1 << 30) + b"\xff\xf8\x00\x00")
+    with pytest.raises((ContainerError, ManifestError, DatasetError), match="(?i)not a parquet file"):
+        _read_all(kind, path)
 
 
 @pytest.mark.parametrize("kind", ["audio", "manifest", "tokens"])
