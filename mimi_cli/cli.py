@@ -24,7 +24,7 @@ import typer
 from . import __version__
 from .codec import DEFAULT_CODEBOOKS, DEFAULT_WEIGHTS, FRAME_RATE, MAX_CODEBOOKS, SAMPLE_RATE
 from .errors import MimiError
-from .formats.audio import MAX_SECONDS
+from .formats.audio import DECODE_FACTOR, MAX_SECONDS
 from .formats.pcm import MAX_RATE as MAX_INPUT_RATE
 from .formats.pcm import SAMPLE_FORMATS, WRITTEN_FORMATS
 from .formats.storage import as_location
@@ -255,8 +255,9 @@ def encode(
     max_duration: float = typer.Option(MAX_SECONDS, "--max-duration", min=1.0, metavar="SECONDS",
                                        help="Longest input to encode (with --channels each, all its channels "
                                             "together); a longer one is an error row, as is one holding more "
-                                            "samples to decode than 8 times this at 24 kHz mono (every channel "
-                                            "at its own rate: an hour of 96 kHz stereo). One over four minutes is "
+                                            f"samples to decode than {DECODE_FACTOR} times this at 24 kHz mono "
+                                            "(every channel at its own rate: at the default, an hour of 7.1 at "
+                                            "48 kHz or of 192 kHz stereo). One over four minutes is "
                                             "encoded as it is read, never held whole (lhotse loads a "
                                             "cut whole; so does --engine ray)."),
     allow_network: bool = typer.Option(False, "--allow-network",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import re
 import stat
@@ -29,7 +30,9 @@ AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
 
 
 MAX_SECONDS = 3600.0  # an item's length by default (--max-duration)
-DECODE_FACTOR = 8  # an item decodes at most this many times --max-duration of 24 kHz mono
+# An item decodes at most this many times the samples of --max-duration at 24 kHz mono, every
+# channel at its own rate: an hour of 7.1 at 48 kHz, or of 192 kHz stereo, at the default.
+DECODE_FACTOR = 16
 BLOCK_FRAMES = 1 << 18  # decoded a block at a time
 HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
@@ -73,6 +76,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 reach libsndfile as they are
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         return _probe_media(path, e)
+    if info.format == "FLAC" and info.frames >= UNKNOWN_FRAMES:  # FFmpeg reads it (`ffmpeg_reads_instead`)
+        return _probe_media(path, None, "flac")
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
@@ -82,14 +87,18 @@ def probe_bytes(data: bytes) -> AudioInfo:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         return _probe_media(io.BytesIO(data), e)
+    if info.format == "FLAC" and info.frames >= UNKNOWN_FRAMES:
+        return _probe_media(io.BytesIO(data), None, "flac")
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
-def _probe_media(source: str | os.PathLike | io.BytesIO, error: Exception) -> AudioInfo:
-    """`probe` through FFmpeg for a container on media's list; else libsndfile's `error` stands."""
+def _probe_media(source: str | os.PathLike | io.BytesIO, error: Exception | None,
+                 demuxer: str | None = None) -> AudioInfo:
+    """`probe` through FFmpeg for a container on media's list (or `demuxer`, where the caller
+    knows it); else libsndfile's `error` stands."""
     from . import media
 
-    rate, channels, seconds = media.probe_media(source, media_demuxer(source, error))
+    rate, channels, seconds = media.probe_media(source, demuxer or media_demuxer(source, error))
     check_format(rate, channels)
     return AudioInfo(rate, channels, round(seconds * rate))
 
@@ -115,14 +124,16 @@ def media_demuxer(source: str | os.PathLike | BinaryIO, error: Exception, head: 
     return demuxer
 
 
-def read_region(source: str | os.PathLike | BinaryIO, offset_s: float, seconds: float, error: Exception,
-                samples: Callable[[float, int], int] = lambda s, rate: round(s * rate)) -> tuple[np.ndarray, int]:
+def read_region(source: str | os.PathLike | BinaryIO, offset_s: float, seconds: float, error: Exception | None,
+                samples: Callable[[float, int], int] = lambda s, rate: round(s * rate),
+                demuxer: str | None = None) -> tuple[np.ndarray, int]:
     """[channels, n] float32 at the file's own rate, `seconds` from `offset_s` (`samples` turns
     seconds into a count at the rate), through FFmpeg, for a file libsndfile refused with `error`
-    (a lhotse recording's region); decoding stops there."""
+    or would misread (`demuxer`, from `ffmpeg_reads_instead`): a lhotse recording's region;
+    decoding stops there."""
     from . import media
 
-    demuxer = media_demuxer(source, error)
+    demuxer = demuxer or media_demuxer(source, error)
     with media.MediaReader(source, demuxer) as m:
         parts, at, start, stop = [], 0, 0, 0
         for block in m.blocks():
@@ -174,17 +185,20 @@ def check_duration(seconds: float, max_seconds: float) -> None:
                          "longer recordings")
 
 
-def check_decoding(frames: float, rate: int, channels: int, max_seconds: float) -> None:
-    """AudioError if an item of `frames` at `rate` in `channels` takes more decoding than
-    `max_seconds` allows: DECODE_FACTOR times its samples at 24 kHz mono, every channel at its
-    own rate. Decoding costs by the sample, so a file of a high rate and many channels that
-    packs an hour of silence into kilobytes is refused within seconds, not minutes."""
+def check_decoding(frames: float, rate: int, channels: int, max_seconds: float, known: bool = True) -> None:
+    """AudioError if an item of `frames` (all it holds, if `known`, else what is read so far) at
+    `rate` in `channels` takes more decoding than `max_seconds` allows: DECODE_FACTOR times its
+    samples at 24 kHz mono, every channel at its own rate. Decoding costs by the sample, so a file
+    of a high rate and many channels that packs an hour of silence into kilobytes is refused
+    within seconds, not minutes."""
     limit = max_seconds * SAMPLE_RATE * DECODE_FACTOR
     if frames * channels > limit:
+        seconds = math.ceil(frames * channels / (SAMPLE_RATE * DECODE_FACTOR))
+        needed = f"--max-duration {seconds} or more, " if known else ""
         raise AudioError(f"it holds {channels} channel{'s' if channels > 1 else ''} at {rate} Hz, more samples than "
-                         f"--max-duration {max_seconds:g} s lets mimi decode ({limit / 1e6:.3g} M, as many as "
-                         f"{max_seconds:g} s of 96 kHz stereo hold); raise --max-duration, or resample it to a lower "
-                         "rate first")
+                         f"--max-duration {max_seconds:g} s lets mimi decode ({limit / 1e6:.3g} M: {DECODE_FACTOR} "
+                         f"times that at 24 kHz mono, every channel at its own rate); give it {needed}or mix it to "
+                         "fewer channels or resample it to a lower rate first")
 
 
 def _clock(seconds: float) -> str:
@@ -205,48 +219,62 @@ def open_24k(source: str | os.PathLike | io.BytesIO, mix: bool, max_seconds: flo
     [channels, n] (close it, or use it in a `with`).
 
     libsndfile reads what it can (WAV, FLAC, Ogg, MP3, AIFF ...); FFmpeg the containers in
-    `media` (M4A/MP4, WebM, AAC, WMA, AMR). Read and resampled a block at a time, so memory holds
-    a block, never the file at its own rate (soxr's stream gives the same samples as one call on
-    the whole). AudioError if it is no audio or its header states over `max_seconds`, here; while
-    it is read, if it lasts over `max_seconds` (stopping there, whatever its header claims), holds
-    NaN, or decodes to fewer samples than its header states (a truncated file).
+    `media` (M4A/MP4, WebM, AAC, WMA, AMR) and what libsndfile would misread
+    (`ffmpeg_reads_instead`). Read and resampled a block at a time, so memory holds a block, never
+    the file at its own rate (soxr's stream gives the same samples as one call on the whole).
+    AudioError if it is no audio or its header states over `max_seconds` or more samples than
+    that lets it decode (`check_decoding`), here; while it is read, if it goes past either
+    (stopping there, whatever its header claims), holds NaN, or decodes to fewer samples than its
+    header states (a truncated file).
     """
     head, tail = file_ends(source)
     try:
         f = sf.SoundFile(source if isinstance(source, io.IOBase) else os.fsencode(source))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         return _open_media(source, head, e, mix, max_seconds)
-    if ((f.format == "MP3" and not _has_mp3_length_tag(_mp3_first_frame(source, head)))
-            or (f.format == "FLAC" and f.frames >= UNKNOWN_FRAMES)):
-        # libsndfile stops an MP3 that states no length where the first frame's bit rate says it
-        # ends (a quarter of a VBR file, silently), and cannot read a FLAC that states none (as
-        # one written to a pipe) to its end; FFmpeg reads either to where it ends.
-        fmt = f.format.lower()  # FFmpeg's demuxer of that name
-        f.close()
-        if isinstance(source, io.IOBase):
-            source.seek(0)
-        return _open_media(source, head, None, mix, max_seconds, fmt)
     try:
-        check_format(f.samplerate, f.channels)
-        known = f.frames < UNKNOWN_FRAMES
-        if known:
+        demuxer = ffmpeg_reads_instead(f, source, head)
+        if demuxer is None:
+            check_format(f.samplerate, f.channels)
             check_duration(f.frames / f.samplerate * (1 if mix else f.channels), max_seconds)
             check_decoding(f.frames, f.samplerate, f.channels, max_seconds)
-        if f.format == "OGG" and not _ogg_ended(tail):
-            raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted download?)")
-        declared = _declared_frames(head, f.format, f.frames if known else 0)
+            if f.format == "OGG" and not _ogg_ended(tail):
+                raise AudioError("the Ogg stream ends without its last page (truncated, as by an interrupted "
+                                 "download?)")
+            declared = _declared_frames(head, f.format, f.frames)
     except BaseException:
         f.close()
         raise
+    if demuxer is not None:
+        f.close()
+        if isinstance(source, io.IOBase):
+            source.seek(0)
+        return _open_media(source, head, None, mix, max_seconds, demuxer)
 
     def complete(frames: int) -> None:
         if declared is not None and frames < declared:
             raise AudioError(f"the file ends early: it holds {frames} of the {declared} samples its header states "
                              "(truncated, as by an interrupted download?)")
 
-    blocks = _sndfile_blocks(f, known)
-    return Audio24k(blocks, f.samplerate, f.channels, mix, max_seconds, f.frames if known else None, complete,
+    blocks = _sndfile_blocks(f)
+    return Audio24k(blocks, f.samplerate, f.channels, mix, max_seconds, f.frames, complete,
                     lambda: (blocks.close(), f.close()))
+
+
+def ffmpeg_reads_instead(f: sf.SoundFile, source: str | os.PathLike | BinaryIO, head: bytes) -> str | None:
+    """FFmpeg's demuxer for a file libsndfile opened (`f`, from `source`, which starts with
+    `head`) but would misread, else None. libsndfile stops an MP3 that states no length where the
+    first frame's bit rate says it ends (a quarter of a VBR file, silently), and cannot read a FLAC
+    that states none (as FFmpeg writes one to a pipe) to its end; FFmpeg reads either to where it
+    ends. libsndfile gives no other format an unknown length; one that did is refused here."""
+    if f.format == "MP3" and not _has_mp3_length_tag(_mp3_first_frame(source, head)):
+        return "mp3"
+    if f.frames >= UNKNOWN_FRAMES:
+        if f.format == "FLAC":
+            return "flac"
+        raise AudioError(f"its {f.format} header states no length, which mimi cannot read to its end; write it "
+                         "again as a file")
+    return None
 
 
 def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exception | None, mix: bool,
@@ -288,15 +316,12 @@ def check_format(rate: int, channels: int) -> None:
                          f"channels at up to {MAX_RATE} Hz)")
 
 
-def _sndfile_blocks(f: sf.SoundFile, known: bool) -> Iterator[np.ndarray]:
+def _sndfile_blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
     """libsndfile's samples, float32 [n, channels], a block at a time."""
     while True:
         try:
             block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-            if not known:  # libsndfile cannot seek to the end of a FLAC stream that states no length
-                raise AudioError(f"its header states no length, and it could not be read to its end "
-                                 f"({_reason(e)}); write it again as a file") from None
             raise AudioError(_reason(e)) from None
         if not len(block):
             return
@@ -306,11 +331,12 @@ def _sndfile_blocks(f: sf.SoundFile, known: bool) -> Iterator[np.ndarray]:
 class Audio24k:
     """Audio as it is read: blocks [n, channels] at `rate` in, float32 blocks [rows, m] at 24 kHz
     out (rows: 1 if `mix`, else `channels`), through one soxr stream. AudioError while it is read
-    past `max_seconds`, on NaN, for no samples at all, or where `complete(frames)` finds it ended
-    early. `expected`: the frames the header states, where it states them and reading stops there
-    (libsndfile's count; None for FFmpeg's, which a stream may run past); `info` is final once
-    every block is out. Its blocks come once: from `whole`, or by iterating (after what `whole`
-    read and held, if it stopped short). `close` (or the end of a `with`) frees what reads it."""
+    past `max_seconds` or past the samples that lets it decode (`check_decoding`), on NaN, for no
+    samples at all, or where `complete(frames)` finds it ended early. `expected`: the frames the
+    header states, where it states them and reading stops there (libsndfile's count; None for
+    FFmpeg's, which a stream may run past); `info` is final once every block is out. Its blocks
+    come once: from `whole`, or by iterating (after what `whole` read and held, if it stopped
+    short). `close` (or the end of a `with`) frees what reads it."""
 
     def __init__(self, blocks: Iterator[np.ndarray], rate: int, channels: int, mix: bool, max_seconds: float,
                  expected: int | None = None, complete: Callable[[int], None] = lambda frames: None,
@@ -358,7 +384,7 @@ class Audio24k:
         self.frames += len(block)
         if self.frames > self._limit:
             check_duration(self.frames / self.rate * self.rows, self.max_seconds)
-            check_decoding(self.frames, self.rate, self.channels, self.max_seconds)
+            check_decoding(self.frames, self.rate, self.channels, self.max_seconds, known=False)
         if not np.isfinite(block).all():
             raise AudioError("the file holds NaN or infinite samples")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -26,7 +27,18 @@ import soundfile as sf
 
 from ..errors import MimiError
 from ..spec import SAMPLE_RATE
-from .audio import BLOCK_FRAMES, MAX_CHANNELS, MAX_RATE, MAX_SECONDS, Audio24k, AudioError, check_duration, read_region
+from .audio import (
+    BLOCK_FRAMES,
+    MAX_CHANNELS,
+    MAX_RATE,
+    MAX_SECONDS,
+    Audio24k,
+    AudioError,
+    check_duration,
+    ffmpeg_reads_instead,
+    file_ends,
+    read_region,
+)
 from .containers import ContainerError, Item
 from .limits import MAX_JSON_DEPTH, LimitError, parse_json, read_lines
 from .manifests import ManifestOptions
@@ -181,17 +193,38 @@ def _backend_class() -> type:
 
 def _read_region(path_or_fd, offset: float, duration: float | None, max_seconds: float) -> tuple[np.ndarray, int]:
     """[channels, n] float32 at the file's own rate, `duration` seconds from `offset` (to the end,
-    at most `max_seconds` past `offset`, if None): lhotse's own reading for what libsndfile reads,
-    else FFmpeg's under media's allow-list."""
+    at most `max_seconds` past `offset`, if None): lhotse's own reading for what libsndfile reads
+    as it is, else FFmpeg's under media's allow-list."""
     from lhotse.audio.backend import soundfile_load
     from lhotse.utils import compute_num_samples
 
     source = path_or_fd if hasattr(path_or_fd, "read") else os.fspath(path_or_fd)
     span = duration if duration is not None else max_seconds + 1  # a file longer than stated ends here
+    demuxer = _misread(source)
+    if demuxer is not None:
+        return read_region(source, offset, span, None, compute_num_samples, demuxer)
     try:
         return soundfile_load(source, offset, span)
     except (sf.LibsndfileError, RuntimeError) as e:
         return read_region(source, offset, span, e, compute_num_samples)
+
+
+def _misread(source: str | io.BytesIO) -> str | None:
+    """FFmpeg's demuxer where libsndfile would misread the file (`ffmpeg_reads_instead`), else
+    None (and None where libsndfile cannot open it: lhotse's reading says why)."""
+    if hasattr(source, "read") and not isinstance(source, io.BytesIO):
+        return None
+    try:
+        try:
+            head = file_ends(source)[0]
+            f = sf.SoundFile(source if isinstance(source, io.BytesIO) else os.fsencode(source))
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError, AudioError):
+            return None
+        with f:
+            return ffmpeg_reads_instead(f, source, head)
+    finally:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
 
 
 def lhotse_reason(e: Exception) -> str:

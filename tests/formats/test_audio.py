@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mimi_cli.formats.audio import AudioError, decode_24k, read_audio, resample
+from mimi_cli.formats.audio import AudioError, decode_24k, open_24k, probe, probe_bytes, read_audio, resample
 from tests.helpers import CORPUS, write_corpus
 
 
@@ -78,7 +78,6 @@ def test_the_length_is_bounded_before_and_while_decoding(tmp_path, monkeypatch):
     data = encoded("FLAC", "PCM_16", seconds=3.0)
     with pytest.raises(AudioError, match="over --max-duration 1 s"):
         decode_24k(io.BytesIO(data), mix=True, max_seconds=1)  # from the header, before decoding
-    monkeypatch.setattr("mimi_cli.formats.audio.BLOCK_FRAMES", 4096)
     with pytest.raises(AudioError, match="over --max-duration 1 s"):
         decode_24k(io.BytesIO(unstated(data)), mix=True, max_seconds=1)  # counted as it decodes
     stereo = encoded("WAV", "PCM_16", seconds=0.8)
@@ -89,18 +88,59 @@ def test_the_length_is_bounded_before_and_while_decoding(tmp_path, monkeypatch):
         decode_24k(io.BytesIO(two.getvalue()), mix=False, max_seconds=1)
 
 
-def test_decoding_is_bounded_by_samples_as_well_as_seconds():
-    """Decoding costs by the sample: an item decodes at most 8 times the samples of --max-duration
-    at 24 kHz mono, every channel at its own rate, told from the header or counted as it decodes.
-    Eight channels at 48 kHz for 0.6 s mix to 0.6 s, within 1 s, but hold 230,400 samples."""
-    x = 0.1 * np.random.default_rng(0).standard_normal((int(48000 * 0.6), 8))
+def eight_channels(container: str, seconds: float = 0.6) -> bytes:
+    """Eight channels at 96 kHz: 0.6 s of them mix to 0.6 s, within --max-duration 1 s, but hold
+    460,800 samples to decode, over the 384,000 (16 x 24,000) that 1 s allows."""
+    x = (0.1 * np.random.default_rng(0).standard_normal((int(96000 * seconds), 8))).astype(np.float32)
     buf = io.BytesIO()
-    sf.write(buf, x.astype(np.float32), 48000, format="FLAC", subtype="PCM_16")
-    for data in (buf.getvalue(), unstated(buf.getvalue())):
-        with pytest.raises(AudioError, match="8 channels at 48000 Hz, more samples than --max-duration 1 s lets"):
-            decode_24k(io.BytesIO(data), mix=True, max_seconds=1)
-        audio, _ = decode_24k(io.BytesIO(data), mix=True, max_seconds=1.25)  # 240,000 samples
-        assert audio.shape == (1, 14400)
+    if container == "flac":
+        sf.write(buf, x, 96000, format="FLAC", subtype="PCM_16")
+        return buf.getvalue()
+    import av
+
+    with av.open(buf, "w", format="matroska") as out:  # a seekable output: the Duration is written
+        stream = out.add_stream("flac", rate=96000, layout="7.1")
+        for at in range(0, len(x), 4800):
+            frame = av.AudioFrame.from_ndarray((x[at:at + 4800] * 32767).astype(np.int16).reshape(1, -1),
+                                               format="s16", layout="7.1")
+            frame.sample_rate, frame.pts = 96000, at
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("container", ["flac", "matroska"])
+def test_what_an_item_may_decode_is_told_from_its_header(container, monkeypatch):
+    """Decoding costs by the sample: an item decodes at most 16 times the samples of
+    --max-duration at 24 kHz mono, every channel at its own rate. A header that states as much
+    is refused when the file is opened, before a block is decoded, with the flag that admits it."""
+    data = eight_channels(container)
+    monkeypatch.setattr("mimi_cli.formats.audio.Audio24k", None)  # nothing may be read
+    with pytest.raises(AudioError, match="8 channels at 96000 Hz, more samples than --max-duration 1 s lets mimi "
+                                         r"decode \(0.384 M.*give it --max-duration 2 or more"):
+        open_24k(io.BytesIO(data), True, max_seconds=1)
+    monkeypatch.undo()
+    audio, _ = decode_24k(io.BytesIO(data), mix=True, max_seconds=1.2)  # 460,800 samples allowed
+    assert audio.shape == (1, 14400)
+
+
+def test_what_an_item_may_decode_is_counted_where_no_header_states_it():
+    data = unstated(eight_channels("flac", seconds=4.0))  # 4 s mixed: within --max-duration 5 s
+    with open_24k(io.BytesIO(data), True, max_seconds=1) as audio:  # nothing to refuse it by yet
+        with pytest.raises(AudioError, match="8 channels at 96000 Hz, more samples than --max-duration 1 s"):
+            audio.whole()
+        assert 384000 // 8 < audio.frames <= 384000 // 8 + (1 << 16) + 4608  # stopped at the block that crossed it
+    with pytest.raises(AudioError, match="more samples than --max-duration 5 s"):
+        decode_24k(io.BytesIO(data), mix=True, max_seconds=5)  # 3,072,000 samples, over 1,920,000
+    audio, _ = decode_24k(io.BytesIO(data), mix=True, max_seconds=8)
+    assert audio.shape == (1, 96000)
+
+
+def test_a_probe_of_a_flac_that_states_no_length_is_no_nonsense(tmp_path):
+    """libsndfile's count for it is 2^63 - 1 frames; the listing takes FFmpeg's probe instead."""
+    (tmp_path / "piped.flac").write_bytes(unstated(encoded("FLAC", "PCM_16", seconds=3.0)))
+    for info in (probe(tmp_path / "piped.flac"), probe_bytes((tmp_path / "piped.flac").read_bytes())):
+        assert (info.sample_rate, info.channels) == (24000, 1) and info.num_frames <= 72000
 
 
 def test_headers_beyond_what_anything_records_are_refused():

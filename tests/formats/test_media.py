@@ -283,3 +283,23 @@ def test_an_mp3_that_states_no_length_is_read_to_its_end(tmp_path):
         ours, info = decode_24k(source, mix=True)
         assert ours.shape == theirs.shape and info.num_frames >= 8000 * 20
         assert np.abs(ours - theirs).max() <= 2e-6
+
+
+def test_a_reader_left_open_at_exit_is_finalised_quietly(tmp_path):
+    """A generator left paused is closed as the interpreter ends: its GeneratorExit passes the
+    reader's except clause, which must not import anything then (it printed "Exception ignored
+    ... reading this container needs PyAV")."""
+    import subprocess
+    import sys
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(24000 * 3, np.float32), 24000, format="FLAC", subtype="PCM_16")
+    flac = bytearray(buf.getvalue())
+    flac[8 + 13] &= 0xF0  # STREAMINFO's total sample count zeroed: FFmpeg reads it
+    flac[8 + 14:8 + 18] = bytes(4)
+    (tmp_path / "piped.flac").write_bytes(bytes(flac))
+    script = ("import sys\nfrom mimi_cli.formats.audio import open_24k\n"
+              "audio = open_24k(sys.argv[1], True)\nnext(iter(audio))\nprint('read')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "piped.flac")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "read\n" and done.stderr == ""
