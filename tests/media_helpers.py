@@ -72,3 +72,56 @@ def containers(made: Path) -> list[Path]:
     return sorted((made / "in").glob("*"))
 
 
+
+
+def _ebml_id(buf: bytes, at: int) -> tuple[int, int]:
+    n = 1
+    while not buf[at] & (0x80 >> (n - 1)):
+        n += 1
+    return int.from_bytes(buf[at:at + n], "big"), n
+
+
+def _ebml_size(buf: bytes, at: int) -> tuple[int, int]:
+    n = 1
+    while not buf[at] & (0x80 >> (n - 1)):
+        n += 1
+    value = int.from_bytes(buf[at:at + n], "big") & ((1 << (7 * n)) - 1)
+    return value, n
+
+
+def _ebml_len(value: int) -> bytes:
+    n = next(n for n in range(1, 9) if value < (1 << (7 * n)) - 1)
+    return ((1 << (7 * n)) | value).to_bytes(n, "big")
+
+
+def discard_every_block(webm: bytes, discard_ns: int) -> bytes:
+    """A live WebM (clusters of unknown size, as `-live 1` writes) with each SimpleBlock made a
+    BlockGroup whose DiscardPadding drops `discard_ns` of it: FFmpeg decodes every packet and
+    keeps next to nothing, as an attacker's file would have it."""
+    segment = webm.index(b"\x18\x53\x80\x67")
+    out = bytearray(webm[:segment + 4] + b"\x01\xff\xff\xff\xff\xff\xff\xff")
+    at = segment + 4 + _ebml_size(webm, segment + 4)[1]
+    while at < len(webm):
+        element, n = _ebml_id(webm, at)
+        size, m = _ebml_size(webm, at + n)
+        body = at + n + m
+        if element != 0x1F43B675:  # not a cluster: as it is
+            out += webm[at:body + size]
+            at = body + size
+            continue
+        at, kept = body, bytearray()
+        while at < len(webm):
+            child, n = _ebml_id(webm, at)
+            if child == 0x1F43B675:
+                break
+            size, m = _ebml_size(webm, at + n)
+            data = webm[at + n + m:at + n + m + size]
+            if child == 0xA3:  # SimpleBlock -> BlockGroup {Block, DiscardPadding}
+                block = b"\xa1" + _ebml_len(len(data)) + data[:3] + b"\x00" + data[4:]
+                group = block + b"\x75\xa2\x88" + discard_ns.to_bytes(8, "big")
+                kept += b"\xa0" + _ebml_len(len(group)) + group
+            else:
+                kept += webm[at:at + n + m + size]
+            at += n + m + size
+        out += b"\x1f\x43\xb6\x75" + _ebml_len(len(kept)) + kept
+    return bytes(out)

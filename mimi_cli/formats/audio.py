@@ -135,6 +135,7 @@ def read_region(source: str | os.PathLike | BinaryIO, offset_s: float, seconds: 
 
     demuxer = demuxer or media_demuxer(source, error)
     with media.MediaReader(source, demuxer) as m:
+        _count_dropped(m, lambda rate, channels: samples(offset_s, rate) + samples(seconds, rate))
         parts, at, start, stop = [], 0, 0, 0
         for block in m.blocks():
             if at == 0:  # the rate is known once a frame is decoded
@@ -285,6 +286,7 @@ def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exce
     from . import media
 
     m = media.MediaReader(source, demuxer or media_demuxer(source, error, head))
+    _count_dropped(m, lambda rate, channels: decode_limit(rate, channels, 1 if mix else channels, max_seconds))
     try:
         if m.rate and m.channels:
             check_format(m.rate, m.channels)
@@ -302,6 +304,29 @@ def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exce
         raise
     return Audio24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds, None,
                     lambda frames: media.check_complete(m, frames), lambda: (blocks.close(), m.close()))
+
+
+def decode_limit(rate: int, channels: int, rows: int, max_seconds: float) -> int:
+    """The frames at `rate` an item in `channels` (`rows` of them kept) may decode: as many as
+    last `max_seconds` over its rows, and as many as that lets it decode (`check_decoding`)."""
+    return min(int(max_seconds * rate) // rows, int(max_seconds * SAMPLE_RATE * DECODE_FACTOR) // max(channels, 1))
+
+
+def _count_dropped(reader, limit: Callable[[int, int], int]) -> None:
+    """Has a MediaReader refuse its stream once the samples it decodes and its container drops
+    (encoder delay and padding, Matroska's DiscardPadding, an edit list) run a second past
+    `limit(rate, channels)` frames: decoding them costs as much as decoding what is kept, which
+    is bounded apart, and a file whose packets are all dropped yields nothing to count."""
+    dropped = 0
+
+    def count(frames: int) -> None:
+        nonlocal dropped
+        dropped += frames
+        if reader.rate and reader.channels and dropped > limit(reader.rate, reader.channels) + reader.rate:
+            raise AudioError(f"its container drops more audio than the item may decode ({dropped / reader.rate:.0f} "
+                             "s decoded and dropped): damaged or crafted?")
+
+    reader.on_dropped = count
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:
@@ -347,8 +372,7 @@ class Audio24k:
         self.max_seconds, self.expected = max_seconds, expected
         self.frames = 0  # frames in so far, at the source rate
         # frames at the source rate --max-duration allows: its length, and what it may decode
-        self._limit = min(int(max_seconds * rate) // self.rows,
-                          int(max_seconds * SAMPLE_RATE * DECODE_FACTOR) // max(channels, 1))
+        self._limit = decode_limit(rate, channels, self.rows, max_seconds)
         self._source, self._blocks = blocks, self._resampled(blocks)
         self._held: list[np.ndarray] = []  # read by `whole`, which stopped short: they come first
 

@@ -52,6 +52,8 @@ MAX_SILENT_BYTES = 16 << 20  # a stream may go this far without a decoded frame 
 MAX_PACKET_S = 0.12  # a packet that states no duration counts as Opus's longest
 STATED_LENGTH = frozenset({"mov", "matroska", "asf"})  # containers whose headers state a length
 END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
+MAX_ALAC_FRAME = 1 << 16  # samples a channel in one ALAC frame (Apple's encoder writes 4096)
+MAX_FRAME_SAMPLES = 1 << 24  # samples in one decoded frame, all channels (FLAC's longest: 524,280)
 
 
 def demuxer_for(head: bytes) -> str | None:
@@ -251,6 +253,7 @@ class MediaReader:
                 raise AudioError("its audio is in a codec FFmpeg does not know")
             if context.name not in DECODERS:
                 raise AudioError(f"its audio is {context.name}, which mimi does not decode")
+            _check_frame_length(context)
         except BaseException:
             self.close()
             raise
@@ -260,10 +263,20 @@ class MediaReader:
                 other.discard = skip.all if skip is not None else "all"  # a video track's data is skipped
         cc = self.stream.codec_context
         self.rate, self.channels = int(cc.sample_rate or 0), int(cc.channels or 0)
+        # The decoder hands over every sample it decodes, with what the container says to drop
+        # (encoder delay and padding, Matroska's DiscardPadding, an edit list) beside it: mimi
+        # drops those as FFmpeg would (`_trimmed`), and counts them first, since decoding them cost
+        # as much as any (a 10 MB file can hold days of audio that is all dropped).
+        manual = getattr(getattr(getattr(av, "codec", None), "context", None), "Flags2", None)
+        if manual is not None:
+            cc.flags2 |= int(manual.skip_manual)
+        cc.options = {**cc.options, "max_samples": str(MAX_FRAME_SAMPLES)}
         self._convert = None
         # Called with each packet's duration before it is decoded: decoding costs time even where
         # the decoder keeps none of the samples (Opus's discard padding), so budgets count packets.
         self.on_packet: Callable[[float], None] | None = None
+        # Called with the frames (samples a channel) decoded and dropped, as they are dropped.
+        self.on_dropped: Callable[[int], None] | None = None
 
     def __enter__(self) -> MediaReader:
         return self
@@ -318,6 +331,8 @@ class MediaReader:
         # Looked up here, not in the except clause: closing the generator passes GeneratorExit through
         # that clause, and at interpreter exit the import there fails.
         ffmpeg_error = _av().FFmpegError
+        skip_type = _skip_samples_type()
+        skip = 0  # samples still to drop from the start of what comes (FFmpeg's skip_samples)
         try:
             for packet in self.container.demux(self.stream):
                 if self.on_packet is not None:
@@ -334,7 +349,11 @@ class MediaReader:
                             raise AudioError(f"its audio changes to {frame.layout.nb_channels} channels at "
                                              f"{frame.sample_rate} Hz at {seconds:.2f} s; mimi reads one format a "
                                              "file")
-                    block = self._samples(frame)
+                    block, skip = _trimmed(self._samples(frame), frame, packet.is_discard, skip, skip_type)
+                    if self.on_dropped is not None and len(block) < frame.samples:
+                        self.on_dropped(frame.samples - len(block))
+                    if not len(block):
+                        continue
                     pending.append(block)
                     held += len(block)
                     seconds += len(block) / self.rate
@@ -356,6 +375,54 @@ class MediaReader:
         if error is None:
             return None
         return f"cannot read: {error.strerror}" if error.strerror else str(error)
+
+
+def _check_frame_length(context) -> None:
+    """AudioError for an ALAC stream whose header gives frames longer than MAX_ALAC_FRAME: its
+    decoder allocates buffers for the longest frame when it opens (16.7 M samples a channel, 0.5
+    GB for eight, is what FFmpeg takes)."""
+    if context.name != "alac":
+        return
+    cookie = bytes(context.extradata or b"")
+    at = 12 if cookie[4:8] == b"alac" else 0  # FFmpeg's own layout carries the atom's header
+    if len(cookie) >= at + 4:
+        length = int.from_bytes(cookie[at:at + 4], "big")
+        if length > MAX_ALAC_FRAME:
+            raise AudioError(f"its ALAC header gives frames of {length} samples (encoders write 4096; mimi reads up "
+                             f"to {MAX_ALAC_FRAME})")
+
+
+def _skip_samples_type():
+    """PyAV's name for a frame's AV_FRAME_DATA_SKIP_SAMPLES side data (None where it has none)."""
+    side = getattr(_av(), "sidedata", None)
+    kinds = getattr(getattr(side, "sidedata", None), "Type", None)
+    return getattr(kinds, "SKIP_SAMPLES", None)
+
+
+def _trimmed(block: np.ndarray, frame, discard: bool, skip: int, skip_type) -> tuple[np.ndarray, int]:
+    """A decoded frame's samples less what FFmpeg's decoder drops without
+    AV_CODEC_FLAG2_SKIP_MANUAL (libavcodec's discard_samples): a frame of a packet marked discard,
+    `skip` samples from the start (replaced by the frame's own count where it states one, carried
+    over frames), then the padding the frame states at its end, if no more than it holds. The
+    samples kept, and the skip left."""
+    padding = 0
+    if skip_type is not None:
+        for side in frame.side_data:
+            if side.type == skip_type:
+                data = bytes(side)
+                if len(data) >= 10:
+                    skip, padding = max(0, int.from_bytes(data[0:4], "little", signed=True)), int.from_bytes(
+                        data[4:8], "little")
+    n = len(block)
+    if discard:
+        return block[:0], max(0, skip - n)
+    if skip:
+        if n <= skip:
+            return block[:0], skip - n
+        block, skip = block[skip:], 0
+    if 0 < padding <= len(block):
+        block = block[:len(block) - padding]
+    return block, skip
 
 
 def probe_media(source: str | os.PathLike | BinaryIO, demuxer: str) -> tuple[int, int, float]:

@@ -303,3 +303,31 @@ def test_a_reader_left_open_at_exit_is_finalised_quietly(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "piped.flac")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "read\n" and done.stderr == ""
+
+
+@needs_ffmpeg
+def test_what_a_container_drops_counts_as_decoded(tmp_path):
+    """Every packet of this WebM says to drop all it decodes (DiscardPadding): FFmpeg decodes a
+    minute of Opus and keeps nothing. What is decoded and dropped counts against what the item
+    may decode, so a 10 MB file of such packets (days of Opus) is refused, not decoded to its end."""
+    from tests.media_helpers import discard_every_block
+
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:r=48000:d=60", "-c:a", "libopus", "-b:a", "16k", "-frame_duration", "20",
+           "-f", "webm", "-live", "1", str(tmp_path / "live.webm"))
+    crafted = discard_every_block((tmp_path / "live.webm").read_bytes(), 20_000_000)
+    audio, _ = decode_24k(tmp_path / "live.webm", mix=True, max_seconds=10 ** 4)
+    assert audio.shape[1] == 24000 * 60  # made right: the file as written decodes whole
+    with pytest.raises(AudioError, match="drops more audio than the item may decode"):
+        decode_24k(io.BytesIO(crafted), mix=True, max_seconds=10)
+
+
+def test_an_alac_header_of_overlong_frames_is_refused(made, tmp_path):
+    """FFmpeg's ALAC decoder allocates for the longest frame its header gives when it opens (up
+    to 16.7 M samples a channel); mimi takes frames of up to 65,536 samples."""
+    data = bytearray((made / "in" / "alac.m4a").read_bytes())
+    cookie = data.rindex(b"alac")  # the ALACSpecificConfig atom inside the sample entry
+    assert int.from_bytes(data[cookie + 8:cookie + 12], "big") == 4096
+    decode_24k(io.BytesIO(bytes(data)), mix=True)
+    data[cookie + 8:cookie + 12] = (1 << 24).to_bytes(4, "big")
+    with pytest.raises(AudioError, match="ALAC header gives frames of 16777216 samples"):
+        decode_24k(io.BytesIO(bytes(data)), mix=True)
