@@ -300,6 +300,8 @@ def _open_media(source: str | os.PathLike | io.BytesIO, head: bytes, error: Exce
             raise AudioError("no audio samples (zero-length file)")
         check_format(m.rate, m.channels)
     except BaseException:
+        if "blocks" in locals():
+            blocks.close()
         m.close()
         raise
     return Audio24k(itertools.chain([first], blocks), m.rate, m.channels, mix, max_seconds, None,

@@ -10,7 +10,10 @@ data reference) refused. Samples come out as FFmpeg's command line writes them w
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -286,9 +289,12 @@ class MediaReader:
 
     def close(self) -> None:
         container, self.container = getattr(self, "container", None), None
+        self.stream = self._convert = None  # the decoder goes with the last reference to its stream
         try:
             if container is not None:
                 container.close()
+                del container
+                return_freed_memory()
         finally:
             if self._own and getattr(self, "_file", None) is not None:
                 self._file.close()
@@ -375,6 +381,24 @@ class MediaReader:
         if error is None:
             return None
         return f"cannot read: {error.strerror}" if error.strerror else str(error)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def return_freed_memory() -> None:
+    """Gives the pages a closed decoder freed back to the system. glibc keeps freed memory in the
+    arena of the thread that freed it: a 64-channel Opus decoder's 250 MB, freed on each reader
+    thread in turn, stayed resident (48 such items took 3.8 GB; trimmed, 0.1 GB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _check_frame_length(context) -> None:
