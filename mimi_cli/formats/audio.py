@@ -33,7 +33,6 @@ MAX_SECONDS = 3600.0  # an item's length by default (--max-duration)
 # An item decodes at most this many times the samples of --max-duration at 24 kHz mono, every
 # channel at its own rate: an hour of 7.1 at 48 kHz, or of 192 kHz stereo, at the default.
 DECODE_FACTOR = 16
-MAX_FLAC_TAGS = 4096  # tags in a FLAC that FFmpeg reads (a real file has dozens)
 BLOCK_FRAMES = 1 << 18  # decoded a block at a time
 HEAD_BYTES = 1 << 16  # what is read of a file to find the length its header states
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's count for a stream that states no length (SF_COUNT_MAX)
@@ -78,7 +77,7 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         return _probe_media(path, e)
     if info.format == "FLAC" and info.frames >= UNKNOWN_FRAMES:  # FFmpeg reads it (`ffmpeg_reads_instead`)
-        return _probe_media(path, None, _unstated_flac(path))
+        return _probe_media(path, None, "flac")
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
@@ -89,7 +88,7 @@ def probe_bytes(data: bytes) -> AudioInfo:
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         return _probe_media(io.BytesIO(data), e)
     if info.format == "FLAC" and info.frames >= UNKNOWN_FRAMES:
-        return _probe_media(io.BytesIO(data), None, _unstated_flac(io.BytesIO(data)))
+        return _probe_media(io.BytesIO(data), None, "flac")
     return AudioInfo(info.samplerate, info.channels, info.frames)
 
 
@@ -273,7 +272,7 @@ def ffmpeg_reads_instead(f: sf.SoundFile, source: str | os.PathLike | BinaryIO, 
         return "mp3"
     if f.frames >= UNKNOWN_FRAMES:
         if f.format == "FLAC":
-            return _unstated_flac(source)
+            return "flac"
         raise AudioError(f"its {f.format} header states no length, which mimi cannot read to its end; write it "
                          "again as a file")
     return None
@@ -343,45 +342,6 @@ def check_format(rate: int, channels: int) -> None:
     if not 1 <= channels <= MAX_CHANNELS or not 1 <= rate <= MAX_RATE:
         raise AudioError(f"its header gives {channels} channels at {rate} Hz (mimi reads 1 to {MAX_CHANNELS} "
                          f"channels at up to {MAX_RATE} Hz)")
-
-
-def _unstated_flac(source: str | os.PathLike | BinaryIO) -> str:
-    """"flac", FFmpeg's demuxer for a FLAC that states no length; AudioError if its header holds
-    more tags than MAX_FLAC_TAGS (FFmpeg files each with a scan of those before it: quadratic)."""
-    tags = _flac_tags(source)
-    if tags > MAX_FLAC_TAGS:
-        raise AudioError(f"its FLAC header holds {tags} tags (mimi reads a FLAC that states no length through "
-                         f"FFmpeg, with at most {MAX_FLAC_TAGS})")
-    return "flac"
-
-
-def _flac_tags(source: str | os.PathLike | BinaryIO) -> int:
-    """How many tags a FLAC's VORBIS_COMMENT block holds (0 if none, or if the metadata blocks
-    cannot be walked: FFmpeg then says what is wrong)."""
-    try:
-        f = source if hasattr(source, "read") else open(source, "rb")  # noqa: SIM115 - closed below
-    except OSError:
-        return 0
-    try:
-        f.seek(4)  # past "fLaC"
-        for _ in range(1 << 10):  # metadata blocks; a real file has a handful
-            header = f.read(4)
-            if len(header) < 4:
-                return 0
-            kind, size = header[0] & 0x7F, int.from_bytes(header[1:4], "big")
-            if kind == 4:
-                vendor = int.from_bytes(f.read(4), "little")
-                f.seek(vendor, 1)
-                return int.from_bytes(f.read(4), "little")
-            if header[0] & 0x80:
-                return 0
-            f.seek(size, 1)
-        return 0
-    finally:
-        if f is source:
-            f.seek(0)
-        else:
-            f.close()
 
 
 def _sndfile_blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:

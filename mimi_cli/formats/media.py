@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import headers
 from .audio import AudioError, check_format
 from .pcm import MAX_CHANNELS
 
@@ -151,57 +152,6 @@ class _File(_Stream):
         return self.file.tell()
 
 
-_MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts"}
-MAX_MP4_BOXES = 1_000_000  # a long fragmented MP4 has a few boxes a second; 8-byte boxes take seconds
-
-
-def check_mp4(f: BinaryIO) -> None:
-    """AudioError if an MP4's sample tables claim more samples than the file can hold. FFmpeg
-    builds an index entry for every sample a table claims before it reads one: a 10 KB file
-    whose constant sample size stands for 80 million samples would take gigabytes. `f` is left
-    at its start."""
-    size = f.seek(0, os.SEEK_END)
-    stack, boxes = [(0, size, 0)], 0
-    try:
-        while stack:
-            start, end, depth = stack.pop()
-            at = start
-            while at + 8 <= end:
-                boxes += 1
-                if boxes > MAX_MP4_BOXES:
-                    raise AudioError(f"its index has over {MAX_MP4_BOXES} boxes")
-                f.seek(at)
-                head = f.read(16)
-                box, kind, header = int.from_bytes(head[:4], "big"), head[4:8], 8
-                if box == 1 and len(head) == 16:
-                    box, header = int.from_bytes(head[8:16], "big"), 16
-                elif box == 0:
-                    box = end - at
-                if box < header or at + box > end:
-                    break  # a damaged box: FFmpeg says so
-                if kind in _MP4_PARENTS and depth < 16:
-                    stack.append((at + header, at + box, depth + 1))
-                elif kind in (b"stsz", b"trun"):
-                    f.seek(at + header)
-                    body = f.read(12)
-                    if len(body) == 12:
-                        _check_samples(kind, body, box - header, size)
-                at += box
-    finally:
-        f.seek(0)
-
-
-def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
-    """An `stsz` or `trun` box's sample count against what the box and the file can hold."""
-    if kind == b"stsz":
-        sample_size, count = int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big")
-        held = count * sample_size if sample_size else 4 * count - (room - 12)  # a table: 4 bytes each
-        if (sample_size and held > size) or (not sample_size and held > 0):
-            raise AudioError(f"its sample table claims {count} samples, more than the file holds")
-    elif int.from_bytes(body[4:8], "big") > size:  # trun: every sample is at least a byte of data
-        raise AudioError(f"a fragment claims {int.from_bytes(body[4:8], 'big')} samples, more than the file holds")
-
-
 def _refuse_open(url: str, flags: int, options: dict):
     raise AudioError("the file asks to open another file or address, which mimi never does")
 
@@ -229,8 +179,8 @@ class MediaReader:
             if demuxer in NEEDS_SEEKING and not seekable:
                 raise AudioError(f"{demuxer} cannot be read as a stream (its index is where a stream cannot go "
                                  "back to)")
-            if demuxer == "mov":
-                check_mp4(self._file)
+            if seekable:
+                headers.check(self._file, demuxer)
         except BaseException:
             self.close()
             raise

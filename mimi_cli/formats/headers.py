@@ -1,0 +1,341 @@
+"""What a container's header asks of FFmpeg, counted from its bytes before FFmpeg reads it.
+
+FFmpeg files each tag in a list it first scans for the tag's name, and each chapter in a list it
+scans for the chapter's id, so a header of 100,000 tags (a megabyte or two) keeps it busy for
+minutes; and it builds an index entry for every sample an MP4 table claims before it reads one.
+`check` walks the same structures FFmpeg walks (leading ID3v2 tags, MP4 boxes, Matroska's EBML,
+a FLAC's comments, ASF's header objects, a trailing APE tag), bounded, and refuses a file whose
+tags and chapters number over MAX_TAGS or whose tables claim more than the file holds.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .audio import AudioError
+
+MAX_TAGS = 4096  # tags and chapters a file FFmpeg reads may hold (a real file has dozens)
+MAX_ELEMENTS = 1_000_000  # boxes or elements a header walk visits (a long fragmented MP4 has a few a second)
+MAX_INFLATED = 16 << 20  # bytes a compressed ID3 frame may inflate to (FFmpeg allocates what it states)
+
+
+def check(f: BinaryIO, demuxer: str) -> None:
+    """AudioError if the file `f` (seekable), read with FFmpeg's `demuxer`, holds more than
+    MAX_TAGS tags and chapters, or tables claiming more than it holds. `f` is left at its start."""
+    if _walk(f, demuxer).full():
+        raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
+                         "minutes to file (a crafted list?)")
+
+
+def count_tags(f: BinaryIO, demuxer: str) -> int:
+    """How many tags and chapters FFmpeg would file for `f`, at most (every frame, item or id of a
+    kind it files counts); the count stops a little over MAX_TAGS. AudioError for tables that
+    claim more than the file holds. `f` is left at its start."""
+    return _walk(f, demuxer).tags
+
+
+def _walk(f: BinaryIO, demuxer: str) -> _Walk:
+    size = f.seek(0, os.SEEK_END)
+    walk = _Walk(f, size)
+    try:
+        after = walk.id3v2(0)  # FFmpeg reads ID3v2 tags at the start of any file
+        if demuxer == "mov":
+            walk.mp4(0, size, 0)
+            walk.mp4_elsewhere()
+        elif demuxer == "matroska":
+            walk.matroska()
+        elif demuxer == "flac":
+            walk.flac(after)
+        elif demuxer == "asf":
+            walk.asf()
+        elif demuxer in ("mp3", "aac"):
+            walk.ape()
+    finally:
+        f.seek(0)
+    return walk
+
+
+class _Walk:
+    """One walk over a file's headers: `tags` counts what FFmpeg would file (a bound from above:
+    every frame, item or element of a kind it files counts), `elements` what was visited."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f, self.size, self.tags, self.elements = f, size, 0, 0
+        self.chance = 0  # how many of `tags` may be bytes that match by chance
+        self.boxes: set[int] = set()  # where the MP4 boxes walked start
+
+    def read(self, at: int, n: int) -> bytes:
+        self.f.seek(at)
+        return self.f.read(n)
+
+    def visit(self) -> None:
+        self.elements += 1
+        if self.elements > MAX_ELEMENTS:
+            raise AudioError(f"its header has over {MAX_ELEMENTS} boxes or elements")
+
+    def full(self) -> bool:
+        return self.tags - self.chance > MAX_TAGS
+
+    # ID3v2, as FFmpeg's id3v2.c walks it: consecutive tags, frame sizes read as FFmpeg reads them.
+    def id3v2(self, at: int) -> int:
+        """Counts the ID3v2 tags starting at `at`; gives where the data after them starts."""
+        while not self.full():
+            head = self.read(at, 10)
+            if len(head) < 10 or head[:3] != b"ID3" or 0xFF in head[3:5] or any(b & 0x80 for b in head[6:10]):
+                return at
+            self.visit()
+            length = _syncsafe(head[6:10])
+            end = at + 10 + length + (10 if head[3] == 4 and head[5] & 0x10 else 0)
+            self._id3_frames(at + 10, length, head[3], head[5])
+            at = end
+        return at
+
+    def _id3_frames(self, at: int, length: int, version: int, flags: int) -> None:
+        if version not in (2, 3, 4) or (version == 2 and flags & 0x40):
+            return
+        header = 6 if version == 2 else 10
+        if version > 2 and flags & 0x40:  # an extended header
+            extended = _syncsafe(self.read(at, 4)) - (4 if version == 4 else 0)
+            if extended < 0:
+                return
+            at += 4 + extended
+            length -= extended + 4
+        while length >= header and not self.full():
+            head = self.read(at, header)
+            if len(head) < header:
+                return
+            tflags = 0
+            if version == 2:
+                frame = int.from_bytes(head[3:6], "big")
+            else:
+                frame = int.from_bytes(head[4:8], "big")
+                if version == 4 and frame > 0x7F:
+                    if frame < length:  # some writers put v2.3 sizes in v2.4: FFmpeg looks at what follows
+                        if self._id3_name_at(at + 10 + _unsafe(frame)) == 1:
+                            frame = _unsafe(frame)
+                        elif self._id3_name_at(at + 10 + frame) != 1:
+                            return
+                    else:
+                        frame = _unsafe(frame)
+                tflags = int.from_bytes(head[8:10], "big")
+            if frame > 1 << 28:
+                return
+            length -= header + frame
+            if length < 0:
+                return
+            body, at = at + header, at + header + frame
+            if frame == 0:
+                continue
+            if tflags & 0x0001:  # the frame states its inflated size first
+                if frame < 4:
+                    return
+                inflated, body, frame = int.from_bytes(self.read(body, 4), "big"), body + 4, frame - 4
+            else:
+                inflated = frame
+            if tflags & 0x0004:
+                continue  # encrypted: FFmpeg skips it
+            if not head[0]:
+                return  # padding
+            self.visit()
+            self.tags += 1
+            if tflags & 0x0008 and inflated > MAX_INFLATED:
+                raise AudioError(f"an ID3 frame inflates to {inflated} bytes (mimi reads at most "
+                                 f"{MAX_INFLATED >> 20} MiB)")
+            if head[:4] == b"CHAP":
+                self._id3_chapter(body, frame, bool(flags & 0x80 or tflags & 0x0002), bool(tflags & 0x0008))
+
+    def _id3_name_at(self, at: int) -> int:
+        name = self.read(at, 4)
+        if len(name) < 4:
+            return -1
+        return 1 if name == bytes(4) or all(48 <= b <= 57 or 65 <= b <= 90 for b in name) else 0
+
+    def _id3_chapter(self, at: int, length: int, unsynchronised: bool, compressed: bool) -> None:
+        """A CHAP frame's own frames (FFmpeg files its T... frames in the chapter's list)."""
+        body = self.read(at, length)
+        if unsynchronised:
+            body = body.replace(b"\xff\x00", b"\xff")
+        if compressed:
+            try:
+                body = zlib.decompressobj().decompress(body, MAX_INFLATED)
+            except zlib.error:
+                return
+        at = body.find(b"\x00") + 1 or len(body)  # past the element id
+        left = len(body) - at - 16
+        at += 16
+        while left > 10 and not self.full():
+            frame = int.from_bytes(body[at + 4:at + 8], "big", signed=True)
+            left -= 10
+            if frame < 0 or frame > left:
+                return
+            self.visit()
+            self.tags += body[at] == ord("T")
+            at += 10 + frame
+            left -= frame
+
+    # MP4: sample tables against the file, and the items FFmpeg files as tags.
+    def mp4(self, start: int, end: int, depth: int, items: bool = False) -> None:
+        at = start
+        while at + 8 <= end and not self.full():
+            self.visit()
+            head = self.read(at, 16)
+            box, kind, header = int.from_bytes(head[:4], "big"), head[4:8], 8
+            if box == 1 and len(head) == 16:
+                box, header = int.from_bytes(head[8:16], "big"), 16
+            elif box == 0:
+                box = end - at
+            if box < header:
+                return  # a damaged box: FFmpeg says so
+            box = min(box, end - at)  # FFmpeg reads a box that runs past its parent as ending with it
+            self.boxes.add(at)
+            self.tags += items
+            if depth < 16 and kind in _MP4_PARENTS:
+                self.mp4(at + header, at + box, depth + 1, kind in (b"udta", b"ilst"))
+            elif depth < 16 and kind == b"meta":  # a full box (four bytes of flags) in MP4, a plain one in QuickTime
+                first = self.read(at + header, 8)
+                self.mp4(at + header + (0 if first[4:8] == b"hdlr" else 4), at + box, depth + 1)
+            elif kind == b"ID32" and box > header + 6:  # an ID3v2 tag after a full box's flags and a language
+                self.id3v2(at + header + 6)
+            elif kind in (b"stsz", b"trun"):
+                body = self.read(at + header, 12)
+                if len(body) == 12:
+                    _check_samples(kind, body, box - header, self.size)
+            at += box
+
+    def mp4_elsewhere(self) -> None:
+        """The boxes that hold tags wherever else they lie: FFmpeg reads boxes it knows inside
+        more boxes than the walk enters (a sample description's extensions among them)."""
+        for at in self._positions(_MP4_TAGGED):
+            if at - 4 not in self.boxes and not self.full():
+                head = self.read(at - 4, 16)
+                box = int.from_bytes(head[:4], "big")
+                if box == 1 and len(head) == 16:
+                    box = int.from_bytes(head[8:16], "big")
+                self.mp4(at - 4, self.size if box == 0 else min(self.size, at - 4 + box), 0)
+
+    # Matroska: FFmpeg goes on past any element it cannot follow by searching the bytes after it
+    # for the next top-level id, so what it parses as tags can lie anywhere in the file. Every
+    # SimpleTag it files starts with the SimpleTag id, and every chapter holds a ChapterUID: the
+    # times those two ids occur in the file bound what it files, with one in 16 KB allowed for
+    # the times they occur by chance in audio data (random bytes hold one in 32 KB).
+    def matroska(self) -> None:
+        self.tags += self._every(0, (b"\x67\xc8", b"\x73\xc4"))
+        self.chance = self.size >> 14
+
+    def _every(self, at: int, patterns: tuple[bytes, ...]) -> int:
+        """How many times `patterns` (two bytes each) occur in the file from `at` on."""
+        count, carry = 0, b""
+        self.f.seek(at)
+        while chunk := self.f.read(1 << 20):
+            data = carry + chunk
+            count += sum(data.count(p) for p in patterns)
+            carry = data[-1:]  # a pattern that spans two reads
+        return count
+
+    def _positions(self, pattern: re.Pattern) -> Iterator[int]:
+        """Where `pattern` (four bytes) occurs in the file, in order."""
+        at, carry = 0, b""
+        while True:
+            self.f.seek(at)
+            chunk = self.f.read(1 << 20)
+            if not chunk:
+                return
+            data = carry + chunk
+            found = [at - len(carry) + m.start() for m in pattern.finditer(data)]
+            at += len(chunk)
+            carry = data[-3:]
+            yield from found
+
+    def flac(self, at: int) -> None:
+        """The tags in a FLAC's VORBIS_COMMENT block (none if its metadata cannot be walked:
+        FFmpeg then says what is wrong)."""
+        if self.read(at, 4) != b"fLaC":
+            return
+        at += 4
+        for _ in range(1 << 10):  # metadata blocks; a real file has a handful
+            header = self.read(at, 4)
+            if len(header) < 4:
+                return
+            kind, size = header[0] & 0x7F, int.from_bytes(header[1:4], "big")
+            if kind == 4:
+                vendor = int.from_bytes(self.read(at + 4, 4), "little")
+                self.tags += int.from_bytes(self.read(at + 8 + vendor, 4), "little")
+                return
+            if header[0] & 0x80:
+                return
+            at += 4 + size
+
+    def asf(self) -> None:
+        """Descriptors, records and markers in an ASF header's objects. FFmpeg reads objects up to
+        the data object, whatever the header's size says, and the header extension's as its own."""
+        if self.read(0, 16) != _ASF_HEADER:
+            return
+        at = 30
+        while at + 24 <= self.size and not self.full():
+            self.visit()
+            head = self.read(at, 24)
+            guid, size = head[:16], int.from_bytes(head[16:24], "little")
+            if size < 24 or guid == _ASF_DATA:
+                return
+            if guid == _ASF_EXTENSION:
+                at += 46  # its objects follow its own fields
+                continue
+            if guid in _ASF_COUNTED:
+                self.tags += int.from_bytes(self.read(at + _ASF_COUNTED[guid], 4 if guid == _ASF_MARKERS else 2),
+                                            "little")
+            at += size
+
+    def ape(self) -> None:
+        """Items in an APE tag at the file's end (FFmpeg reads one there for MP3 and ADTS)."""
+        footer = self.read(self.size - 32, 32) if self.size >= 32 else b""
+        if footer[:8] == b"APETAGEX":
+            self.tags += int.from_bytes(footer[16:20], "little")
+
+
+def _syncsafe(data: bytes) -> int:
+    return sum((b & 0x7F) << (7 * (len(data) - 1 - i)) for i, b in enumerate(data))
+
+
+def _unsafe(size: int) -> int:
+    """A 32-bit size read as ID3v2.4's syncsafe one (seven bits a byte)."""
+    return (size & 0x7F) | ((size & 0x7F00) >> 1) | ((size & 0x7F0000) >> 2) | ((size & 0x7F000000) >> 3)
+
+
+def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
+    """An `stsz` or `trun` box's sample count against what the box and the file can hold. FFmpeg
+    builds an index entry for every sample a table claims before it reads one: a 10 KB file whose
+    constant sample size stands for 80 million samples would take gigabytes."""
+    if kind == b"stsz":
+        sample_size, count = int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big")
+        held = count * sample_size if sample_size else 4 * count - (room - 12)  # a table: 4 bytes each
+        if (sample_size and held > size) or (not sample_size and held > 0):
+            raise AudioError(f"its sample table claims {count} samples, more than the file holds")
+    elif int.from_bytes(body[4:8], "big") > size:  # trun: every sample is at least a byte of data
+        raise AudioError(f"a fragment claims {int.from_bytes(body[4:8], 'big')} samples, more than the file holds")
+
+
+# Boxes FFmpeg reads as lists of boxes (as mov_read_default), and those that hold what it files as tags.
+_MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"udta", b"ilst",
+                b"dinf", b"tref", b"mfra", b"sinf", b"schi", b"wave"}
+_MP4_TAGGED = re.compile(b"udta|ilst|meta|ID32")
+
+def _guid(text: str) -> bytes:
+    """An ASF GUID's bytes as they lie in the file (its first three fields little-endian)."""
+    return uuid.UUID(text).bytes_le
+
+
+_ASF_HEADER = _guid("75B22630-668E-11CF-A6D9-00AA0062CE6C")
+_ASF_DATA = _guid("75B22636-668E-11CF-A6D9-00AA0062CE6C")
+_ASF_EXTENSION = _guid("5FBF03B5-A92E-11CF-8EE3-00C00C205365")
+_ASF_MARKERS = _guid("F487CD01-A951-11CF-8EE6-00C00C205365")
+# Objects that hold a count of what FFmpeg files as tags or chapters, and where it lies.
+_ASF_COUNTED = {
+    _guid("D2D0A440-E307-11D2-97F0-00A0C95EA850"): 24,  # extended content description: descriptors
+    _guid("C5F8CBEA-5BAF-4877-8467-AA8C44FA4CCA"): 24,  # metadata: records
+    _guid("44231C94-9498-49D1-A141-1D134E457054"): 24,  # metadata library: records
+    _ASF_MARKERS: 40,  # markers, after 16 reserved bytes
+}

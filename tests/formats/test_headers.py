@@ -1,0 +1,196 @@
+"""formats/headers.py: what a container's header asks of FFmpeg, counted before FFmpeg reads it.
+
+FFmpeg files tags and chapters in lists it scans for each new one: a header of 100,000 tags keeps
+it busy for minutes. The counts here must bound what FFmpeg files (checked against what PyAV
+reports, on files the real ffmpeg writes and on seeded mutations of them), and a file over
+MAX_TAGS must be refused before FFmpeg sees it.
+"""
+from __future__ import annotations
+
+import io
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mimi_cli.formats import headers
+from mimi_cli.formats.audio import AudioError, decode_24k
+from tests.media_helpers import ffmpeg, needs_ffmpeg
+
+# name: (ffmpeg's output options, FFmpeg's demuxer)
+WRITTEN = {
+    "tags.mkv": (["-c:a", "flac"], "matroska"),
+    "tags.webm": (["-c:a", "libopus"], "matroska"),
+    "tags.m4a": (["-c:a", "aac", "-movflags", "use_metadata_tags"], "mov"),
+    "tags.mp3": (["-c:a", "libmp3lame", "-write_xing", "0"], "mp3"),
+    "tags4.mp3": (["-c:a", "libmp3lame", "-write_xing", "0", "-id3v2_version", "4"], "mp3"),
+    "tags.flac": (["-c:a", "flac"], "flac"),
+    "tags.wma": (["-c:a", "wmav2"], "asf"),
+}
+OWN = 8  # entries FFmpeg adds of its own (an MP4's brands, its encoder): no header holds those
+
+
+def _metadata(tags: int, chapters: int) -> str:
+    lines = [";FFMETADATA1"] + [f"key{i}=value {i}" for i in range(tags)]
+    for i in range(chapters):
+        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={i * 5}", f"END={i * 5 + 5}", f"title=Chapter {i}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write(root: Path, name: str, tags: int, chapters: int) -> Path:
+    """`name` of WRITTEN, a second of tone, with `tags` tags and `chapters` chapters, as ffmpeg writes it."""
+    (root / f"{tags}-{chapters}.txt").write_text(_metadata(tags, chapters))
+    out = root / f"{tags}-{chapters}-{name}"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-i", str(root / f"{tags}-{chapters}.txt"), "-map", "0",
+           "-map_metadata", "1", "-map_chapters", "1", *WRITTEN[name][0], str(out))
+    return out
+
+
+def _filed(data: bytes, demuxer: str) -> int:
+    """The longest list FFmpeg filed for `data`: the file's tags, a stream's, the chapters, or a
+    chapter's (QuickTime's chapter track is left out: FFmpeg files it in order, at no cost)."""
+    import av
+
+    with av.open(io.BytesIO(data), format=demuxer, metadata_errors="ignore") as c:
+        chapters = [] if demuxer == "mov" else c.chapters()
+        return max([len(c.metadata), len(chapters)] + [len(s.metadata) for s in c.streams]
+                   + [len(x.get("metadata", {})) for x in chapters])
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tags")
+    return {name: _write(root, name, 1500, 300) for name in WRITTEN}
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_the_count_bounds_what_ffmpeg_files_and_such_a_file_is_read(written, name):
+    data, demuxer = written[name].read_bytes(), WRITTEN[name][1]
+    assert headers.count_tags(io.BytesIO(data), demuxer) + OWN >= _filed(data, demuxer) >= 1500
+    audio, _ = decode_24k(written[name], mix=True)
+    assert abs(audio.shape[-1] - 24000) < 2000  # a second, at 24 kHz
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", sorted(set(WRITTEN) - {"tags.flac"}))  # libsndfile reads that FLAC
+def test_a_header_of_thousands_of_tags_is_refused_before_ffmpeg_reads_it(tmp_path, monkeypatch, name):
+    path = _write(tmp_path, name, 5000, 0)
+    monkeypatch.setattr("av.open", _never)
+    with pytest.raises(AudioError, match="more than 4096 tags and chapters"):
+        decode_24k(path, mix=True)
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("FFmpeg was asked to read the file")
+
+
+def _id3(frames: list[bytes], version: int = 3, flags: int = 0) -> bytes:
+    body = b"".join(frames)
+    size = bytes((len(body) >> s) & 0x7F for s in (21, 14, 7, 0))
+    return b"ID3" + bytes([version, 0, flags]) + size + body
+
+
+def _frame(name: bytes, body: bytes, flags: int = 0, size: int | None = None) -> bytes:
+    return name + (len(body) if size is None else size).to_bytes(4, "big") + flags.to_bytes(2, "big") + body
+
+
+def _txxx(i: int) -> bytes:
+    return _frame(b"TXXX", b"\x00" + f"key {i}".encode() + b"\x00value")
+
+
+@pytest.fixture(scope="module")
+def mp3(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mp3") / "plain.mp3"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-c:a", "libmp3lame", "-write_xing", "0", str(out))
+    return out.read_bytes()
+
+
+@needs_ffmpeg
+def test_id3_frames_sized_as_ffmpeg_reads_them_are_counted(mp3):
+    """ID3v2.4 sizes are syncsafe, but some writers put v2.3 sizes there, and FFmpeg looks at
+    what follows each frame to tell: the walk reads each size as FFmpeg does."""
+    long_value = b"\x00key\x00" + b"v" * 300  # over 0x7F bytes: both readings of its size differ
+    frames = [_frame(b"TXXX", long_value.replace(b"key", f"k{i:03}".encode())) for i in range(200)]
+    data = _id3(frames, version=4) + mp3
+    assert headers.count_tags(io.BytesIO(data), "mp3") >= _filed(data, "mp3") == 200
+
+
+@needs_ffmpeg
+def test_frames_inside_id3_chapters_count(mp3, monkeypatch):
+    """FFmpeg files a CHAP frame's own text frames in the chapter's list."""
+    inner = b"".join(_txxx(i) for i in range(5000))
+    chapter = _frame(b"CHAP", b"ch1\x00" + bytes(16) + inner)
+    data = _id3([chapter]) + mp3
+    assert _filed(data, "mp3") >= 5000 and headers.count_tags(io.BytesIO(data), "mp3") > 4096
+    whole = b"ch1\x00" + bytes(16) + inner
+    packed = zlib.compress(whole)
+    squeezed = _id3([_frame(b"CHAP", len(whole).to_bytes(4, "big") + packed, flags=0x0009)]) + mp3
+    monkeypatch.setattr("av.open", _never)
+    for hostile in (data, squeezed):
+        with pytest.raises(AudioError, match="more than 4096 tags"):
+            decode_24k(io.BytesIO(hostile), mix=True)
+
+
+@needs_ffmpeg
+def test_an_id3_frame_that_inflates_past_its_bound_is_refused(mp3, monkeypatch):
+    """FFmpeg allocates the size a compressed frame states and inflates into it: 10 MB of zlib
+    is 10 GB of text."""
+    packed = zlib.compress(bytes(1 << 20))
+    bomb = _frame(b"TXXX", (1 << 30).to_bytes(4, "big") + packed, flags=0x0009)
+    monkeypatch.setattr("av.open", _never)
+    with pytest.raises(AudioError, match="an ID3 frame inflates to 1073741824 bytes"):
+        decode_24k(io.BytesIO(_id3([bomb], version=4) + mp3), mix=True)
+
+
+@needs_ffmpeg
+def test_an_ape_tag_at_the_end_counts(mp3, monkeypatch):
+    items = b"".join(len(v).to_bytes(4, "little") + bytes(4) + f"Key{i}".encode() + b"\x00" + v
+                     for i, v in ((i, b"value") for i in range(5000)))
+    footer = b"APETAGEX" + (2000).to_bytes(4, "little") + (len(items) + 32).to_bytes(4, "little") + \
+        (5000).to_bytes(4, "little") + bytes(12)
+    monkeypatch.setattr("av.open", _never)
+    with pytest.raises(AudioError, match="more than 4096 tags"):
+        decode_24k(io.BytesIO(mp3 + items + footer), mix=True)
+
+
+@needs_ffmpeg
+def test_tags_ffmpeg_finds_past_damage_or_outside_the_boxes_walked_count(tmp_path):
+    """FFmpeg searches on past a Matroska element it cannot follow, and reads MP4 boxes it
+    knows wherever they lie: tags behind a damaged SeekHead, or in a box the walk would not enter,
+    still count."""
+    mkv = bytearray(_write(tmp_path, "tags.mkv", 5000, 0).read_bytes())
+    at = mkv.find(b"\x11\x4d\x9b\x74")  # the SeekHead: its size now runs over what follows it
+    mkv[at + 4:at + 5] = b"\x08"
+    assert headers.count_tags(io.BytesIO(bytes(mkv)), "matroska") > 4096
+    m4a = _write(tmp_path, "tags.m4a", 0, 0).read_bytes()
+    items = b"".join((24).to_bytes(4, "big") + b"\xa9n%02x" % (i % 256) + (16).to_bytes(4, "big") + b"data" + bytes(8)
+                     for i in range(5000))
+    udta = (8 + len(items)).to_bytes(4, "big") + b"udta" + items
+    hidden = m4a + (8 + len(udta)).to_bytes(4, "big") + b"skip" + udta
+    assert headers.count_tags(io.BytesIO(hidden), "mov") > 4096
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_count_bounds_what_ffmpeg_files_in_mutated_headers(written, seed):
+    """Seeded mutations of the header bytes of each written file: the count raises only our
+    error, and never falls short of what FFmpeg files."""
+    rng = random.Random(seed)
+    names = sorted(WRITTEN)
+    for _ in range(120):
+        name = rng.choice(names)
+        data, demuxer = bytearray(written[name].read_bytes()), WRITTEN[name][1]
+        reach = min(len(data), rng.choice([200, 2000, 20000, len(data)]))
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(reach)] = rng.randrange(256)
+        try:
+            counted = headers.count_tags(io.BytesIO(bytes(data)), demuxer)
+        except AudioError:
+            continue
+        try:
+            filed = _filed(bytes(data), demuxer)
+        except Exception:  # noqa: BLE001 - FFmpeg refusing a mutation is not what is tested
+            continue
+        assert counted + OWN >= filed, (name, seed)
