@@ -9,6 +9,7 @@ tags and chapters number over MAX_TAGS or whose tables claim more than the file 
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import uuid
@@ -339,3 +340,114 @@ _ASF_COUNTED = {
     _guid("44231C94-9498-49D1-A141-1D134E457054"): 24,  # metadata library: records
     _ASF_MARKERS: 40,  # markers, after 16 reserved bytes
 }
+
+
+class StreamTags:
+    """The tags a stream's header holds, counted as its bytes go to FFmpeg (a stream cannot be
+    walked before FFmpeg reads it): `feed` each piece before FFmpeg gets it, and AudioError once
+    the count passes MAX_TAGS. Counting ends with `heard`, at the first decoded frame."""
+
+    def __init__(self, demuxer: str) -> None:
+        self.demuxer, self.done = demuxer, False
+        self._head = io.BytesIO()  # MP3, ADTS, FLAC: walked again as it grows
+        self._walked = 0
+        self._carry, self._found, self._seen = b"", 0, 0  # Matroska: ids counted as they pass
+        self._ogg = _OggComments() if demuxer == "ogg" else None
+
+    def feed(self, data: bytes) -> None:
+        if self.done or not data:
+            return
+        if self.demuxer == "matroska":
+            joined = self._carry + data
+            self._found += joined.count(b"\x67\xc8") + joined.count(b"\x73\xc4")
+            self._carry, self._seen = joined[-1:], self._seen + len(data)
+            tags, chance = self._found, self._seen >> 14
+        elif self._ogg is not None:
+            tags, chance = self._ogg.feed(data), 0
+        else:
+            self._head.seek(0, os.SEEK_END)
+            self._head.write(data)
+            size = self._head.tell()
+            if size - self._walked < 1 << 16 and self._walked:
+                return  # walked again every 64 KiB: FFmpeg files at most that much more in between
+            self._walked = size
+            walk = _walk(self._head, self.demuxer)
+            tags, chance = walk.tags, walk.chance
+        if tags - chance > MAX_TAGS:
+            self.heard()
+            raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
+                             "minutes to file (a crafted list?)")
+
+    def heard(self) -> None:
+        self.done, self._head, self._ogg = True, io.BytesIO(), None
+
+
+class _OggComments:
+    """How many comments the comment headers of an Ogg stream's logical streams declare (Opus,
+    Vorbis, FLAC), summed, read page by page as the bytes pass; a page is held until whole."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self._streams: dict[int, _OggPacket] = {}
+        self.comments = 0
+
+    def feed(self, data: bytes) -> int:
+        self._pending += data
+        while len(self._pending) >= 27:
+            if self._pending[:4] != b"OggS":  # FFmpeg searches for the next page: so does this
+                at = self._pending.find(b"OggS", 1)
+                del self._pending[:at if at > 0 else len(self._pending) - 3]
+                continue
+            segments = self._pending[26]
+            if len(self._pending) < 27 + segments:
+                break
+            lacing = self._pending[27:27 + segments]
+            end = 27 + segments + sum(lacing)
+            if len(self._pending) < end:
+                break
+            serial = int.from_bytes(self._pending[14:18], "little")
+            packet = self._streams.setdefault(serial, _OggPacket())
+            if not self._pending[5] & 0x01:
+                packet.start()  # not a continued packet
+            at = 27 + segments
+            for value in lacing:
+                self.comments += packet.add(self._pending[at:at + value])
+                at += value
+                if value < 255:
+                    packet.start()
+            del self._pending[:end]
+        return self.comments
+
+
+class _OggPacket:
+    """The packet of one logical stream that is arriving: its first bytes, and the comment count
+    where it is a comment header (the count follows the vendor string, whatever its length)."""
+
+    def __init__(self) -> None:
+        self.flac, self.index = False, -1
+        self.start()
+
+    def start(self) -> None:
+        if getattr(self, "length", 0):
+            self.index += 1
+        self.length, self.head, self.count_at, self.count = 0, bytearray(), None, bytearray()
+
+    def add(self, piece: bytes) -> int:
+        """Takes the packet's next bytes; gives the comments its count declares once it is read."""
+        at, self.length = self.length, self.length + len(piece)
+        if len(self.head) < 16:
+            self.head += piece[:16 - len(self.head)]
+            if self.index < 0 and self.head[:5] == b"\x7fFLAC":
+                self.flac = True
+        if self.count_at is None and len(self.head) >= 12:
+            prefix = (8 if self.head[:8] == b"OpusTags" else 7 if self.head[:7] == b"\x03vorbis"
+                      else 4 if self.flac and self.index >= 0 and self.head[0] & 0x7F == 4 else None)
+            if prefix is None:
+                self.count_at = -1  # not a comment header
+            else:
+                self.count_at = prefix + 4 + int.from_bytes(self.head[prefix:prefix + 4], "little")
+        if self.count_at is None or self.count_at < 0 or len(self.count) == 4:
+            return 0
+        lo = max(self.count_at - at, 0)
+        self.count += piece[lo:lo + 4 - len(self.count)] if at + len(piece) > self.count_at else b""
+        return int.from_bytes(self.count, "little") if len(self.count) == 4 else 0

@@ -119,9 +119,10 @@ class _Stream:
     """What FFmpeg reads through: `read` only (a pipe). An OSError ends the stream and is kept,
     to be reported as ours; PyAV would print the traceback of an exception raised into FFmpeg."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, tags: headers.StreamTags | None = None) -> None:
         self.file, self.error = file, None
         self.unheard = 0  # bytes read since the last decoded frame
+        self.tags = tags  # the header's tags, counted until the first decoded frame
 
     def read(self, n: int) -> bytes:
         if self.error is not None:
@@ -131,11 +132,23 @@ class _Stream:
             return b""
         try:
             data = self.file.read(n)
+            if self.tags is not None:
+                self.tags.feed(data)
         except OSError as e:
             self.error = e
             return b""
+        except AudioError as e:
+            self.error = OSError(str(e))
+            return b""
         self.unheard += len(data)
         return data
+
+    def heard(self) -> None:
+        """A frame was decoded: the header is past."""
+        self.unheard = 0
+        if self.tags is not None:
+            self.tags.heard()
+            self.tags = None
 
 
 class _File(_Stream):
@@ -184,7 +197,7 @@ class MediaReader:
         except BaseException:
             self.close()
             raise
-        self._io = (_File if seekable else _Stream)(self._file)
+        self._io = _File(self._file) if seekable else _Stream(self._file, headers.StreamTags(demuxer))
         try:
             self.container = av.open(self._io, format=demuxer,
                                      container_options=dict(_LIVE_OPTIONS if live else _OPTIONS),
@@ -198,6 +211,8 @@ class MediaReader:
             raise AudioError(self._read_error() or f"damaged or unsupported audio file ({demuxer}): {_reason(e)}"
                              ) from None
         try:
+            if self._read_error():  # the reading ended it, FFmpeg only saw the stream end
+                raise AudioError(self._read_error())
             self.stream = self.container.streams.best("audio")
             if self.stream is None:
                 raise AudioError("the file holds no audio stream")
@@ -295,7 +310,7 @@ class MediaReader:
                     known = packet.duration is not None and packet.time_base is not None and packet.duration > 0
                     self.on_packet(float(packet.duration * packet.time_base) if known else MAX_PACKET_S)
                 for frame in packet.decode():
-                    self._io.unheard = 0
+                    self._io.heard()
                     check_format(frame.sample_rate, frame.layout.nb_channels)
                     if frame.sample_rate != self.rate or frame.layout.nb_channels != self.channels:
                         if self.rate == 0 or self.channels == 0:  # stated by the first frame only

@@ -194,3 +194,76 @@ def test_the_count_bounds_what_ffmpeg_files_in_mutated_headers(written, seed):
         except Exception:  # noqa: BLE001 - FFmpeg refusing a mutation is not what is tested
             continue
         assert counted + OWN >= filed, (name, seed)
+
+
+def _piped(data: bytes) -> None:
+    """`data` read as `mimi stream-encode` reads a pipe: live, with no seeking."""
+    from mimi_cli.formats.media import MediaReader, stream_demuxer_for
+    from mimi_cli.formats.pcm import Prefixed
+
+    with MediaReader(Prefixed(data[:12], io.BytesIO(data[12:])), stream_demuxer_for(data[:12]), live=True) as m:
+        for _ in m.blocks(0):
+            pass
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", ["tags.mkv", "tags.webm", "tags.mp3", "tags.flac"])
+def test_a_stream_header_of_thousands_of_tags_is_refused_as_it_arrives(tmp_path, name):
+    """A pipe cannot be walked before FFmpeg reads it: its bytes are counted on their way."""
+    _piped(_write(tmp_path, name, 1500, 0).read_bytes())
+    hostile = _write(tmp_path, name, 5000, 0).read_bytes()
+    with pytest.raises(AudioError, match="more than 4096 tags and chapters"):
+        _piped(hostile)
+
+
+@needs_ffmpeg
+def test_an_ogg_comment_header_is_refused_as_it_arrives(tmp_path):
+    for count, refused in ((1500, False), (5000, True)):
+        path = tmp_path / f"{count}.opus"
+        ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-i", str(_metadata_file(tmp_path, count)), "-map", "0",
+               "-map_metadata", "1", "-c:a", "libopus", str(path))
+        if refused:
+            with pytest.raises(AudioError, match="more than 4096 tags and chapters"):
+                _piped(path.read_bytes())
+        else:
+            _piped(path.read_bytes())
+
+
+def _pages(packets: list[bytes], serial: int = 7) -> bytes:
+    """Ogg pages holding `packets` (laced as the spec says; the checksum is left out)."""
+    lacing, body = [], b""
+    for packet in packets:
+        lacing += [255] * (len(packet) // 255) + [len(packet) % 255]
+        body += packet
+    out, at, continued = b"", 0, False
+    while lacing:
+        page, lacing = lacing[:255], lacing[255:]
+        size = sum(page)
+        out += (b"OggS\x00" + bytes([1 if continued else 0]) + bytes(8) + serial.to_bytes(4, "little") + bytes(8)
+                + bytes([len(page)]) + bytes(page) + body[at:at + size])
+        continued, at = page[-1] == 255, at + size
+    return out
+
+
+@pytest.mark.parametrize("vendor", [13, 100_000])
+def test_an_ogg_comment_count_is_read_where_it_arrives(vendor):
+    """The count follows a vendor string of any length, across pages: it is read from the bytes
+    that hold it, before the comments themselves arrive."""
+    head = b"OpusHead" + bytes([1, 1]) + bytes(9)
+    comments = b"".join(len(c).to_bytes(4, "little") + c for c in (f"k{i}=v".encode() for i in range(5000)))
+    tags = b"OpusTags" + vendor.to_bytes(4, "little") + b"v" * vendor + (5000).to_bytes(4, "little") + comments
+    packet_end = len(_pages([head, tags]))
+    data = _pages([head, tags, b"\xfc" + bytes(40)])
+    counter = headers._OggComments()
+    rng, at, seen = random.Random(vendor), 0, 0
+    while not seen:
+        piece = data[at:at + rng.randint(1, 5000)]
+        seen = counter.feed(piece)
+        at += len(piece)
+    assert seen == 5000 and at - len(piece) < packet_end  # known before the packet is whole
+
+
+def _metadata_file(root: Path, tags: int) -> Path:
+    path = root / f"{tags}.txt"
+    path.write_text(_metadata(tags, 0))
+    return path
