@@ -27,9 +27,25 @@ MAX_INFLATED = 16 << 20  # bytes a compressed ID3 frame may inflate to (FFmpeg a
 def check(f: BinaryIO, demuxer: str) -> None:
     """AudioError if the file `f` (seekable), read with FFmpeg's `demuxer`, holds more than
     MAX_TAGS tags and chapters, or tables claiming more than it holds. `f` is left at its start."""
+    try:
+        known = os.fstat(f.fileno())
+        key = (known.st_dev, known.st_ino, known.st_size, known.st_mtime_ns, demuxer)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        key = None  # bytes in memory: walked each time, as cheaply
+    if key is not None and key in _PASSED:
+        return
     if _walk(f, demuxer).full():
         raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
                          "minutes to file (a crafted list?)")
+    if key is not None:
+        if len(_PASSED) >= 4096:
+            _PASSED.clear()
+        _PASSED.add(key)
+
+
+# Files walked and passed, by device, inode, size, time and demuxer: an item FFmpeg reads is
+# opened to probe it, to read it out and to encode it, and a Matroska file is read whole to walk.
+_PASSED: set[tuple] = set()
 
 
 def count_tags(f: BinaryIO, demuxer: str) -> int:
@@ -231,10 +247,10 @@ class _Walk:
         """How many times `patterns` (two bytes each) occur in the file from `at` on."""
         count, carry = 0, b""
         self.f.seek(at)
-        while chunk := self.f.read(1 << 20):
-            data = carry + chunk
-            count += sum(data.count(p) for p in patterns)
-            carry = data[-1:]  # a pattern that spans two reads
+        while chunk := self.f.read(1 << 22):
+            joint = carry + chunk[:1]  # a pattern that spans two reads
+            count += sum(chunk.count(p) + joint.count(p) for p in patterns)
+            carry = chunk[-1:]
         return count
 
     def _positions(self, pattern: re.Pattern) -> Iterator[int]:
