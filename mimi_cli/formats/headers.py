@@ -21,6 +21,7 @@ from .audio import AudioError
 
 MAX_TAGS = 4096  # tags and chapters a file FFmpeg reads may hold (a real file has dozens)
 MAX_ELEMENTS = 1_000_000  # boxes or elements a header walk visits (a long fragmented MP4 has a few a second)
+MAX_ALAC_FRAME = 1 << 16  # samples a channel in one ALAC frame (Apple's encoder writes 4096)
 MAX_INFLATED = 16 << 20  # bytes a compressed ID3 frame may inflate to (FFmpeg allocates what it states)
 
 
@@ -63,8 +64,6 @@ def _walk(f: BinaryIO, demuxer: str) -> _Walk:
         if demuxer == "mov":
             walk.mp4(0, size, 0)
             walk.mp4_elsewhere()
-        elif demuxer == "matroska":
-            walk.matroska()
         elif demuxer == "flac":
             walk.flac(after)
         elif demuxer == "asf":
@@ -82,7 +81,6 @@ class _Walk:
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self.f, self.size, self.tags, self.elements = f, size, 0, 0
-        self.chance = 0  # how many of `tags` may be bytes that match by chance
         self.boxes: set[int] = set()  # where the MP4 boxes walked start
 
     def read(self, at: int, n: int) -> bytes:
@@ -95,7 +93,7 @@ class _Walk:
             raise AudioError(f"its header has over {MAX_ELEMENTS} boxes or elements")
 
     def full(self) -> bool:
-        return self.tags - self.chance > MAX_TAGS
+        return self.tags > MAX_TAGS
 
     # ID3v2, as FFmpeg's id3v2.c walks it: consecutive tags, frame sizes read as FFmpeg reads them.
     def id3v2(self, at: int) -> int:
@@ -217,6 +215,8 @@ class _Walk:
                 self.mp4(at + header + (0 if first[4:8] == b"hdlr" else 4), at + box, depth + 1)
             elif kind == b"ID32" and box > header + 6:  # an ID3v2 tag after a full box's flags and a language
                 self.id3v2(at + header + 6)
+            elif kind == b"stsd":
+                _check_alac(self.read(at + header, min(box - header, 1 << 16)))
             elif kind in (b"stsz", b"trun"):
                 body = self.read(at + header, 12)
                 if len(body) == 12:
@@ -234,25 +234,6 @@ class _Walk:
                     box = int.from_bytes(head[8:16], "big")
                 self.mp4(at - 4, self.size if box == 0 else min(self.size, at - 4 + box), 0)
 
-    # Matroska: FFmpeg goes on past any element it cannot follow by searching the bytes after it
-    # for the next top-level id, so what it parses as tags can lie anywhere in the file. Every
-    # SimpleTag it files starts with the SimpleTag id, and every chapter holds a ChapterUID: the
-    # times those two ids occur in the file bound what it files, with one in 16 KB allowed for
-    # the times they occur by chance in audio data (random bytes hold one in 32 KB).
-    def matroska(self) -> None:
-        self.tags += self._every(0, (b"\x67\xc8", b"\x73\xc4"))
-        self.chance = self.size >> 14
-
-    def _every(self, at: int, patterns: tuple[bytes, ...]) -> int:
-        """How many times `patterns` (two bytes each) occur in the file from `at` on."""
-        count, carry = 0, b""
-        self.f.seek(at)
-        while chunk := self.f.read(1 << 22):
-            joint = carry + chunk[:1]  # a pattern that spans two reads
-            count += sum(chunk.count(p) + joint.count(p) for p in patterns)
-            carry = chunk[-1:]
-        return count
-
     def _positions(self, pattern: re.Pattern) -> Iterator[int]:
         """Where `pattern` (four bytes) occurs in the file, in order."""
         at, carry = 0, b""
@@ -268,20 +249,22 @@ class _Walk:
             yield from found
 
     def flac(self, at: int) -> None:
-        """The tags in a FLAC's VORBIS_COMMENT block (none if its metadata cannot be walked:
-        FFmpeg then says what is wrong)."""
+        """The comments in a FLAC's VORBIS_COMMENT blocks, and each metadata block as one more
+        (FFmpeg reads every block, and every such block's comments, until the last; a real file
+        has a handful). None if its metadata cannot be walked: FFmpeg then says what is wrong."""
         if self.read(at, 4) != b"fLaC":
             return
         at += 4
-        for _ in range(1 << 10):  # metadata blocks; a real file has a handful
+        while not self.full():
             header = self.read(at, 4)
             if len(header) < 4:
                 return
+            self.visit()
+            self.tags += 1
             kind, size = header[0] & 0x7F, int.from_bytes(header[1:4], "big")
             if kind == 4:
                 vendor = int.from_bytes(self.read(at + 4, 4), "little")
                 self.tags += int.from_bytes(self.read(at + 8 + vendor, 4), "little")
-                return
             if header[0] & 0x80:
                 return
             at += 4 + size
@@ -320,6 +303,20 @@ def _syncsafe(data: bytes) -> int:
 def _unsafe(size: int) -> int:
     """A 32-bit size read as ID3v2.4's syncsafe one (seven bits a byte)."""
     return (size & 0x7F) | ((size & 0x7F00) >> 1) | ((size & 0x7F0000) >> 2) | ((size & 0x7F000000) >> 3)
+
+
+def _check_alac(description: bytes) -> None:
+    """AudioError for an ALAC configuration in an MP4's sample description that gives frames
+    over MAX_ALAC_FRAME samples: FFmpeg's decoder allocates buffers for the longest frame when
+    it opens, before mimi sees the stream (16.7 M samples a channel, 0.5 GB for eight)."""
+    at = description.find(b"alac", 4)
+    while at >= 0:
+        box = int.from_bytes(description[at - 4:at], "big")  # a box named alac: the sample entry, or its configuration
+        length = int.from_bytes(description[at + 8:at + 12], "big")  # after the box's version and flags
+        if 36 <= box <= len(description) - at + 4 and length > MAX_ALAC_FRAME:
+            raise AudioError(f"its ALAC header gives frames of {length} samples (encoders write 4096; mimi reads up "
+                             f"to {MAX_ALAC_FRAME})")
+        at = description.find(b"alac", at + 4)
 
 
 def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
@@ -367,19 +364,15 @@ class StreamTags:
         self.demuxer, self.done = demuxer, False
         self._head = io.BytesIO()  # MP3, ADTS, FLAC: walked again as it grows
         self._walked = 0
-        self._carry, self._found, self._seen = b"", 0, 0  # Matroska: ids counted as they pass
         self._ogg = _OggComments() if demuxer == "ogg" else None
 
     def feed(self, data: bytes) -> None:
         if self.done or not data:
             return
         if self.demuxer == "matroska":
-            joined = self._carry + data
-            self._found += joined.count(b"\x67\xc8") + joined.count(b"\x73\xc4")
-            self._carry, self._seen = joined[-1:], self._seen + len(data)
-            tags, chance = self._found, self._seen >> 14
-        elif self._ogg is not None:
-            tags, chance = self._ogg.feed(data), 0
+            return  # its tags are hidden from FFmpeg (`Hidden`)
+        if self._ogg is not None:
+            tags = self._ogg.feed(data)
         else:
             self._head.seek(0, os.SEEK_END)
             self._head.write(data)
@@ -387,9 +380,8 @@ class StreamTags:
             if size - self._walked < 1 << 16 and self._walked:
                 return  # walked again every 64 KiB: FFmpeg files at most that much more in between
             self._walked = size
-            walk = _walk(self._head, self.demuxer)
-            tags, chance = walk.tags, walk.chance
-        if tags - chance > MAX_TAGS:
+            tags = _walk(self._head, self.demuxer).tags
+        if tags > MAX_TAGS:
             self.heard()
             raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
                              "minutes to file (a crafted list?)")
@@ -467,3 +459,43 @@ class _OggPacket:
         lo = max(self.count_at - at, 0)
         self.count += piece[lo:lo + 4 - len(self.count)] if at + len(piece) > self.count_at else b""
         return int.from_bytes(self.count, "little") if len(self.count) == 4 else 0
+
+
+# Matroska's Tags, Chapters and Attachments: FFmpeg files what they hold with scans of what it
+# filed before, and its costs multiply with their nesting (a SimpleTag's children, its language,
+# each Tag's targets) and count (it converts the whole list again after each Tag), so no count of
+# them bounds its time. mimi reads none of them: FFmpeg is shown each under an id it does not
+# know, and skips it, wherever it finds one (a SeekHead points to them; FFmpeg searches for them
+# past damage).
+_HIDDEN_IDS = (b"\x12\x54\xc3\x67", b"\x10\x43\xa7\x70", b"\x19\x41\xa4\x69")
+_MATROSKA_HIDDEN = re.compile(b"|".join(re.escape(i) for i in _HIDDEN_IDS))
+_UNKNOWN_ID = b"\x1f\x00\x00\x00"
+
+
+def hidden(window: bytes) -> bytes:
+    """`window` of a Matroska file as FFmpeg is shown it: every Tags, Chapters and Attachments
+    id replaced by an id FFmpeg skips (the ids overlap nowhere, so any window of the file gives
+    the same bytes where windows overlap)."""
+    if not any(i in window for i in _HIDDEN_IDS):  # the common case, at the speed of a byte search
+        return window
+    return _MATROSKA_HIDDEN.sub(_UNKNOWN_ID, window)
+
+
+class HiddenStream:
+    """`hidden` for a stream read in pieces: the bytes that may begin an id are held back until
+    the next piece says whether they do."""
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `data` (b"" at the stream's end) FFmpeg may be given now."""
+        if not data:
+            out, self._held = self._held, b""
+            return out
+        joined = hidden(self._held + data)
+        keep = next((k for k in (3, 2, 1) if k <= len(joined) and any(i.startswith(joined[-k:]) for i in _HIDDEN_IDS)),
+                    0)
+        cut = len(joined) - keep
+        self._held = joined[cut:]
+        return joined[:cut]

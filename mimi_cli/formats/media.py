@@ -23,6 +23,7 @@ import numpy as np
 
 from . import headers
 from .audio import AudioError, check_format
+from .headers import MAX_ALAC_FRAME
 from .pcm import MAX_CHANNELS
 
 
@@ -56,7 +57,6 @@ MAX_SILENT_BYTES = 16 << 20  # a stream may go this far without a decoded frame 
 MAX_PACKET_S = 0.12  # a packet that states no duration counts as Opus's longest
 STATED_LENGTH = frozenset({"mov", "matroska", "asf"})  # containers whose headers state a length
 END_SLACK_S = 0.2  # how far short of its stated length a stream may end (containers round it)
-MAX_ALAC_FRAME = 1 << 16  # samples a channel in one ALAC frame (Apple's encoder writes 4096)
 MAX_FRAME_SAMPLES = 1 << 24  # samples in one decoded frame, all channels (FLAC's longest: 524,280)
 
 
@@ -117,12 +117,14 @@ def after_id3(head: bytes) -> int:
 
 class _Stream:
     """What FFmpeg reads through: `read` only (a pipe). An OSError ends the stream and is kept,
-    to be reported as ours; PyAV would print the traceback of an exception raised into FFmpeg."""
+    to be reported as ours; PyAV would print the traceback of an exception raised into FFmpeg.
+    A Matroska stream's tags are hidden from FFmpeg as they pass (`headers.hidden`)."""
 
-    def __init__(self, file: BinaryIO, tags: headers.StreamTags | None = None) -> None:
+    def __init__(self, file: BinaryIO, demuxer: str) -> None:
         self.file, self.error = file, None
         self.unheard = 0  # bytes read since the last decoded frame
-        self.tags = tags  # the header's tags, counted until the first decoded frame
+        self.tags = headers.StreamTags(demuxer)  # the header's tags, counted until the first decoded frame
+        self._hide = headers.HiddenStream() if demuxer == "matroska" else None
 
     def read(self, n: int) -> bytes:
         if self.error is not None:
@@ -131,7 +133,7 @@ class _Stream:
             self.error = OSError(f"{MAX_SILENT_BYTES >> 20} MiB of the stream decoded to no audio")
             return b""
         try:
-            data = self.file.read(n)
+            data = self._read(n)
             if self.tags is not None:
                 self.tags.feed(data)
         except OSError as e:
@@ -143,6 +145,15 @@ class _Stream:
         self.unheard += len(data)
         return data
 
+    def _read(self, n: int) -> bytes:
+        while True:
+            data = self.file.read(n)
+            if self._hide is None:
+                return data
+            shown = self._hide.feed(data)
+            if shown or not data:  # b"" only at the end: bytes held back are read again with more
+                return shown
+
     def heard(self) -> None:
         """A frame was decoded: the header is past."""
         self.unheard = 0
@@ -152,8 +163,23 @@ class _Stream:
 
 
 class _File(_Stream):
-    """`_Stream` for a file that can seek; a seek FFmpeg asks for before the start is refused
-    with EINVAL, as the OS would, rather than raised."""
+    """`_Stream` for a file that can seek (its headers are walked before FFmpeg reads it); a seek
+    FFmpeg asks for before the start is refused with EINVAL, as the OS would, rather than raised."""
+
+    def __init__(self, file: BinaryIO, demuxer: str) -> None:
+        super().__init__(file, demuxer)
+        self.tags, self._hide, self._matroska = None, None, demuxer == "matroska"
+
+    def _read(self, n: int) -> bytes:
+        if not self._matroska:
+            return self.file.read(n)
+        at = self.file.tell()
+        before = min(at, 3)  # an id that starts in the bytes before, or runs past, is found whole
+        self.file.seek(at - before)
+        window = self.file.read(before + n + 3)
+        data = headers.hidden(window)[before:before + n]
+        self.file.seek(at + len(data))
+        return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
         try:
@@ -197,7 +223,7 @@ class MediaReader:
         except BaseException:
             self.close()
             raise
-        self._io = _File(self._file) if seekable else _Stream(self._file, headers.StreamTags(demuxer))
+        self._io = (_File if seekable else _Stream)(self._file, demuxer)
         try:
             self.container = av.open(self._io, format=demuxer,
                                      container_options=dict(_LIVE_OPTIONS if live else _OPTIONS),

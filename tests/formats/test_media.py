@@ -321,13 +321,19 @@ def test_what_a_container_drops_counts_as_decoded(tmp_path):
         decode_24k(io.BytesIO(crafted), mix=True, max_seconds=10)
 
 
-def test_an_alac_header_of_overlong_frames_is_refused(made, tmp_path):
-    """FFmpeg's ALAC decoder allocates for the longest frame its header gives when it opens (up
-    to 16.7 M samples a channel); mimi takes frames of up to 65,536 samples."""
+def test_an_alac_header_of_overlong_frames_is_refused_before_ffmpeg_opens_it(made, tmp_path, monkeypatch):
+    """FFmpeg's ALAC decoder allocates for the longest frame its header gives when it opens the
+    file (up to 16.7 M samples a channel: 0.5 GB for eight); mimi takes frames of up to 65,536
+    samples, read from the MP4 sample description before FFmpeg sees it."""
     data = bytearray((made / "in" / "alac.m4a").read_bytes())
     cookie = data.rindex(b"alac")  # the ALACSpecificConfig atom inside the sample entry
     assert int.from_bytes(data[cookie + 8:cookie + 12], "big") == 4096
     decode_24k(io.BytesIO(bytes(data)), mix=True)
     data[cookie + 8:cookie + 12] = (1 << 24).to_bytes(4, "big")
+
+    def never(*args, **kwargs):
+        raise AssertionError("FFmpeg was asked to open the file")
+
+    monkeypatch.setattr("av.open", never)
     with pytest.raises(AudioError, match="ALAC header gives frames of 16777216 samples"):
         decode_24k(io.BytesIO(bytes(data)), mix=True)
