@@ -22,7 +22,12 @@ from .audio import AudioError
 MAX_TAGS = 4096  # tags and chapters a file FFmpeg reads may hold (a real file has dozens)
 MAX_ELEMENTS = 1_000_000  # boxes or elements a header walk visits (a long fragmented MP4 has a few a second)
 MAX_ALAC_FRAME = 1 << 16  # samples a channel in one ALAC frame (Apple's encoder writes 4096)
-MAX_INFLATED = 16 << 20  # bytes a compressed ID3 frame may inflate to (FFmpeg allocates what it states)
+MAX_INFLATED = 16 << 20
+# Tags times the bytes they are named with: FFmpeg compares a new tag's name with every name
+# before it, as far as they agree, so 4096 names of 2000 bytes that differ only at their ends
+# cost 17 G comparisons (minutes). 2^30 is a second or two: a few thousand short names, or a few
+# hundred long ones.
+MAX_NAMING = 1 << 30  # bytes a compressed ID3 frame may inflate to (FFmpeg allocates what it states)
 
 
 def check(f: BinaryIO, demuxer: str) -> None:
@@ -36,8 +41,7 @@ def check(f: BinaryIO, demuxer: str) -> None:
     if key is not None and key in _PASSED:
         return
     if _walk(f, demuxer).full():
-        raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
-                         "minutes to file (a crafted list?)")
+        raise _refusal()
     if key is not None:
         if len(_PASSED) >= 4096:
             _PASSED.clear()
@@ -47,6 +51,15 @@ def check(f: BinaryIO, demuxer: str) -> None:
 # Files walked and passed, by device, inode, size, time and demuxer: an item FFmpeg reads is
 # opened to probe it, to read it out and to encode it, and a Matroska file is read whole to walk.
 _PASSED: set[tuple] = set()
+
+
+def _over(tags: int, named: int) -> bool:
+    return tags > MAX_TAGS or tags * named > MAX_NAMING
+
+
+def _refusal() -> AudioError:
+    return AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, or tags too long for how many "
+                      "there are, which FFmpeg would take minutes to file (a crafted list?)")
 
 
 def count_tags(f: BinaryIO, demuxer: str) -> int:
@@ -81,6 +94,7 @@ class _Walk:
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self.f, self.size, self.tags, self.elements = f, size, 0, 0
+        self.named = 0  # bytes of what FFmpeg makes names of (and of values, where they share a box)
         self.boxes: set[int] = set()  # where the MP4 boxes walked start
 
     def read(self, at: int, n: int) -> bytes:
@@ -93,7 +107,7 @@ class _Walk:
             raise AudioError(f"its header has over {MAX_ELEMENTS} boxes or elements")
 
     def full(self) -> bool:
-        return self.tags > MAX_TAGS
+        return _over(self.tags, self.named)
 
     # ID3v2, as FFmpeg's id3v2.c walks it: consecutive tags, frame sizes read as FFmpeg reads them.
     def id3v2(self, at: int) -> int:
@@ -157,6 +171,8 @@ class _Walk:
                 return  # padding
             self.visit()
             self.tags += 1
+            if head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED:
+                self.named += inflated if tflags & 0x0008 else frame
             if tflags & 0x0008 and inflated > MAX_INFLATED:
                 raise AudioError(f"an ID3 frame inflates to {inflated} bytes (mimi reads at most "
                                  f"{MAX_INFLATED >> 20} MiB)")
@@ -208,6 +224,7 @@ class _Walk:
             box = min(box, end - at)  # FFmpeg reads a box that runs past its parent as ending with it
             self.boxes.add(at)
             self.tags += items
+            self.named += box if items else 0
             if depth < 16 and kind in _MP4_PARENTS:
                 self.mp4(at + header, at + box, depth + 1, kind in (b"udta", b"ilst"))
             elif depth < 16 and kind == b"meta":  # a full box (four bytes of flags) in MP4, a plain one in QuickTime
@@ -263,6 +280,7 @@ class _Walk:
             self.tags += 1
             kind, size = header[0] & 0x7F, int.from_bytes(header[1:4], "big")
             if kind == 4:
+                self.named += size
                 vendor = int.from_bytes(self.read(at + 4, 4), "little")
                 self.tags += int.from_bytes(self.read(at + 8 + vendor, 4), "little")
             if header[0] & 0x80:
@@ -285,6 +303,7 @@ class _Walk:
                 at += 46  # its objects follow its own fields
                 continue
             if guid in _ASF_COUNTED:
+                self.named += size
                 self.tags += int.from_bytes(self.read(at + _ASF_COUNTED[guid], 4 if guid == _ASF_MARKERS else 2),
                                             "little")
             at += size
@@ -293,6 +312,7 @@ class _Walk:
         """Items in an APE tag at the file's end (FFmpeg reads one there for MP3 and ADTS)."""
         footer = self.read(self.size - 32, 32) if self.size >= 32 else b""
         if footer[:8] == b"APETAGEX":
+            self.named += int.from_bytes(footer[12:16], "little")
             self.tags += int.from_bytes(footer[16:20], "little")
 
 
@@ -335,6 +355,9 @@ def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
 # Boxes FFmpeg reads as lists of boxes (as mov_read_default), and those that hold what it files as tags.
 _MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"udta", b"ilst",
                 b"dinf", b"tref", b"mfra", b"sinf", b"schi", b"wave"}
+# ID3 frames whose content FFmpeg makes a name of (a TXXX's description, a comment's, a PRIV's
+# owner, a chapter's frames); other text frames are named by their four-letter id.
+_ID3_NAMED = {b"TXXX", b"TXX", b"COMM", b"COM", b"USLT", b"ULT", b"PRIV", b"CHAP"}
 _MP4_TAGGED = re.compile(b"udta|ilst|meta|ID32")
 
 def _guid(text: str) -> bytes:
@@ -372,7 +395,7 @@ class StreamTags:
         if self.demuxer == "matroska":
             return  # its tags are hidden from FFmpeg (`Hidden`)
         if self._ogg is not None:
-            tags = self._ogg.feed(data)
+            over = _over(*self._ogg.feed(data))
         else:
             self._head.seek(0, os.SEEK_END)
             self._head.write(data)
@@ -380,11 +403,10 @@ class StreamTags:
             if size - self._walked < 1 << 16 and self._walked:
                 return  # walked again every 64 KiB: FFmpeg files at most that much more in between
             self._walked = size
-            tags = _walk(self._head, self.demuxer).tags
-        if tags > MAX_TAGS:
+            over = _walk(self._head, self.demuxer).full()
+        if over:
             self.heard()
-            raise AudioError(f"its header holds more than {MAX_TAGS} tags and chapters, which FFmpeg would take "
-                             "minutes to file (a crafted list?)")
+            raise _refusal()
 
     def heard(self) -> None:
         self.done, self._head, self._ogg = True, io.BytesIO(), None
@@ -397,9 +419,10 @@ class _OggComments:
     def __init__(self) -> None:
         self._pending = bytearray()
         self._streams: dict[int, _OggPacket] = {}
-        self.comments = 0
+        self.comments = self.named = 0
 
-    def feed(self, data: bytes) -> int:
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """The comments the comment headers so far declare, and their bytes so far."""
         self._pending += data
         while len(self._pending) >= 27:
             if self._pending[:4] != b"OggS":  # FFmpeg searches for the next page: so does this
@@ -420,11 +443,12 @@ class _OggComments:
             at = 27 + segments
             for value in lacing:
                 self.comments += packet.add(self._pending[at:at + value])
+                self.named += value if packet.count_at is not None and packet.count_at >= 0 else 0
                 at += value
                 if value < 255:
                     packet.start()
             del self._pending[:end]
-        return self.comments
+        return self.comments, self.named
 
 
 class _OggPacket:
