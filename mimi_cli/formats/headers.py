@@ -22,12 +22,15 @@ from .audio import AudioError
 MAX_TAGS = 4096  # tags and chapters a file FFmpeg reads may hold (a real file has dozens)
 MAX_ELEMENTS = 1_000_000  # boxes or elements a header walk visits (a long fragmented MP4 has a few a second)
 MAX_ALAC_FRAME = 1 << 16  # samples a channel in one ALAC frame (Apple's encoder writes 4096)
+# Bytes a file's compressed ID3 frames may inflate to, all together: FFmpeg allocates what each
+# frame states and keeps what it inflates as a tag (a PRIV frame's four times over, escaped), so
+# 10 MB of frames stating 256 MiB each took 16 GB.
 MAX_INFLATED = 16 << 20
 # Tags times the bytes they are named with: FFmpeg compares a new tag's name with every name
 # before it, as far as they agree, so 4096 names of 2000 bytes that differ only at their ends
 # cost 17 G comparisons (minutes). 2^30 is a second or two: a few thousand short names, or a few
 # hundred long ones.
-MAX_NAMING = 1 << 30  # bytes a compressed ID3 frame may inflate to (FFmpeg allocates what it states)
+MAX_NAMING = 1 << 30
 
 
 def check(f: BinaryIO, demuxer: str) -> None:
@@ -95,6 +98,7 @@ class _Walk:
     def __init__(self, f: BinaryIO, size: int) -> None:
         self.f, self.size, self.tags, self.elements = f, size, 0, 0
         self.named = 0  # bytes of what FFmpeg makes names of (and of values, where they share a box)
+        self.inflated = 0  # bytes the compressed ID3 frames state they inflate to
         self.boxes: set[int] = set()  # where the MP4 boxes walked start
 
     def read(self, at: int, n: int) -> bytes:
@@ -173,9 +177,11 @@ class _Walk:
             self.tags += 1
             if head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED:
                 self.named += inflated if tflags & 0x0008 else frame
-            if tflags & 0x0008 and inflated > MAX_INFLATED:
-                raise AudioError(f"an ID3 frame inflates to {inflated} bytes (mimi reads at most "
-                                 f"{MAX_INFLATED >> 20} MiB)")
+            if tflags & 0x0008:
+                self.inflated += inflated
+                if self.inflated > MAX_INFLATED:
+                    raise AudioError(f"its compressed ID3 frames inflate to {self.inflated} bytes or more (mimi reads "
+                                     f"at most {MAX_INFLATED >> 20} MiB of them)")
             if head[:4] == b"CHAP":
                 self._id3_chapter(body, frame, bool(flags & 0x80 or tflags & 0x0002), bool(tflags & 0x0008))
 

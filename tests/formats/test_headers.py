@@ -151,13 +151,16 @@ def test_long_names_count_against_how_many_there_are(mp3, monkeypatch):
 
 @needs_ffmpeg
 def test_an_id3_frame_that_inflates_past_its_bound_is_refused(mp3, monkeypatch):
-    """FFmpeg allocates the size a compressed frame states and inflates into it: 10 MB of zlib
-    is 10 GB of text."""
+    """FFmpeg allocates the size a compressed frame states, inflates into it and keeps the text:
+    10 MB of frames stating 256 MiB each took 16 GB. Together they may inflate to 16 MiB."""
     packed = zlib.compress(bytes(1 << 20))
     bomb = _frame(b"TXXX", (1 << 30).to_bytes(4, "big") + packed, flags=0x0009)
+    small = [_frame(b"PRIV", (5 << 20).to_bytes(4, "big") + packed, flags=0x0009) for _ in range(4)]
     monkeypatch.setattr("av.open", _never)
-    with pytest.raises(AudioError, match="an ID3 frame inflates to 1073741824 bytes"):
+    with pytest.raises(AudioError, match="its compressed ID3 frames inflate to 1073741824 bytes"):
         decode_24k(io.BytesIO(_id3([bomb], version=4) + mp3), mix=True)
+    with pytest.raises(AudioError, match="inflate to 20971520 bytes or more"):  # 5 MiB each, four of them
+        decode_24k(io.BytesIO(_id3(small) + mp3), mix=True)
 
 
 @needs_ffmpeg
