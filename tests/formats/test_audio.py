@@ -76,18 +76,18 @@ def test_a_flac_that_states_no_length_is_read_to_its_end(tmp_path):
 
 def test_a_flac_that_states_no_length_and_holds_thousands_of_tags_is_refused_at_once():
     """FFmpeg files each tag of a FLAC with a scan of those before it (77,000 tags took two
-    minutes to open); a FLAC that FFmpeg reads may hold 4096."""
+    minutes to open); a FLAC that FFmpeg reads may hold 4096, each metadata block counting as one."""
     data = bytearray(unstated(encoded("FLAC", "PCM_16", seconds=1.0)))
     data[4] &= 0x7F  # STREAMINFO is no longer the last block: a VORBIS_COMMENT block follows it
 
     def tagged(n: int) -> bytes:
         body = (1).to_bytes(4, "little") + b"x" + n.to_bytes(4, "little") + b"".join(
             len(t).to_bytes(4, "little") + t for t in (f"K{i}=v".encode() for i in range(n)))
-        return bytes(data[:42]) + b"\x04" + len(body).to_bytes(3, "big") + body + bytes(data[42:])
+        return bytes(data[:42]) + b"\x84" + len(body).to_bytes(3, "big") + body + bytes(data[42:])
 
-    decode_24k(io.BytesIO(tagged(4096)), mix=True)
+    decode_24k(io.BytesIO(tagged(4094)), mix=True)  # and STREAMINFO and VORBIS_COMMENT: 4096
     with pytest.raises(AudioError, match="more than 4096 tags and chapters"):
-        decode_24k(io.BytesIO(tagged(4097)), mix=True)
+        decode_24k(io.BytesIO(tagged(4095)), mix=True)
 
 
 def test_the_length_is_bounded_before_and_while_decoding(tmp_path, monkeypatch):
