@@ -72,7 +72,7 @@ def count_tags(f: BinaryIO, demuxer: str) -> int:
     return _walk(f, demuxer).tags
 
 
-def _walk(f: BinaryIO, demuxer: str) -> _Walk:
+def _walk(f: BinaryIO, demuxer: str, between: bool = True) -> _Walk:
     size = f.seek(0, os.SEEK_END)
     walk = _Walk(f, size)
     try:
@@ -86,6 +86,8 @@ def _walk(f: BinaryIO, demuxer: str) -> _Walk:
             walk.asf()
         elif demuxer in ("mp3", "aac"):
             walk.ape()
+        if demuxer == "aac" and between:
+            walk.id3v2_between(after)
     finally:
         f.seek(0)
     return walk
@@ -100,6 +102,7 @@ class _Walk:
         self.named = 0  # bytes of what FFmpeg makes names of (and of values, where they share a box)
         self.inflated = 0  # bytes the compressed ID3 frames state they inflate to
         self.boxes: set[int] = set()  # where the MP4 boxes walked start
+        self.table: dict = {}  # what the MP4 sample table being walked says of its chunks
 
     def read(self, at: int, n: int) -> bytes:
         self.f.seek(at)
@@ -126,6 +129,14 @@ class _Walk:
             self._id3_frames(at + 10, length, head[3], head[5])
             at = end
         return at
+
+    def id3v2_between(self, after: int) -> None:
+        """The ID3v2 tags between an ADTS stream's frames (FFmpeg files each one's tags as it
+        meets it, into the file's own list): every tag wherever its id occurs."""
+        walked = after
+        for at in self._positions(re.compile(b"ID3"), 3):
+            if at >= walked and not self.full():
+                walked = self.id3v2(at)
 
     def _id3_frames(self, at: int, length: int, version: int, flags: int) -> None:
         if version not in (2, 3, 4) or (version == 2 and flags & 0x40):
@@ -175,7 +186,7 @@ class _Walk:
                 return  # padding
             self.visit()
             self.tags += 1
-            if head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED:
+            if (head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED) and head[:4] != b"CHAP":
                 self.named += inflated if tflags & 0x0008 else frame
             if tflags & 0x0008:
                 self.inflated += inflated
@@ -210,7 +221,9 @@ class _Walk:
             if frame < 0 or frame > left:
                 return
             self.visit()
-            self.tags += body[at] == ord("T")
+            if body[at] == ord("T"):  # a chapter's text frame: its own list, named by its frames
+                self.tags += 1
+                self.named += frame
             at += 10 + frame
             left -= frame
 
@@ -231,7 +244,11 @@ class _Walk:
             self.boxes.add(at)
             self.tags += items
             self.named += box if items else 0
-            if depth < 16 and kind in _MP4_PARENTS:
+            if depth < 16 and kind == b"stbl":
+                self.table = {}
+                self.mp4(at + header, at + box, depth + 1)
+                _check_chunks(self.table, self.size)
+            elif depth < 16 and kind in _MP4_PARENTS:
                 self.mp4(at + header, at + box, depth + 1, kind in (b"udta", b"ilst"))
             elif depth < 16 and kind == b"meta":  # a full box (four bytes of flags) in MP4, a plain one in QuickTime
                 first = self.read(at + header, 8)
@@ -240,10 +257,21 @@ class _Walk:
                 self.id3v2(at + header + 6)
             elif kind == b"stsd":
                 _check_alac(self.read(at + header, min(box - header, 1 << 16)))
+            elif kind == b"keys":  # the names an ilst's items point to: a full box, a count, then the names
+                count = int.from_bytes(self.read(at + header + 4, 4), "big")
+                if count * 8 > box - header - 8:  # FFmpeg makes room for every name it states first
+                    raise AudioError(f"its keys box claims {count} names, more than it holds")
+                self.named += box
             elif kind in (b"stsz", b"trun"):
                 body = self.read(at + header, 12)
                 if len(body) == 12:
                     _check_samples(kind, body, box - header, self.size)
+                    if kind == b"stsz":
+                        self.table["sample size"] = int.from_bytes(body[4:8], "big")
+            elif kind in (b"stco", b"co64"):
+                self.table["chunks"] = int.from_bytes(self.read(at + header + 4, 4), "big")
+            elif kind == b"stsc":
+                self.table["stsc"] = self.read(at + header, box - header)
             at += box
 
     def mp4_elsewhere(self) -> None:
@@ -257,8 +285,8 @@ class _Walk:
                     box = int.from_bytes(head[8:16], "big")
                 self.mp4(at - 4, self.size if box == 0 else min(self.size, at - 4 + box), 0)
 
-    def _positions(self, pattern: re.Pattern) -> Iterator[int]:
-        """Where `pattern` (four bytes) occurs in the file, in order."""
+    def _positions(self, pattern: re.Pattern, width: int = 4) -> Iterator[int]:
+        """Where `pattern` (`width` bytes) occurs in the file, in order."""
         at, carry = 0, b""
         while True:
             self.f.seek(at)
@@ -268,7 +296,7 @@ class _Walk:
             data = carry + chunk
             found = [at - len(carry) + m.start() for m in pattern.finditer(data)]
             at += len(chunk)
-            carry = data[-3:]
+            carry = data[-(width - 1):]
             yield from found
 
     def flac(self, at: int) -> None:
@@ -345,6 +373,21 @@ def _check_alac(description: bytes) -> None:
         at = description.find(b"alac", at + 4)
 
 
+def _check_chunks(table: dict, size: int) -> None:
+    """AudioError if an MP4 sample table of one sample size (as PCM's) claims more samples in its
+    chunks than the file holds bytes: FFmpeg indexes such a table by chunks, splitting each into
+    packets, so 84 chunks stated to hold a billion samples each took 2.9 GB in a 49 KB file."""
+    stsc, chunks, sample_size = table.get("stsc", b""), table.get("chunks", 0), table.get("sample size", 0)
+    if not sample_size or len(stsc) < 8:
+        return
+    runs = [(int.from_bytes(stsc[i:i + 4], "big"), int.from_bytes(stsc[i + 4:i + 8], "big"))
+            for i in range(8, min(len(stsc), 8 + 12 * int.from_bytes(stsc[4:8], "big")) - 11, 12)]
+    claimed = sum(max(0, (runs[i + 1][0] if i + 1 < len(runs) else chunks + 1) - first) * count
+                  for i, (first, count) in enumerate(runs))
+    if claimed * sample_size > 2 * size:
+        raise AudioError(f"its sample table's chunks claim {claimed} samples, more than the file holds")
+
+
 def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
     """An `stsz` or `trun` box's sample count against what the box and the file can hold. FFmpeg
     builds an index entry for every sample a table claims before it reads one: a 10 KB file whose
@@ -362,8 +405,9 @@ def _check_samples(kind: bytes, body: bytes, room: int, size: int) -> None:
 _MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"udta", b"ilst",
                 b"dinf", b"tref", b"mfra", b"sinf", b"schi", b"wave"}
 # ID3 frames whose content FFmpeg makes a name of (a TXXX's description, a comment's, a PRIV's
-# owner, a chapter's frames); other text frames are named by their four-letter id.
-_ID3_NAMED = {b"TXXX", b"TXX", b"COMM", b"COM", b"USLT", b"ULT", b"PRIV", b"CHAP"}
+# owner); other text frames are named by their four-letter id, and a chapter's text frames count
+# on their own (its images do not).
+_ID3_NAMED = {b"TXXX", b"TXX", b"COMM", b"COM", b"USLT", b"ULT", b"PRIV"}
 _MP4_TAGGED = re.compile(b"udta|ilst|meta|ID32")
 
 def _guid(text: str) -> bytes:
@@ -394,8 +438,11 @@ class StreamTags:
         self._head = io.BytesIO()  # MP3, ADTS, FLAC: walked again as it grows
         self._walked = 0
         self._ogg = _OggComments() if demuxer == "ogg" else None
+        self._between = _TagsBetween() if demuxer == "aac" else None
 
     def feed(self, data: bytes) -> None:
+        if self._between is not None and data and _over(*self._between.feed(data)):
+            raise _refusal()
         if self.done or not data:
             return
         if self.demuxer == "matroska":
@@ -409,13 +456,56 @@ class StreamTags:
             if size - self._walked < 1 << 16 and self._walked:
                 return  # walked again every 64 KiB: FFmpeg files at most that much more in between
             self._walked = size
-            over = _walk(self._head, self.demuxer).full()
+            over = _walk(self._head, self.demuxer, between=False).full()  # those between: `_TagsBetween`
         if over:
             self.heard()
             raise _refusal()
 
     def heard(self) -> None:
         self.done, self._head, self._ogg = True, io.BytesIO(), None
+
+    @property
+    def ended(self) -> bool:
+        """Whether nothing more is counted (an ADTS stream's tags are, between its frames)."""
+        return self.done and self._between is None
+
+
+class _TagsBetween:
+    """The ID3v2 tags of an ADTS stream, its first and those between its frames, taken whole as
+    they pass (FFmpeg reads one between frames whole before it files its tags) and walked; their
+    counts add up, as FFmpeg adds each tag's to the stream's one list."""
+
+    def __init__(self) -> None:
+        self._carry, self._tag, self._left = b"", bytearray(), 0
+        self.tags = self.named = 0
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        while data:
+            if self._left:
+                piece, data = data[:self._left], data[self._left:]
+                self._tag += piece
+                self._left -= len(piece)
+                if not self._left:
+                    walk = _Walk(io.BytesIO(bytes(self._tag)), len(self._tag))
+                    walk.id3v2(0)
+                    self.tags, self.named = self.tags + walk.tags, self.named + walk.named
+                    self._tag = bytearray()
+                continue
+            joined = self._carry + data
+            at = joined.find(b"ID3")
+            if at < 0 or len(joined) - at < 10:
+                at = at if at >= 0 else max(len(joined) - 2, 0)
+                self._carry, data = joined[at:][-9:] if at < len(joined) else b"", b""
+                continue
+            head = joined[at:at + 10]
+            if 0xFF in head[3:5] or any(b & 0x80 for b in head[6:10]):  # not a tag's header (FFmpeg's test)
+                self._carry, data = b"", joined[at + 1:]
+                continue
+            self._tag, self._left, self._carry = bytearray(head), _syncsafe(head[6:10]), b""
+            if self._left > MAX_INFLATED:  # FFmpeg would read it whole into one packet
+                return MAX_TAGS + 1, 0
+            data = joined[at + 10:]
+        return self.tags, self.named
 
 
 class _OggComments:
@@ -491,20 +581,21 @@ class _OggPacket:
         return int.from_bytes(self.count, "little") if len(self.count) == 4 else 0
 
 
-# Matroska's Tags, Chapters and Attachments: FFmpeg files what they hold with scans of what it
-# filed before, and its costs multiply with their nesting (a SimpleTag's children, its language,
-# each Tag's targets) and count (it converts the whole list again after each Tag), so no count of
-# them bounds its time. mimi reads none of them: FFmpeg is shown each under an id it does not
+# Matroska's Tags, Chapters, Attachments and Cues: FFmpeg files what they hold with scans of what
+# it filed before, and its costs multiply with their nesting (a SimpleTag's children, its language,
+# each Tag's targets) and count (it converts the whole list again after each Tag; it inserts each
+# cue into its index in order, so cues in falling order cost their square), so no count of them
+# bounds its time. mimi reads none of them (it never seeks): FFmpeg is shown each under an id it does not
 # know, and skips it, wherever it finds one (a SeekHead points to them; FFmpeg searches for them
 # past damage).
-_HIDDEN_IDS = (b"\x12\x54\xc3\x67", b"\x10\x43\xa7\x70", b"\x19\x41\xa4\x69")
+_HIDDEN_IDS = (b"\x12\x54\xc3\x67", b"\x10\x43\xa7\x70", b"\x19\x41\xa4\x69", b"\x1c\x53\xbb\x6b")
 _MATROSKA_HIDDEN = re.compile(b"|".join(re.escape(i) for i in _HIDDEN_IDS))
 _UNKNOWN_ID = b"\x1f\x00\x00\x00"
 
 
 def hidden(window: bytes) -> bytes:
-    """`window` of a Matroska file as FFmpeg is shown it: every Tags, Chapters and Attachments
-    id replaced by an id FFmpeg skips (the ids overlap nowhere, so any window of the file gives
+    """`window` of a Matroska file as FFmpeg is shown it: every Tags, Chapters, Attachments and
+    Cues id replaced by an id FFmpeg skips (the ids overlap nowhere, so any window of the file gives
     the same bytes where windows overlap)."""
     if not any(i in window for i in _HIDDEN_IDS):  # the common case, at the speed of a byte search
         return window

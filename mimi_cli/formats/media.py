@@ -159,7 +159,8 @@ class _Stream:
         self.unheard = 0
         if self.tags is not None:
             self.tags.heard()
-            self.tags = None
+            if self.tags.ended:
+                self.tags = None
 
 
 class _File(_Stream):

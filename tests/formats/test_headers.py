@@ -319,3 +319,49 @@ def _metadata_file(root: Path, tags: int) -> Path:
     path = root / f"{tags}.txt"
     path.write_text(_metadata(tags, 0))
     return path
+
+
+@needs_ffmpeg
+def test_mp4_tables_that_claim_more_than_the_file_holds_are_refused_before_ffmpeg_reads_them(tmp_path, monkeypatch):
+    """FFmpeg makes room for every name a `keys` box states (268 M of them: 2.1 GB from a file
+    of 743 bytes), and indexes a PCM track by the samples its chunks claim (a billion each: 2.9
+    GB from 49 KB)."""
+    keyed = bytearray(_write(tmp_path, "tags.m4a", 10, 0).read_bytes())
+    at = keyed.find(b"keys") + 8  # past the type and the full box's flags
+    keyed[at:at + 4] = (268_000_000).to_bytes(4, "big")
+    pcm = tmp_path / "pcm.mov"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-c:a", "pcm_s16le", str(pcm))
+    chunked = bytearray(pcm.read_bytes())
+    decode_24k(io.BytesIO(bytes(chunked)), mix=True)
+    at = chunked.find(b"stsc") + 4 + 4 + 4  # past the type, the flags and the count: the first run
+    chunked[at + 4:at + 8] = (1 << 30).to_bytes(4, "big")
+    monkeypatch.setattr("av.open", _never)
+    with pytest.raises(AudioError, match="its keys box claims 268000000 names"):
+        decode_24k(io.BytesIO(bytes(keyed)), mix=True)
+    with pytest.raises(AudioError, match="chunks claim .* samples, more than the file holds"):
+        decode_24k(io.BytesIO(bytes(chunked)), mix=True)
+
+
+@pytest.fixture(scope="module")
+def adts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("adts") / "plain.aac"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=2", "-c:a", "aac", "-f", "adts", str(out))
+    return out.read_bytes()
+
+
+@needs_ffmpeg
+def test_id3_tags_between_adts_frames_count_together(adts, monkeypatch):
+    """FFmpeg files the tags of every ID3v2 tag it meets between ADTS frames into one list:
+    two tags of 3000 between the frames of a file, or of a stream, are over the bound."""
+    tag = _id3([_txxx(i) for i in range(3000)])
+    cut = 0
+    for _ in range(5):  # after five frames
+        cut += ((adts[cut + 3] & 3) << 11) | (adts[cut + 4] << 3) | (adts[cut + 5] >> 5)
+    one, two = adts[:cut] + tag + adts[cut:], adts[:cut] + tag + adts[cut:] + tag + adts[cut:]
+    assert headers.count_tags(io.BytesIO(one), "aac") == 3000
+    _piped(one)
+    with pytest.raises(AudioError, match="more than 4096 tags"):
+        _piped(two)
+    monkeypatch.setattr("av.open", _never)
+    with pytest.raises(AudioError, match="more than 4096 tags"):
+        decode_24k(io.BytesIO(two), mix=True)
