@@ -476,20 +476,25 @@ class _TagsBetween:
     counts add up, as FFmpeg adds each tag's to the stream's one list."""
 
     def __init__(self) -> None:
-        self._carry, self._tag, self._left = b"", bytearray(), 0
+        self._carry, self._tag, self._left, self._walked = b"", bytearray(), 0, 0
         self.tags = self.named = 0
 
     def feed(self, data: bytes) -> tuple[int, int]:
+        """The tags and their name bytes so far, the tag that is arriving walked as far as it has
+        come (every 64 KiB: where mimi stops the stream, FFmpeg files the part it was given)."""
+        partial = (0, 0)
         while data:
             if self._left:
                 piece, data = data[:self._left], data[self._left:]
                 self._tag += piece
                 self._left -= len(piece)
-                if not self._left:
+                if not self._left or len(self._tag) - self._walked >= 1 << 16:
                     walk = _Walk(io.BytesIO(bytes(self._tag)), len(self._tag))
                     walk.id3v2(0)
-                    self.tags, self.named = self.tags + walk.tags, self.named + walk.named
-                    self._tag = bytearray()
+                    self._walked, partial = len(self._tag), (walk.tags, walk.named)
+                if not self._left:
+                    self.tags, self.named = self.tags + partial[0], self.named + partial[1]
+                    self._tag, self._walked, partial = bytearray(), 0, (0, 0)
                 continue
             joined = self._carry + data
             at = joined.find(b"ID3")
@@ -505,7 +510,7 @@ class _TagsBetween:
             if self._left > MAX_INFLATED:  # FFmpeg would read it whole into one packet
                 return MAX_TAGS + 1, 0
             data = joined[at + 10:]
-        return self.tags, self.named
+        return self.tags + partial[0], self.named + partial[1]
 
 
 class _OggComments:

@@ -365,3 +365,16 @@ def test_id3_tags_between_adts_frames_count_together(adts, monkeypatch):
     monkeypatch.setattr("av.open", _never)
     with pytest.raises(AudioError, match="more than 4096 tags"):
         decode_24k(io.BytesIO(two), mix=True)
+
+
+def test_a_tag_between_adts_frames_is_refused_as_it_arrives():
+    """Where mimi ends a stream inside a tag, FFmpeg files the part it was given: a tag between
+    frames is walked as it comes, and refused long before its end."""
+    tag = _id3([_txxx(i) for i in range(20000)])
+    between, at = headers._TagsBetween(), 0
+    while at < len(tag):
+        piece = tag[at:at + 4096]
+        at += len(piece)
+        if headers._over(*between.feed(piece)):
+            break
+    assert at < len(tag) // 2
