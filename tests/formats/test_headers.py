@@ -99,11 +99,16 @@ def _txxx(i: int) -> bytes:
     return _frame(b"TXXX", b"\x00" + f"key {i}".encode() + b"\x00value")
 
 
+def _tone(factory, name: str, *options: str) -> bytes:
+    """A second of tone as ffmpeg writes it with `options`."""
+    out = factory.mktemp("tone") / name
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", *options, str(out))
+    return out.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def mp3(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mp3") / "plain.mp3"
-    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-c:a", "libmp3lame", "-write_xing", "0", str(out))
-    return out.read_bytes()
+    return _tone(tmp_path_factory, "plain.mp3", "-c:a", "libmp3lame", "-write_xing", "0")
 
 
 @needs_ffmpeg
@@ -344,9 +349,7 @@ def test_mp4_tables_that_claim_more_than_the_file_holds_are_refused_before_ffmpe
 
 @pytest.fixture(scope="module")
 def adts(tmp_path_factory):
-    out = tmp_path_factory.mktemp("adts") / "plain.aac"
-    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=2", "-c:a", "aac", "-f", "adts", str(out))
-    return out.read_bytes()
+    return _tone(tmp_path_factory, "plain.aac", "-c:a", "aac", "-f", "adts")
 
 
 @needs_ffmpeg
