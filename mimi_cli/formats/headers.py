@@ -3,9 +3,11 @@
 FFmpeg files each tag in a list it first scans for the tag's name, and each chapter in a list it
 scans for the chapter's id, so a header of 100,000 tags (a megabyte or two) keeps it busy for
 minutes; and it builds an index entry for every sample an MP4 table claims before it reads one.
-`check` walks the same structures FFmpeg walks (leading ID3v2 tags, MP4 boxes, Matroska's EBML,
-a FLAC's comments, ASF's header objects, a trailing APE tag), bounded, and refuses a file whose
-tags and chapters number over MAX_TAGS or whose tables claim more than the file holds.
+`check` walks the same structures FFmpeg walks (ID3v2 tags, MP4 boxes, a FLAC's comments, ASF's
+header objects, a trailing APE tag), bounded, and refuses a file whose tags and chapters number
+over MAX_TAGS (or over MAX_NAMING with their names' bytes) or whose tables claim more than the
+file holds. Streams are counted as they pass (`StreamTags`). Matroska's tags are not counted but
+hidden from FFmpeg (`hidden`).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def check(f: BinaryIO, demuxer: str) -> None:
 
 
 # Files walked and passed, by device, inode, size, time and demuxer: an item FFmpeg reads is
-# opened to probe it, to read it out and to encode it, and a Matroska file is read whole to walk.
+# opened to probe it, to read it out and to encode it, and an MP4 or ADTS file is read whole to walk.
 _PASSED: set[tuple] = set()
 
 
@@ -121,7 +123,7 @@ class _Walk:
         """Counts the ID3v2 tags starting at `at`; gives where the data after them starts."""
         while not self.full():
             head = self.read(at, 10)
-            if len(head) < 10 or head[:3] != b"ID3" or 0xFF in head[3:5] or any(b & 0x80 for b in head[6:10]):
+            if len(head) < 10 or head[:3] != b"ID3" or not _id3_header(head):
                 return at
             self.visit()
             length = _syncsafe(head[6:10])
@@ -186,7 +188,7 @@ class _Walk:
                 return  # padding
             self.visit()
             self.tags += 1
-            if (head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED) and head[:4] != b"CHAP":
+            if head[:4] in _ID3_NAMED or head[:3] in _ID3_NAMED:
                 self.named += inflated if tflags & 0x0008 else frame
             if tflags & 0x0008:
                 self.inflated += inflated
@@ -350,6 +352,11 @@ class _Walk:
             self.tags += int.from_bytes(footer[16:20], "little")
 
 
+def _id3_header(head: bytes) -> bool:
+    """Whether the ten bytes of `head`, which start with "ID3", are a tag's header by FFmpeg's test."""
+    return 0xFF not in head[3:5] and not any(b & 0x80 for b in head[6:10])
+
+
 def _syncsafe(data: bytes) -> int:
     return sum((b & 0x7F) << (7 * (len(data) - 1 - i)) for i, b in enumerate(data))
 
@@ -367,10 +374,16 @@ def _check_alac(description: bytes) -> None:
     while at >= 0:
         box = int.from_bytes(description[at - 4:at], "big")  # a box named alac: the sample entry, or its configuration
         length = int.from_bytes(description[at + 8:at + 12], "big")  # after the box's version and flags
-        if 36 <= box <= len(description) - at + 4 and length > MAX_ALAC_FRAME:
-            raise AudioError(f"its ALAC header gives frames of {length} samples (encoders write 4096; mimi reads up "
-                             f"to {MAX_ALAC_FRAME})")
+        if 36 <= box <= len(description) - at + 4:
+            check_alac_frame(length)
         at = description.find(b"alac", at + 4)
+
+
+def check_alac_frame(length: int) -> None:
+    """AudioError for an ALAC header's frame length over MAX_ALAC_FRAME samples."""
+    if length > MAX_ALAC_FRAME:
+        raise AudioError(f"its ALAC header gives frames of {length} samples (encoders write 4096; mimi reads up "
+                         f"to {MAX_ALAC_FRAME})")
 
 
 def _check_chunks(table: dict, size: int) -> None:
@@ -410,6 +423,7 @@ _MP4_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b
 _ID3_NAMED = {b"TXXX", b"TXX", b"COMM", b"COM", b"USLT", b"ULT", b"PRIV"}
 _MP4_TAGGED = re.compile(b"udta|ilst|meta|ID32")
 
+
 def _guid(text: str) -> bytes:
     """An ASF GUID's bytes as they lie in the file (its first three fields little-endian)."""
     return uuid.UUID(text).bytes_le
@@ -446,7 +460,7 @@ class StreamTags:
         if self.done or not data:
             return
         if self.demuxer == "matroska":
-            return  # its tags are hidden from FFmpeg (`Hidden`)
+            return  # its tags are hidden from FFmpeg (`HiddenStream`)
         if self._ogg is not None:
             over = _over(*self._ogg.feed(data))
         else:
@@ -503,7 +517,7 @@ class _TagsBetween:
                 self._carry, data = joined[at:][-9:] if at < len(joined) else b"", b""
                 continue
             head = joined[at:at + 10]
-            if 0xFF in head[3:5] or any(b & 0x80 for b in head[6:10]):  # not a tag's header (FFmpeg's test)
+            if not _id3_header(head):
                 self._carry, data = b"", joined[at + 1:]
                 continue
             self._tag, self._left, self._carry = bytearray(head), _syncsafe(head[6:10]), b""

@@ -23,7 +23,6 @@ import numpy as np
 
 from . import headers
 from .audio import AudioError, check_format
-from .headers import MAX_ALAC_FRAME
 from .pcm import MAX_CHANNELS
 
 
@@ -120,11 +119,12 @@ class _Stream:
     to be reported as ours; PyAV would print the traceback of an exception raised into FFmpeg.
     A Matroska stream's tags are hidden from FFmpeg as they pass (`headers.hidden`)."""
 
-    def __init__(self, file: BinaryIO, demuxer: str) -> None:
+    def __init__(self, file: BinaryIO, tags: headers.StreamTags | None = None,
+                 hide: headers.HiddenStream | None = None) -> None:
         self.file, self.error = file, None
         self.unheard = 0  # bytes read since the last decoded frame
-        self.tags = headers.StreamTags(demuxer)  # the header's tags, counted until the first decoded frame
-        self._hide = headers.HiddenStream() if demuxer == "matroska" else None
+        self.tags = tags  # the header's tags, counted until the first decoded frame
+        self._hide = hide
 
     def read(self, n: int) -> bytes:
         if self.error is not None:
@@ -168,8 +168,8 @@ class _File(_Stream):
     FFmpeg asks for before the start is refused with EINVAL, as the OS would, rather than raised."""
 
     def __init__(self, file: BinaryIO, demuxer: str) -> None:
-        super().__init__(file, demuxer)
-        self.tags, self._hide, self._matroska = None, None, demuxer == "matroska"
+        super().__init__(file)
+        self._matroska = demuxer == "matroska"
 
     def _read(self, n: int) -> bytes:
         if not self._matroska:
@@ -224,7 +224,11 @@ class MediaReader:
         except BaseException:
             self.close()
             raise
-        self._io = (_File if seekable else _Stream)(self._file, demuxer)
+        if seekable:
+            self._io = _File(self._file, demuxer)
+        else:
+            self._io = _Stream(self._file, headers.StreamTags(demuxer),
+                               headers.HiddenStream() if demuxer == "matroska" else None)
         try:
             self.container = av.open(self._io, format=demuxer,
                                      container_options=dict(_LIVE_OPTIONS if live else _OPTIONS),
@@ -394,18 +398,16 @@ def return_freed_memory() -> None:
 
 
 def _check_frame_length(context) -> None:
-    """AudioError for an ALAC stream whose header gives frames longer than MAX_ALAC_FRAME: its
-    decoder allocates buffers for the longest frame when it opens (16.7 M samples a channel, 0.5
-    GB for eight, is what FFmpeg takes)."""
+    """AudioError for an ALAC stream whose header gives frames longer than
+    headers.MAX_ALAC_FRAME: its decoder allocates buffers for the longest frame when it opens
+    (16.7 M samples a channel, 0.5 GB for eight, is what FFmpeg takes). An MP4's is checked
+    before FFmpeg opens it; this catches the others (Matroska's CodecPrivate)."""
     if context.name != "alac":
         return
     cookie = bytes(context.extradata or b"")
     at = 12 if cookie[4:8] == b"alac" else 0  # FFmpeg's own layout carries the atom's header
     if len(cookie) >= at + 4:
-        length = int.from_bytes(cookie[at:at + 4], "big")
-        if length > MAX_ALAC_FRAME:
-            raise AudioError(f"its ALAC header gives frames of {length} samples (encoders write 4096; mimi reads up "
-                             f"to {MAX_ALAC_FRAME})")
+        headers.check_alac_frame(int.from_bytes(cookie[at:at + 4], "big"))
 
 
 def _skip_samples_type():
